@@ -1,0 +1,49 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { ConfigError, decodeMasterKey, type Config } from '../config.ts';
+import type { Logger } from '../logger.ts';
+import { SecretBox } from './secret-box.ts';
+
+export const MASTER_KEY_FILE = 'master.key';
+
+/**
+ * The master key comes from TENANTGATE_MASTER_KEY, or from `<data dir>/master.key`. On the embedded
+ * default that file is generated (mode 0600) on first start; `mayGenerate` is false when the store
+ * already holds credentials, since a new key could never decrypt them.
+ */
+export function loadSecretBox(
+  config: Pick<Config, 'masterKey' | 'previousMasterKeys' | 'dataDir'>,
+  logger: Logger,
+  mayGenerate: boolean,
+): SecretBox {
+  if (config.masterKey) return new SecretBox(config.masterKey, config.previousMasterKeys);
+  const file = path.join(config.dataDir, MASTER_KEY_FILE);
+  let raw: string | undefined;
+  try {
+    raw = fs.readFileSync(file, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  if (raw === undefined) {
+    if (!mayGenerate) {
+      throw new ConfigError(
+        `no master key: the store holds encrypted credentials but ${file} is missing and TENANTGATE_MASTER_KEY is not set`,
+      );
+    }
+    fs.mkdirSync(config.dataDir, { recursive: true });
+    const key = randomBytes(32);
+    try {
+      fs.writeFileSync(file, `${key.toString('base64')}\n`, { mode: 0o600, flag: 'wx' });
+      logger.info('generated a new master key', { file });
+    } catch (error) {
+      // Another process generated it first; use theirs.
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      return loadSecretBox(config, logger, false);
+    }
+    return new SecretBox(key, config.previousMasterKeys);
+  }
+  const mode = fs.statSync(file).mode & 0o777;
+  if (mode & 0o077) logger.warn('master key file is readable by other users; chmod 600 it', { file });
+  return new SecretBox(decodeMasterKey(file, raw), config.previousMasterKeys);
+}

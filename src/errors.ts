@@ -1,0 +1,72 @@
+import { GraphQLError } from 'graphql';
+
+/**
+ * The closed list of error codes clients may see. Code throws only these; anything else is a bug,
+ * and Yoga masks it as an internal error (no stack, no SQL, no secret).
+ */
+export type ErrorCode =
+  | 'UNAUTHENTICATED'
+  | 'FORBIDDEN'
+  | 'NOT_FOUND'
+  | 'CONFLICT'
+  | 'BAD_USER_INPUT'
+  | 'RATE_LIMITED'
+  | 'PAYLOAD_TOO_LARGE'
+  | 'SERVICE_UNAVAILABLE';
+
+function appError(
+  code: ErrorCode,
+  message: string,
+  http?: { status: number; headers?: Record<string, string> },
+  extra?: Record<string, unknown>,
+): GraphQLError {
+  return new GraphQLError(message, {
+    extensions: { code, ...extra, ...(http ? { http } : {}) },
+  });
+}
+
+/** No key, or a key that does not verify. The body is the same for every invalid-key case. */
+export function unauthenticated(reason: 'missing' | 'invalid'): GraphQLError {
+  const challenge =
+    reason === 'missing'
+      ? 'Bearer realm="tenantgate"'
+      : 'Bearer realm="tenantgate", error="invalid_token"';
+  return appError(
+    'UNAUTHENTICATED',
+    reason === 'missing' ? 'An API key is required: send Authorization: Bearer <key>' : 'The API key is not valid',
+    { status: 401, headers: { 'WWW-Authenticate': challenge } },
+  );
+}
+
+export function forbidden(message = 'This API key lacks the scope this field needs'): GraphQLError {
+  return appError('FORBIDDEN', message);
+}
+
+export function notFound(what: string, id: string): GraphQLError {
+  return appError('NOT_FOUND', `${what} "${id}" was not found`);
+}
+
+export function conflict(message: string): GraphQLError {
+  return appError('CONFLICT', message);
+}
+
+export function badInput(message: string, field?: string): GraphQLError {
+  return appError('BAD_USER_INPUT', message, undefined, field ? { field } : undefined);
+}
+
+export function rateLimited(retryAfterSeconds: number): GraphQLError {
+  const seconds = Math.max(1, Math.ceil(retryAfterSeconds));
+  return appError('RATE_LIMITED', `Too many failed authentications; retry in ${seconds}s`, {
+    status: 429,
+    headers: { 'Retry-After': String(seconds) },
+  });
+}
+
+export function unavailable(message: string): GraphQLError {
+  return appError('SERVICE_UNAVAILABLE', message, { status: 503 });
+}
+
+export function errorCode(error: unknown): ErrorCode | undefined {
+  if (error instanceof GraphQLError) return error.extensions.code as ErrorCode | undefined;
+  return undefined;
+}

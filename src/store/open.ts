@@ -1,0 +1,59 @@
+import { ConfigError, type Config } from '../config.ts';
+import { loadSecretBox } from '../crypto/master-key.ts';
+import type { SecretBox } from '../crypto/secret-box.ts';
+import type { Logger } from '../logger.ts';
+import { openDatabase, type SqliteDatabase } from './sqlite/connection.ts';
+import { migrateSqlite, type MigrateOptions, type MigrateResult } from './sqlite/migrate.ts';
+import { createSqliteStore } from './sqlite/store.ts';
+import type { Store } from './types.ts';
+
+export interface OpenedStore {
+  store: Store;
+  secretBox: SecretBox;
+  migration: MigrateResult;
+  /** The raw connection, for tests and maintenance commands only; never handed to resolvers. */
+  sqlite: SqliteDatabase;
+}
+
+type StoreConfig = Pick<Config, 'database' | 'dataDir' | 'masterKey' | 'previousMasterKeys'>;
+
+function hasSealedCredentials(db: SqliteDatabase): boolean {
+  const table = db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'credentials'`).get();
+  if (!table) return false;
+  const sealed = db.prepare(`SELECT 1 FROM pragma_table_info('credentials') WHERE name = 'key_id'`).get();
+  if (!sealed) return false;
+  return db.prepare('SELECT 1 FROM credentials LIMIT 1').get() !== undefined;
+}
+
+/**
+ * Opens the configured store, migrates it (adopting a pre-tenant file in place) and loads the
+ * master key, refusing to start when the key cannot decrypt what the store holds.
+ */
+export function openStore(
+  config: StoreConfig,
+  logger: Logger,
+  options: Pick<MigrateOptions, 'onStep' | 'migrationsFolder'> = {},
+): OpenedStore {
+  const sqlite = openDatabase(config.database);
+  try {
+    const secretBox = loadSecretBox(config, logger, !hasSealedCredentials(sqlite));
+    const migration = migrateSqlite(sqlite, config.database, { ...options, secretBox: () => secretBox });
+    if (migration.backupFile) {
+      logger.info('adopted a pre-tenant database into org "default"', { backup: migration.backupFile });
+    }
+    if (migration.applied.length > 0) logger.info('migrations applied', { applied: migration.applied });
+    const unknown = (sqlite.prepare('SELECT DISTINCT key_id FROM credentials').all() as { key_id: string }[])
+      .map((r) => r.key_id)
+      .filter((id) => !secretBox.knows(id));
+    if (unknown.length > 0) {
+      throw new ConfigError(
+        `wrong master key: credentials are sealed with ${unknown.join(', ')} but the configured key is ${secretBox.currentKeyId}; ` +
+          'set TENANTGATE_MASTER_KEY (and TENANTGATE_MASTER_KEY_PREVIOUS during a rotation) to the keys that sealed them',
+      );
+    }
+    return { store: createSqliteStore(sqlite, config.database), secretBox, migration, sqlite };
+  } catch (error) {
+    sqlite.close();
+    throw error;
+  }
+}

@@ -1,0 +1,30 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+
+export type SqliteDatabase = Database.Database;
+
+export const BUSY_TIMEOUT_MS = 5000;
+
+/**
+ * Opens a SQLite file with every pragma set explicitly, on every connection:
+ * - WAL, so readers never block the writer and a second process (the CLI) can share the file;
+ * - busy_timeout, so a writer waits for another process's write instead of failing SQLITE_BUSY;
+ * - synchronous=FULL, so an acknowledged write survives a crash of the process and of the machine;
+ * - foreign_keys=ON (better-sqlite3 12 defaults it on; we do not rely on that default).
+ */
+export function openDatabase(file: string): SqliteDatabase {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const db = new Database(file, { timeout: BUSY_TIMEOUT_MS });
+  try {
+    db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+    const mode = db.pragma('journal_mode = WAL', { simple: true });
+    if (mode !== 'wal') throw new Error(`could not switch ${file} to WAL (journal_mode is ${String(mode)})`);
+    db.pragma('synchronous = FULL');
+    db.pragma('foreign_keys = ON');
+  } catch (error) {
+    db.close();
+    throw error;
+  }
+  return db;
+}

@@ -1,0 +1,99 @@
+import { sql } from 'drizzle-orm';
+import {
+  blob,
+  foreignKey,
+  index,
+  integer,
+  primaryKey,
+  sqliteTable,
+  text,
+} from 'drizzle-orm/sqlite-core';
+
+// Timestamps are ISO-8601 UTC text, as the pre-tenant registry wrote them, so adopted rows keep
+// their bytes and new rows sort the same way.
+
+export const orgs = sqliteTable('orgs', {
+  id: text('id').primaryKey(),
+  name: text('name').notNull(),
+  createdAt: text('created_at').notNull(),
+});
+
+export const apiKeys = sqliteTable(
+  'api_keys',
+  {
+    id: text('id').primaryKey(),
+    orgId: text('org_id')
+      .notNull()
+      .references(() => orgs.id, { onDelete: 'cascade' }),
+    name: text('name').notNull(),
+    prefix: text('prefix').notNull(),
+    hash: text('hash').notNull().unique(),
+    scopes: text('scopes', { mode: 'json' }).notNull().$type<string[]>(),
+    createdAt: text('created_at').notNull(),
+    expiresAt: text('expires_at'),
+    revokedAt: text('revoked_at'),
+    lastUsedAt: text('last_used_at'),
+    createdByKeyId: text('created_by_key_id'),
+  },
+  (t) => [index('api_keys_org_idx').on(t.orgId, t.createdAt, t.id)],
+);
+
+export const modules = sqliteTable(
+  'modules',
+  {
+    orgId: text('org_id')
+      .notNull()
+      .references(() => orgs.id),
+    moduleId: text('module_id').notNull(),
+    name: text('name').notNull(),
+    version: text('version').notNull(),
+    description: text('description'),
+    config: text('config').notNull().default('{}'),
+    enabled: integer('enabled', { mode: 'boolean' }).notNull().default(true),
+    healthStatus: text('health_status').notNull().default('unknown'),
+    healthMessage: text('health_message'),
+    lastHealthCheck: text('last_health_check'),
+    usageCount: integer('usage_count').notNull().default(0),
+    lastUsedAt: text('last_used_at'),
+    installedAt: text('installed_at').notNull(),
+    updatedAt: text('updated_at').notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.orgId, t.moduleId] }),
+    index('modules_org_enabled_idx').on(t.orgId, t.enabled, t.moduleId),
+    // Partial: only unhealthy rows are indexed, so the admin's cross-org scan stays small while
+    // org_id still leads the index.
+    index('modules_unhealthy_idx')
+      .on(t.orgId, t.moduleId)
+      .where(sql`health_status IN ('degraded', 'unhealthy')`),
+  ],
+);
+
+export const credentials = sqliteTable(
+  'credentials',
+  {
+    orgId: text('org_id').notNull(),
+    moduleId: text('module_id').notNull(),
+    ciphertext: blob('ciphertext', { mode: 'buffer' }).notNull(),
+    iv: blob('iv', { mode: 'buffer' }).notNull(),
+    tag: blob('tag', { mode: 'buffer' }).notNull(),
+    keyId: text('key_id').notNull(),
+    /** Field names only, as a JSON array; never values. */
+    fields: text('fields', { mode: 'json' }).notNull().$type<string[]>(),
+    createdAt: text('created_at').notNull(),
+    updatedAt: text('updated_at').notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.orgId, t.moduleId] }),
+    foreignKey({
+      columns: [t.orgId, t.moduleId],
+      foreignColumns: [modules.orgId, modules.moduleId],
+    }).onDelete('cascade'),
+    index('credentials_org_key_idx').on(t.orgId, t.keyId),
+  ],
+);
+
+export type OrgRow = typeof orgs.$inferSelect;
+export type ApiKeyRow = typeof apiKeys.$inferSelect;
+export type ModuleRow = typeof modules.$inferSelect;
+export type CredentialRow = typeof credentials.$inferSelect;

@@ -1,0 +1,93 @@
+import type { ApiKeyRow, CredentialRow, ModuleRow, OrgRow } from './sqlite/schema.ts';
+
+export type { ApiKeyRow, CredentialRow, ModuleRow, OrgRow };
+
+/**
+ * The storage seam. Repositories (src/repos) are its only callers; resolvers never see it. Every
+ * tenant method takes the org id first and filters by it; the methods under `system` and
+ * `apiKeys.findByHash` are the deliberate cross-org exceptions, reached only by admin code paths
+ * and by authentication. Methods return promises so that an asynchronous dialect (PostgreSQL) can
+ * implement the same interface; compound writes are single methods, so no transaction spans an
+ * await.
+ */
+export interface Store {
+  readonly dialect: 'sqlite';
+  /** Where the data lives, for logs and /ready (never contains credentials). */
+  readonly location: string;
+
+  orgs: {
+    get(id: string): Promise<OrgRow | undefined>;
+    list(): Promise<OrgRow[]>;
+    /** false when the id is taken. */
+    insert(row: OrgRow): Promise<boolean>;
+  };
+
+  apiKeys: {
+    /** The one unscoped lookup: a key's hash is how we learn its org. */
+    findByHash(hash: string): Promise<ApiKeyRow | undefined>;
+    count(): Promise<number>;
+    listForOrg(orgId: string): Promise<ApiKeyRow[]>;
+    getForOrg(orgId: string, id: string): Promise<ApiKeyRow | undefined>;
+    insert(row: ApiKeyRow): Promise<void>;
+    /** Sets revoked_at unless already set; returns the row (undefined if not in this org). */
+    revoke(orgId: string, id: string, at: string): Promise<ApiKeyRow | undefined>;
+    /** Batched last-used writes: one transaction for many keys. */
+    touch(entries: ReadonlyArray<readonly [keyId: string, at: string]>): Promise<void>;
+  };
+
+  modules: {
+    list(orgId: string, opts: ModuleListOptions): Promise<ModuleRecord[]>;
+    count(orgId: string, enabled: boolean | undefined): Promise<number>;
+    get(orgId: string, moduleId: string): Promise<ModuleRecord | undefined>;
+    /** false when (org, id) exists already. */
+    insert(row: NewModule): Promise<boolean>;
+    update(orgId: string, moduleId: string, patch: ModulePatch, at: string): Promise<ModuleRecord | undefined>;
+    /** Deletes the module and, by cascade in the same statement, its credential. */
+    delete(orgId: string, moduleId: string): Promise<boolean>;
+  };
+
+  credentials: {
+    get(orgId: string, moduleId: string): Promise<CredentialRow | undefined>;
+    list(orgId: string): Promise<CredentialMeta[]>;
+    has(orgId: string, moduleId: string): Promise<boolean>;
+    /** Insert or replace; false when the module does not exist in this org. */
+    upsert(row: CredentialRow): Promise<boolean>;
+    delete(orgId: string, moduleId: string): Promise<boolean>;
+    /** Every key id in use, across orgs (start-up check and rotation). */
+    keyIds(): Promise<string[]>;
+    /** Up to `limit` rows, across orgs, not sealed under `keyId` (rotation). */
+    notUnderKey(keyId: string, limit: number): Promise<CredentialRow[]>;
+    /** Compare-and-swap: replaces the sealed value only if the row still has `expectedIv`. */
+    reseal(row: CredentialRow, expectedIv: Buffer): Promise<boolean>;
+  };
+
+  system: {
+    reportHealth(orgId: string, moduleId: string, status: HealthStatus, message: string | null, at: string): Promise<ModuleRecord | undefined>;
+    recordUsage(orgId: string, moduleId: string, count: number, at: string): Promise<ModuleRecord | undefined>;
+    unhealthy(limit: number): Promise<ModuleRecord[]>;
+  };
+
+  /** Store open, schema current and writable; a reason when not. */
+  check(): Promise<{ ok: true } | { ok: false; reason: string }>;
+  close(): Promise<void>;
+}
+
+export type HealthStatus = 'unknown' | 'healthy' | 'degraded' | 'unhealthy';
+
+export interface ModuleListOptions {
+  enabled: boolean | undefined;
+  /** Return ids strictly greater than this (keyset pagination); '' for the first page. */
+  after: string;
+  limit: number;
+}
+
+export type ModuleRecord = ModuleRow & { hasCredential: boolean };
+
+export type NewModule = Pick<
+  ModuleRow,
+  'orgId' | 'moduleId' | 'name' | 'version' | 'description' | 'config' | 'enabled' | 'installedAt' | 'updatedAt'
+>;
+
+export type ModulePatch = Partial<Pick<ModuleRow, 'name' | 'version' | 'description' | 'config' | 'enabled'>>;
+
+export type CredentialMeta = Pick<CredentialRow, 'orgId' | 'moduleId' | 'fields' | 'keyId' | 'createdAt' | 'updatedAt'>;
