@@ -1,0 +1,122 @@
+import { timingSafeEqual } from 'node:crypto';
+import type { Logger } from '../logger.ts';
+import type { ApiKeyRow, Store } from '../store/types.ts';
+import { hashKey, isWellFormedKey } from './key-format.ts';
+import { isScope, type Scope } from './scopes.ts';
+
+/** Who is calling: the org every operation of the request is scoped to, and what it may do. */
+export interface Principal {
+  orgId: string;
+  keyId: string;
+  scopes: ReadonlySet<Scope>;
+  /** Epoch milliseconds, or null for a key that does not expire. */
+  expiresAt: number | null;
+}
+
+interface CacheEntry {
+  principal: Principal;
+  until: number;
+}
+
+const MAX_CACHED = 10_000;
+
+export interface AuthenticatorOptions {
+  cacheTtlMs: number;
+  /** How often batched last-used times are written. */
+  flushIntervalMs?: number;
+  logger: Logger;
+  now?: () => number;
+}
+
+/**
+ * Turns a presented key into a Principal. Verified keys are cached briefly; `forget` drops a key
+ * at once (revocation is effective on the next request on this node; other replicas see it within
+ * the cache TTL). Last-used times are collected in memory and written in one batch.
+ */
+export class Authenticator {
+  readonly #store: Store;
+  readonly #ttl: number;
+  readonly #logger: Logger;
+  readonly #now: () => number;
+  readonly #cache = new Map<string, CacheEntry>();
+  readonly #hashByKeyId = new Map<string, string>();
+  #pendingUse = new Map<string, string>();
+  readonly #timer: NodeJS.Timeout | undefined;
+
+  constructor(store: Store, options: AuthenticatorOptions) {
+    this.#store = store;
+    this.#ttl = options.cacheTtlMs;
+    this.#logger = options.logger;
+    this.#now = options.now ?? Date.now;
+    const interval = options.flushIntervalMs ?? 5000;
+    if (interval > 0) {
+      this.#timer = setInterval(() => void this.flush(), interval);
+      this.#timer.unref();
+    }
+  }
+
+  async verify(presented: string): Promise<Principal | undefined> {
+    if (!isWellFormedKey(presented)) return undefined;
+    const hash = hashKey(presented);
+    const now = this.#now();
+    const cached = this.#cache.get(hash);
+    let principal: Principal | undefined;
+    if (cached && cached.until > now) {
+      principal = cached.principal;
+    } else {
+      const row = await this.#store.apiKeys.findByHash(hash);
+      if (!row || !timingSafeEqual(Buffer.from(row.hash, 'hex'), Buffer.from(hash, 'hex'))) return undefined;
+      if (row.revokedAt !== null) return undefined;
+      principal = toPrincipal(row);
+      this.#remember(hash, principal, now);
+    }
+    if (principal.expiresAt !== null && principal.expiresAt <= now) return undefined;
+    this.#pendingUse.set(principal.keyId, new Date(now).toISOString());
+    return principal;
+  }
+
+  /** Drop a key from the cache (after revoking it). */
+  forget(keyId: string): void {
+    const hash = this.#hashByKeyId.get(keyId);
+    if (hash !== undefined) this.#cache.delete(hash);
+    this.#hashByKeyId.delete(keyId);
+  }
+
+  /** Write collected last-used times; called on an interval and on shutdown. */
+  async flush(): Promise<void> {
+    if (this.#pendingUse.size === 0) return;
+    const batch = this.#pendingUse;
+    this.#pendingUse = new Map();
+    try {
+      await this.#store.apiKeys.touch([...batch]);
+    } catch (error) {
+      // Not worth failing requests over; keep them for the next flush unless newer ones arrived.
+      for (const [id, at] of batch) if (!this.#pendingUse.has(id)) this.#pendingUse.set(id, at);
+      this.#logger.warn('could not record key last-used times', { error: (error as Error).message });
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    await this.flush();
+  }
+
+  #remember(hash: string, principal: Principal, now: number): void {
+    if (this.#ttl <= 0) return;
+    if (this.#cache.size >= MAX_CACHED) {
+      const oldest = this.#cache.keys().next().value;
+      if (oldest !== undefined) this.#cache.delete(oldest);
+    }
+    this.#cache.set(hash, { principal, until: now + this.#ttl });
+    this.#hashByKeyId.set(principal.keyId, hash);
+  }
+}
+
+function toPrincipal(row: ApiKeyRow): Principal {
+  return {
+    orgId: row.orgId,
+    keyId: row.id,
+    scopes: new Set(row.scopes.filter(isScope)),
+    expiresAt: row.expiresAt === null ? null : Date.parse(row.expiresAt),
+  };
+}

@@ -1,0 +1,81 @@
+import type { Plugin } from 'graphql-yoga';
+import { RateLimiterMemory } from 'rate-limiter-flexible';
+import { rateLimited, unauthenticated } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import type { Authenticator, Principal } from './authenticator.ts';
+
+export interface AuthPluginOptions {
+  authenticator: Authenticator;
+  /** Failed authentications one address may make per minute; past it, 429. */
+  failuresPerMinute: number;
+  trustProxy: boolean;
+  logger: Logger;
+  /** Builds the rest of the context (org-bound repositories) from the principal. */
+  contextFor: (principal: Principal) => Record<string, unknown>;
+  /** Told of every failed authentication (metrics). */
+  onFailure?: (reason: 'missing' | 'invalid' | 'rate_limited') => void;
+}
+
+interface NodeServerContext {
+  req?: { socket?: { remoteAddress?: string } };
+}
+
+function clientAddress(request: Request, serverContext: unknown, trustProxy: boolean): string {
+  if (trustProxy) {
+    const forwarded = request.headers.get('x-forwarded-for')?.split(',')[0]?.trim();
+    if (forwarded) return forwarded;
+  }
+  return (serverContext as NodeServerContext | undefined)?.req?.socket?.remoteAddress ?? 'unknown';
+}
+
+const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
+
+/**
+ * The auth boundary: `Authorization: Bearer <key>` becomes the request's principal before the
+ * body is parsed (so no anonymous request reaches parsing, validation or a resolver), and the
+ * principal becomes the context. Keys in query strings or cookies are ignored.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the context is assembled here
+export function useAuth(options: AuthPluginOptions): Plugin<Record<string, any>> {
+  const { authenticator, logger } = options;
+  const principals = new WeakMap<Request, Principal>();
+  const failures = new RateLimiterMemory({ points: options.failuresPerMinute, duration: 60 });
+
+  return {
+    async onRequestParse({ request, serverContext }) {
+      const address = clientAddress(request, serverContext, options.trustProxy);
+      const seen = await failures.get(address);
+      if (seen && seen.consumedPoints >= options.failuresPerMinute) {
+        options.onFailure?.('rate_limited');
+        throw rateLimited(seen.msBeforeNext / 1000);
+      }
+      const header = request.headers.get('authorization');
+      if (header === null || header.trim() === '') {
+        options.onFailure?.('missing');
+        throw unauthenticated('missing');
+      }
+      const key = BEARER.exec(header)?.[1];
+      const principal = key === undefined ? undefined : await authenticator.verify(key);
+      if (!principal) {
+        options.onFailure?.('invalid');
+        logger.info('authentication failed', { address });
+        await failures.penalty(address, 1);
+        throw unauthenticated('invalid');
+      }
+      principals.set(request, principal);
+    },
+
+    onContextBuilding({ context, extendContext }) {
+      const principal = principals.get(context.request);
+      // onRequestParse runs first for every GraphQL request; reaching here without a principal
+      // would be a bug, and is refused rather than served unscoped.
+      if (!principal) throw unauthenticated('missing');
+      extendContext({
+        orgId: principal.orgId,
+        keyId: principal.keyId,
+        scopes: principal.scopes,
+        ...options.contextFor(principal),
+      });
+    },
+  };
+}
