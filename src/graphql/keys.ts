@@ -1,0 +1,95 @@
+import { forbidden } from '../errors.ts';
+import type { ApiKeyRow } from '../store/types.ts';
+import { builder } from './builder.ts';
+import type { Context } from './context.ts';
+import { Scope } from './orgs.ts';
+
+export const ApiKey = builder.objectRef<ApiKeyRow>('ApiKey').implement({
+  description: 'An API key. The secret itself is shown once, by createApiKey, and never stored.',
+  fields: (t) => ({
+    id: t.exposeID('id', { description: 'Stable id, used to revoke the key.' }),
+    name: t.exposeString('name', { description: 'What the key is for.' }),
+    prefix: t.exposeString('prefix', { description: 'The first characters of the secret, to tell keys apart.' }),
+    scopes: t.field({ type: [Scope], description: 'What the key may do.', resolve: (k) => k.scopes as never }),
+    createdAt: t.field({ type: 'DateTime', description: 'When the key was created.', resolve: (k) => k.createdAt }),
+    expiresAt: t.field({ type: 'DateTime', nullable: true, description: 'When the key stops working, if ever.', resolve: (k) => k.expiresAt }),
+    revokedAt: t.field({ type: 'DateTime', nullable: true, description: 'When the key was revoked, if it was.', resolve: (k) => k.revokedAt }),
+    lastUsedAt: t.field({
+      type: 'DateTime',
+      nullable: true,
+      description: 'When the key was last used (recorded in batches, so up to a few seconds behind).',
+      resolve: (k) => k.lastUsedAt,
+    }),
+  }),
+});
+
+const CreateApiKeyPayload = builder.objectRef<{ apiKey: ApiKeyRow; secret: string }>('CreateApiKeyPayload').implement({
+  description: 'A new key and its secret.',
+  fields: (t) => ({
+    apiKey: t.field({ type: ApiKey, description: 'The key.', resolve: (p) => p.apiKey }),
+    secret: t.exposeString('secret', { description: 'The secret, shown this once: store it now.' }),
+  }),
+});
+
+/** Key fields take an optional org id; naming an org other than the caller's needs `admin`. */
+function targetOrg(ctx: Context, orgId: string | null | undefined): string | undefined {
+  if (orgId == null || orgId === ctx.orgId) return undefined;
+  if (!ctx.scopes.has('admin')) throw forbidden('only an admin key can manage another org\'s keys');
+  return orgId;
+}
+
+builder.queryField('apiKeys', (t) =>
+  t.field({
+    type: [ApiKey],
+    description: "The org's API keys, revoked ones included. An admin may name another org.",
+    authScopes: { 'keys:manage': true },
+    args: { orgId: t.arg.id({ description: 'Another org (admin only).' }) },
+    resolve: async (_root, args, ctx) => {
+      const other = targetOrg(ctx, args.orgId == null ? null : String(args.orgId));
+      if (other === undefined) return ctx.repos.apiKeys.list();
+      return ctx.system.apiKeys.list(other);
+    },
+  }),
+);
+
+const CreateApiKeyInput = builder.inputType('CreateApiKeyInput', {
+  description: 'A new API key.',
+  fields: (t) => ({
+    name: t.string({ required: true, description: 'What the key is for.' }),
+    scopes: t.field({ type: [Scope], required: true, description: 'Scopes; each must be held by the calling key.' }),
+    expiresAt: t.field({ type: 'DateTime', description: 'When it stops working; never if omitted.' }),
+    orgId: t.id({ description: 'Issue the key in another org (admin only), e.g. the first key of a new org.' }),
+  }),
+});
+
+builder.mutationField('createApiKey', (t) =>
+  t.field({
+    type: CreateApiKeyPayload,
+    description: 'Create a key; the secret is in the answer and nowhere else, ever.',
+    authScopes: { 'keys:manage': true },
+    args: { input: t.arg({ type: CreateApiKeyInput, required: true }) },
+    resolve: (_root, { input }, ctx) => {
+      const grantor = { keyId: ctx.keyId, scopes: ctx.scopes };
+      const key = { name: input.name, scopes: input.scopes as string[], expiresAt: input.expiresAt };
+      const other = targetOrg(ctx, input.orgId == null ? null : String(input.orgId));
+      return other === undefined ? ctx.repos.apiKeys.create(key, grantor) : ctx.system.apiKeys.create(other, key, grantor);
+    },
+  }),
+);
+
+builder.mutationField('revokeApiKey', (t) =>
+  t.field({
+    type: ApiKey,
+    description: 'Revoke a key of the org; it stops working on the next request. NOT_FOUND for an unknown id.',
+    authScopes: { 'keys:manage': true },
+    args: {
+      id: t.arg.id({ required: true, description: 'The key id.' }),
+      orgId: t.arg.id({ description: 'Another org (admin only).' }),
+    },
+    resolve: (_root, args, ctx) => {
+      const other = targetOrg(ctx, args.orgId == null ? null : String(args.orgId));
+      if (other === undefined) return ctx.repos.apiKeys.revoke(String(args.id));
+      return ctx.system.apiKeys.revoke(other, String(args.id));
+    },
+  }),
+);

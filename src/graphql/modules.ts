@@ -1,0 +1,167 @@
+import { resolveCursorConnection, type ResolveCursorConnectionArgs } from '@pothos/plugin-relay';
+import { badInput } from '../errors.ts';
+import type { ModuleRecord } from '../store/types.ts';
+import { builder } from './builder.ts';
+
+export const HealthStatus = builder.enumType('HealthStatus', {
+  description: "A module's last reported health.",
+  values: {
+    UNKNOWN: { value: 'unknown', description: 'No report yet.' },
+    HEALTHY: { value: 'healthy', description: 'Working.' },
+    DEGRADED: { value: 'degraded', description: 'Working, with problems.' },
+    UNHEALTHY: { value: 'unhealthy', description: 'Not working.' },
+  } as const,
+});
+
+const ModuleHealth = builder.objectRef<ModuleRecord>('ModuleHealth').implement({
+  description: "A module's health as last reported by the platform.",
+  fields: (t) => ({
+    status: t.field({ type: HealthStatus, description: 'The status.', resolve: (m) => m.healthStatus as never }),
+    message: t.exposeString('healthMessage', { nullable: true, description: 'What the report said, if anything.' }),
+    checkedAt: t.field({ type: 'DateTime', nullable: true, description: 'When it was reported.', resolve: (m) => m.lastHealthCheck }),
+  }),
+});
+
+export const Module = builder.objectRef<ModuleRecord>('Module').implement({
+  description: 'An integration installed in an org.',
+  fields: (t) => ({
+    id: t.exposeID('moduleId', { description: 'The module id, unique within the org.' }),
+    orgId: t.exposeID('orgId', { description: 'The org that installed it.' }),
+    name: t.exposeString('name', { description: 'Display name.' }),
+    version: t.exposeString('version', { description: 'Semantic version.' }),
+    description: t.exposeString('description', { nullable: true, description: 'What it does.' }),
+    config: t.field({
+      type: 'JSONObject',
+      description: 'Non-secret configuration (secrets go in the credential).',
+      resolve: (m) => JSON.parse(m.config) as Record<string, unknown>,
+    }),
+    enabled: t.exposeBoolean('enabled', { description: 'Whether the platform may use it.' }),
+    health: t.field({ type: ModuleHealth, description: 'Last reported health.', resolve: (m) => m }),
+    usageCount: t.exposeInt('usageCount', { description: 'How many uses have been recorded.' }),
+    lastUsedAt: t.field({ type: 'DateTime', nullable: true, description: 'When it was last used.', resolve: (m) => m.lastUsedAt }),
+    installedAt: t.field({ type: 'DateTime', description: 'When it was installed.', resolve: (m) => m.installedAt }),
+    updatedAt: t.field({ type: 'DateTime', description: 'When it last changed.', resolve: (m) => m.updatedAt }),
+    hasCredential: t.exposeBoolean('hasCredential', { description: 'Whether a credential is stored for it.' }),
+  }),
+});
+
+export const MAX_PAGE = 100;
+
+function decodeCursor(cursor: string): string {
+  const id = Buffer.from(cursor, 'base64url').toString('utf8');
+  if (!id.startsWith('m:')) throw badInput('after is not a cursor this API returned', 'after');
+  return id.slice(2);
+}
+
+builder.queryField('modules', (t) =>
+  t.connection(
+    {
+      type: Module,
+      description: `The org's modules ordered by id, ${MAX_PAGE} a page at most.`,
+      authScopes: { 'modules:read': true },
+      args: { enabled: t.arg.boolean({ description: 'Only enabled (true) or disabled (false) modules.' }) },
+      resolve: async (_root, args, ctx) => {
+        if (args.last != null || args.before != null) throw badInput('modules pages forward only: use first and after');
+        const first = args.first ?? 20;
+        if (first < 0 || first > MAX_PAGE) throw badInput(`first must be from 0 to ${MAX_PAGE}`, 'first');
+        const enabled = args.enabled ?? undefined;
+        const page = await ctx.repos.modules.page({ enabled, after: args.after ? decodeCursor(args.after) : '', first });
+        const edges = page.rows.map((node) => ({ node, cursor: Buffer.from(`m:${node.moduleId}`).toString('base64url') }));
+        return {
+          edges,
+          pageInfo: {
+            hasNextPage: page.hasNextPage,
+            hasPreviousPage: args.after != null,
+            startCursor: edges[0]?.cursor ?? null,
+            endCursor: edges.at(-1)?.cursor ?? null,
+          },
+          enabled,
+        };
+      },
+    },
+    {
+      description: 'A page of modules.',
+      fields: (c) => ({
+        totalCount: c.int({
+          description: 'How many modules match, on every page.',
+          resolve: (conn, _args, ctx) => ctx.repos.modules.count((conn as unknown as { enabled?: boolean }).enabled),
+        }),
+      }),
+    },
+    { description: 'A module and its cursor.' },
+  ),
+);
+
+builder.queryField('module', (t) =>
+  t.field({
+    type: Module,
+    nullable: true,
+    description: 'One module of the org, or null.',
+    authScopes: { 'modules:read': true },
+    args: { id: t.arg.id({ required: true, description: 'The module id.' }) },
+    resolve: async (_root, { id }, ctx) => (await ctx.repos.modules.find(String(id))) ?? null,
+  }),
+);
+
+const InstallModuleInput = builder.inputType('InstallModuleInput', {
+  description: 'A module to install.',
+  fields: (t) => ({
+    id: t.string({ required: true, description: 'Id: 1-64 of a-z, 0-9, ".", "_", "-", starting with a letter or digit.' }),
+    name: t.string({ required: true, description: 'Display name.' }),
+    version: t.string({ required: true, description: 'Semantic version, e.g. 1.2.3.' }),
+    description: t.string({ description: 'What it does.' }),
+    config: t.field({ type: 'JSONObject', description: 'Non-secret configuration, at most 64 KiB of JSON.' }),
+    enabled: t.boolean({ description: 'Enabled on install (default true).' }),
+  }),
+});
+
+const UpdateModuleInput = builder.inputType('UpdateModuleInput', {
+  description: 'Changes to a module; omitted fields stay as they are.',
+  fields: (t) => ({
+    name: t.string({ description: 'Display name.' }),
+    version: t.string({ description: 'Semantic version.' }),
+    description: t.string({ description: 'What it does; null clears it.' }),
+    config: t.field({ type: 'JSONObject', description: 'Replaces the configuration.' }),
+  }),
+});
+
+builder.mutationFields((t) => ({
+  installModule: t.field({
+    type: Module,
+    description: 'Install a module in the org; CONFLICT if the org has one with this id.',
+    authScopes: { 'modules:write': true },
+    args: { input: t.arg({ type: InstallModuleInput, required: true }) },
+    resolve: (_root, { input }, ctx) => ctx.repos.modules.install(input),
+  }),
+  updateModule: t.field({
+    type: Module,
+    description: 'Change a module of the org.',
+    authScopes: { 'modules:write': true },
+    args: {
+      id: t.arg.id({ required: true, description: 'The module id.' }),
+      input: t.arg({ type: UpdateModuleInput, required: true }),
+    },
+    resolve: (_root, { id, input }, ctx) => ctx.repos.modules.update(String(id), input),
+  }),
+  enableModule: t.field({
+    type: Module,
+    description: 'Enable a module of the org.',
+    authScopes: { 'modules:write': true },
+    args: { id: t.arg.id({ required: true, description: 'The module id.' }) },
+    resolve: (_root, { id }, ctx) => ctx.repos.modules.setEnabled(String(id), true),
+  }),
+  disableModule: t.field({
+    type: Module,
+    description: 'Disable a module of the org.',
+    authScopes: { 'modules:write': true },
+    args: { id: t.arg.id({ required: true, description: 'The module id.' }) },
+    resolve: (_root, { id }, ctx) => ctx.repos.modules.setEnabled(String(id), false),
+  }),
+  uninstallModule: t.field({
+    type: Module,
+    description: 'Uninstall a module of the org and delete its credential; returns it as it was.',
+    authScopes: { 'modules:write': true },
+    args: { id: t.arg.id({ required: true, description: 'The module id.' }) },
+    resolve: (_root, { id }, ctx) => ctx.repos.modules.uninstall(String(id)),
+  }),
+}));

@@ -1,0 +1,32 @@
+import type { Authenticator } from '../auth/authenticator.ts';
+import type { SecretBox } from '../crypto/secret-box.ts';
+import type { Store } from '../store/types.ts';
+import { apiKeysForOrg } from './api-keys.ts';
+import { credentialsForOrg } from './credentials.ts';
+import { modulesForOrg } from './modules.ts';
+import { systemRepos } from './system.ts';
+
+/**
+ * The tenancy seam. Everything a tenant request can touch is built here, closed over one org id
+ * that comes from the authenticated key, never from arguments.
+ */
+export interface Services {
+  store: Store;
+  secretBox: SecretBox;
+  authenticator: Authenticator;
+}
+
+export function forOrg(services: Services, orgId: string) {
+  const { store, secretBox, authenticator } = services;
+  return {
+    orgId,
+    org: () => store.orgs.get(orgId),
+    modules: modulesForOrg(store, orgId),
+    credentials: credentialsForOrg(store, secretBox, orgId),
+    apiKeys: apiKeysForOrg(store, authenticator, orgId),
+  };
+}
+
+export type OrgRepos = ReturnType<typeof forOrg>;
+export type SystemRepos = ReturnType<typeof systemRepos>;
+export { systemRepos };

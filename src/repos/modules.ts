@@ -1,0 +1,104 @@
+import semver from 'semver';
+import { z } from 'zod';
+import { badInput, conflict, notFound } from '../errors.ts';
+import type { ModulePatch, ModuleRecord, Store } from '../store/types.ts';
+import { displayName, jsonBytes, MAX_LOOKUP_ID, newId, parseInput } from './validate.ts';
+
+export const MAX_CONFIG_BYTES = 64 * 1024;
+
+const version = z.string().refine((v) => semver.valid(v) === v, 'version must be a semantic version such as 1.2.3');
+const config = z
+  .record(z.string(), z.unknown())
+  .refine((c) => jsonBytes(c) <= MAX_CONFIG_BYTES, `config must be at most ${MAX_CONFIG_BYTES} bytes of JSON`);
+const description = z.string().max(2000, 'description must be at most 2000 characters').nullish();
+
+const installSchema = z.object({
+  id: newId('id'),
+  name: displayName('name'),
+  version,
+  description,
+  config: config.nullish(),
+  enabled: z.boolean().nullish(),
+});
+
+const updateSchema = z.object({
+  name: displayName('name').nullish(),
+  version: version.nullish(),
+  description,
+  config: config.nullish(),
+});
+
+export type InstallModuleInput = z.input<typeof installSchema>;
+export type UpdateModuleInput = z.input<typeof updateSchema>;
+
+export interface ModulePage {
+  rows: ModuleRecord[];
+  hasNextPage: boolean;
+}
+
+/** The module registry of one org. Another org's module answers exactly like a missing one. */
+export function modulesForOrg(store: Store, orgId: string) {
+  const find = async (id: string): Promise<ModuleRecord | undefined> =>
+    id.length > MAX_LOOKUP_ID ? undefined : store.modules.get(orgId, id);
+  const require = async (id: string): Promise<ModuleRecord> => {
+    const row = await find(id);
+    if (!row) throw notFound('Module', id);
+    return row;
+  };
+  const change = async (id: string, patch: ModulePatch): Promise<ModuleRecord> => {
+    if (id.length > MAX_LOOKUP_ID) throw notFound('Module', id);
+    const row = await store.modules.update(orgId, id, patch, new Date().toISOString());
+    if (!row) throw notFound('Module', id);
+    return row;
+  };
+
+  return {
+    find,
+    require,
+
+    async page(opts: { enabled: boolean | undefined; after: string; first: number }): Promise<ModulePage> {
+      const rows = await store.modules.list(orgId, { enabled: opts.enabled, after: opts.after, limit: opts.first + 1 });
+      return { rows: rows.slice(0, opts.first), hasNextPage: rows.length > opts.first };
+    },
+
+    count: (enabled: boolean | undefined) => store.modules.count(orgId, enabled),
+
+    async install(input: InstallModuleInput): Promise<ModuleRecord> {
+      const parsed = parseInput(installSchema, input);
+      const at = new Date().toISOString();
+      const inserted = await store.modules.insert({
+        orgId,
+        moduleId: parsed.id,
+        name: parsed.name,
+        version: parsed.version,
+        description: parsed.description ?? null,
+        config: JSON.stringify(parsed.config ?? {}),
+        enabled: parsed.enabled ?? true,
+        installedAt: at,
+        updatedAt: at,
+      });
+      if (!inserted) throw conflict(`Module "${parsed.id}" is already installed`);
+      return require(parsed.id);
+    },
+
+    async update(id: string, input: UpdateModuleInput): Promise<ModuleRecord> {
+      const parsed = parseInput(updateSchema, input);
+      const patch: ModulePatch = {};
+      if (parsed.name != null) patch.name = parsed.name;
+      if (parsed.version != null) patch.version = parsed.version;
+      if (parsed.description !== undefined) patch.description = parsed.description;
+      if (parsed.config != null) patch.config = JSON.stringify(parsed.config);
+      if (Object.keys(patch).length === 0) throw badInput('give at least one of name, version, description, config');
+      return change(id, patch);
+    },
+
+    setEnabled: (id: string, enabled: boolean) => change(id, { enabled }),
+
+    /** Removes the module and its credential in one statement (the credential cascades). */
+    async uninstall(id: string): Promise<ModuleRecord> {
+      const row = await require(id);
+      if (!(await store.modules.delete(orgId, id))) throw notFound('Module', id);
+      return row;
+    },
+  };
+}

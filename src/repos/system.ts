@@ -1,0 +1,71 @@
+import { z } from 'zod';
+import type { Scope } from '../auth/scopes.ts';
+import { conflict, notFound } from '../errors.ts';
+import type { HealthStatus, ModuleRecord, OrgRow, Store } from '../store/types.ts';
+import type { Authenticator } from '../auth/authenticator.ts';
+import { apiKeysForOrg, issueApiKey, type NewKeyInput } from './api-keys.ts';
+import { displayName, MAX_LOOKUP_ID, newId, parseInput } from './validate.ts';
+
+const orgSchema = z.object({ id: newId('id'), name: displayName('name') });
+const usageSchema = z.number().int('count must be a whole number').min(1, 'count must be at least 1').max(1_000_000, 'count must be at most 1000000');
+const messageSchema = z.string().max(2000, 'message must be at most 2000 characters').nullish();
+
+export const MAX_UNHEALTHY = 1000;
+
+/**
+ * Cross-org operations. Only fields that require the `admin` scope (and the CLI, which is run by
+ * the operator) reach these; tenant fields use `forOrg`.
+ */
+export function systemRepos(store: Store, authenticator: Authenticator) {
+  const module = (row: ModuleRecord | undefined, orgId: string, moduleId: string): ModuleRecord => {
+    if (!row) throw notFound('Module', `${orgId}/${moduleId}`);
+    return row;
+  };
+  const requireOrg = async (id: string): Promise<OrgRow> => {
+    const org = id.length <= MAX_LOOKUP_ID ? await store.orgs.get(id) : undefined;
+    if (!org) throw notFound('Org', id);
+    return org;
+  };
+
+  return {
+    orgs: {
+      list: () => store.orgs.list(),
+      require: requireOrg,
+      async create(input: { id: string; name: string }): Promise<OrgRow> {
+        const parsed = parseInput(orgSchema, input);
+        const row = { ...parsed, createdAt: new Date().toISOString() };
+        if (!(await store.orgs.insert(row))) throw conflict(`Org "${parsed.id}" already exists`);
+        return row;
+      },
+    },
+
+    apiKeys: {
+      async list(orgId: string) {
+        await requireOrg(orgId);
+        return store.apiKeys.listForOrg(orgId);
+      },
+      async revoke(orgId: string, id: string) {
+        await requireOrg(orgId);
+        return apiKeysForOrg(store, authenticator, orgId).revoke(id);
+      },
+      /** Issue a key in any org (the operator's way to give a new org its first key). */
+      async create(orgId: string, input: NewKeyInput, grantor: { keyId: string | null; scopes: ReadonlySet<Scope> | 'all' }) {
+        await requireOrg(orgId);
+        return issueApiKey(store, orgId, input, grantor);
+      },
+    },
+
+    modules: {
+      async reportHealth(orgId: string, moduleId: string, status: HealthStatus, message: string | null | undefined) {
+        const parsedMessage = parseInput(messageSchema, message) ?? null;
+        const row = await store.system.reportHealth(orgId, moduleId, status, parsedMessage, new Date().toISOString());
+        return module(row, orgId, moduleId);
+      },
+      async recordUsage(orgId: string, moduleId: string, count: number) {
+        const n = parseInput(usageSchema, count);
+        return module(await store.system.recordUsage(orgId, moduleId, n, new Date().toISOString()), orgId, moduleId);
+      },
+      unhealthy: (limit = MAX_UNHEALTHY) => store.system.unhealthy(Math.min(limit, MAX_UNHEALTHY)),
+    },
+  };
+}
