@@ -1,0 +1,75 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createApp } from './app.ts';
+import { SCOPES } from './auth/scopes.ts';
+import type { Config } from './config.ts';
+import type { Logger } from './logger.ts';
+import { issueApiKey } from './repos/api-keys.ts';
+import { openStore } from './store/open.ts';
+import { DEFAULT_ORG } from './store/sqlite/migrate.ts';
+import type { Store } from './store/types.ts';
+
+export interface RunningServer {
+  url: string;
+  /** Stop accepting, finish requests in flight, flush buffered writes, close the store. */
+  stop(): Promise<void>;
+}
+
+const DRAIN_TIMEOUT_MS = 10_000;
+
+/** When the store holds no key at all, mint an admin key for org `default`; its secret, once. */
+export async function bootstrapAdminKey(store: Store): Promise<string | undefined> {
+  if ((await store.apiKeys.count()) > 0) return undefined;
+  const { secret } = await issueApiKey(
+    store,
+    DEFAULT_ORG.id,
+    { name: 'bootstrap admin', scopes: [...SCOPES] },
+    { keyId: null, scopes: 'all' },
+  );
+  return secret;
+}
+
+export async function startServer(config: Config, logger: Logger, out: NodeJS.WritableStream = process.stdout): Promise<RunningServer> {
+  const opened = openStore(config, logger);
+  const app = createApp({ store: opened.store, secretBox: opened.secretBox, config, logger });
+  const server = http.createServer(app.yoga);
+  server.keepAliveTimeout = 5000;
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+  const url = `http://${host}:${port}/graphql`;
+  logger.info('tenantgate listening', { url, store: opened.store.location, production: config.production });
+
+  const secret = await bootstrapAdminKey(opened.store);
+  if (secret) {
+    // The one place a key is ever printed: on first start, for the operator.
+    out.write(`tenantgate: admin key for org "default" (shown once, store it now): ${secret}\n`);
+    out.write(
+      `tenantgate: try it: curl -s ${url} -H "Authorization: Bearer <that key>" -H "Content-Type: application/json" -d '{"query":"{ viewer { org { id name } scopes } }"}'\n`,
+    );
+  }
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      logger.info('shutting down');
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const timer = setTimeout(() => server.closeAllConnections(), DRAIN_TIMEOUT_MS);
+      timer.unref();
+      await closed;
+      clearTimeout(timer);
+      await app.close();
+      await opened.store.close();
+      logger.info('stopped');
+    })());
+
+  return { url, stop };
+}
