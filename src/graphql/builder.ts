@@ -1,10 +1,22 @@
 import SchemaBuilder from '@pothos/core';
 import RelayPlugin from '@pothos/plugin-relay';
-import ScopeAuthPlugin from '@pothos/plugin-scope-auth';
+import ScopeAuthPlugin, { type AuthFailure } from '@pothos/plugin-scope-auth';
 import { DateTimeResolver, JSONObjectResolver } from 'graphql-scalars';
 import { SCOPES, type Scope } from '../auth/scopes.ts';
 import { forbidden } from '../errors.ts';
 import type { Context } from './context.ts';
+
+/** The first scope named in a Pothos auth failure (they nest as any/all groups). */
+function missingScope(failure: AuthFailure): string | undefined {
+  if ('scope' in failure) return String(failure.scope);
+  if ('failures' in failure) {
+    for (const inner of failure.failures) {
+      const scope = missingScope(inner);
+      if (scope) return scope;
+    }
+  }
+  return undefined;
+}
 
 export const builder = new SchemaBuilder<{
   Context: Context;
@@ -23,7 +35,10 @@ export const builder = new SchemaBuilder<{
       for (const scope of SCOPES) granted[scope] = context.scopes.has(scope);
       return granted;
     },
-    unauthorizedError: (_parent, _context, _info, result) => forbidden(result.message),
+    unauthorizedError: (_parent, _context, info, result) => {
+      const scope = missingScope(result.failure);
+      return forbidden(`${info.parentType.name}.${info.fieldName} needs the ${scope ?? 'required'} scope, which this API key lacks`);
+    },
   },
   relay: {
     clientMutationId: 'omit',

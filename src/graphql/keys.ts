@@ -2,7 +2,7 @@ import { forbidden } from '../errors.ts';
 import type { ApiKeyRow } from '../store/types.ts';
 import { builder } from './builder.ts';
 import type { Context } from './context.ts';
-import { Scope } from './orgs.ts';
+import { SCOPES } from '../auth/scopes.ts';
 
 export const ApiKey = builder.objectRef<ApiKeyRow>('ApiKey').implement({
   description: 'An API key. The secret itself is shown once, by createApiKey, and never stored.',
@@ -10,7 +10,7 @@ export const ApiKey = builder.objectRef<ApiKeyRow>('ApiKey').implement({
     id: t.exposeID('id', { description: 'Stable id, used to revoke the key.' }),
     name: t.exposeString('name', { description: 'What the key is for.' }),
     prefix: t.exposeString('prefix', { description: 'The first characters of the secret, to tell keys apart.' }),
-    scopes: t.field({ type: [Scope], description: 'What the key may do.', resolve: (k) => k.scopes as never }),
+    scopes: t.exposeStringList('scopes', { description: `What the key may do: some of ${SCOPES.join(', ')}.` }),
     createdAt: t.field({ type: 'DateTime', description: 'When the key was created.', resolve: (k) => k.createdAt }),
     expiresAt: t.field({ type: 'DateTime', nullable: true, description: 'When the key stops working, if ever.', resolve: (k) => k.expiresAt }),
     revokedAt: t.field({ type: 'DateTime', nullable: true, description: 'When the key was revoked, if it was.', resolve: (k) => k.revokedAt }),
@@ -56,7 +56,7 @@ const CreateApiKeyInput = builder.inputType('CreateApiKeyInput', {
   description: 'A new API key.',
   fields: (t) => ({
     name: t.string({ required: true, description: 'What the key is for.' }),
-    scopes: t.field({ type: [Scope], required: true, description: 'Scopes; each must be held by the calling key.' }),
+    scopes: t.stringList({ required: true, description: `Some of ${SCOPES.join(', ')}; each must be held by the calling key.` }),
     expiresAt: t.field({ type: 'DateTime', description: 'When it stops working; never if omitted.' }),
     orgId: t.id({ description: 'Issue the key in another org (admin only), e.g. the first key of a new org.' }),
   }),
@@ -70,7 +70,7 @@ builder.mutationField('createApiKey', (t) =>
     args: { input: t.arg({ type: CreateApiKeyInput, required: true }) },
     resolve: (_root, { input }, ctx) => {
       const grantor = { keyId: ctx.keyId, scopes: ctx.scopes };
-      const key = { name: input.name, scopes: input.scopes as string[], expiresAt: input.expiresAt };
+      const key = { name: input.name, scopes: input.scopes, expiresAt: input.expiresAt };
       const other = targetOrg(ctx, input.orgId == null ? null : String(input.orgId));
       return other === undefined ? ctx.repos.apiKeys.create(key, grantor) : ctx.system.apiKeys.create(other, key, grantor);
     },

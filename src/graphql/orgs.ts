@@ -13,13 +13,6 @@ export const Org = builder.objectRef<OrgRow>('Org').implement({
   }),
 });
 
-export const Scope = builder.enumType('Scope', {
-  description: 'A permission an API key can hold.',
-  values: Object.fromEntries(
-    SCOPES.map((scope) => [scope.replace(':', '_').toUpperCase(), { value: scope, description: `The ${scope} scope.` }]),
-  ),
-});
-
 interface ViewerShape {
   orgId: string;
   keyId: string;
@@ -46,9 +39,8 @@ const Viewer = builder.objectRef<ViewerShape>('Viewer').implement({
         return key;
       },
     }),
-    scopes: t.field({
-      type: [Scope],
-      description: 'The scopes the key holds.',
+    scopes: t.stringList({
+      description: `The scopes the key holds (${SCOPES.join(', ')}).`,
       resolve: (_v, _args, ctx) => SCOPES.filter((s) => ctx.scopes.has(s)),
     }),
   }),

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readMigrationFiles } from 'drizzle-orm/migrator';
@@ -125,9 +126,22 @@ function createJournal(db: SqliteDatabase): void {
 /** A consistent copy next to the file, written before anything changes. */
 function backup(db: SqliteDatabase, file: string): string {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  const target = path.join(path.dirname(file), `${path.basename(file)}.pre-tenant-${stamp}.bak`);
-  db.prepare('VACUUM INTO ?').run(target);
-  return target;
+  // The copy holds the plaintext secrets, and VACUUM INTO would create it 0644 (under the usual
+  // umask) whatever the original's mode: create it empty first, with the original's permissions.
+  // 'wx' also keeps two processes backing up in the same millisecond off one file.
+  const mode = fs.statSync(file).mode & 0o777;
+  for (let n = 0; ; n++) {
+    const target = path.join(path.dirname(file), `${path.basename(file)}.pre-tenant-${stamp}${n > 0 ? `-${n}` : ''}.bak`);
+    try {
+      fs.writeFileSync(target, '', { flag: 'wx', mode });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') continue;
+      throw error;
+    }
+    fs.chmodSync(target, mode);
+    db.prepare('VACUUM INTO ?').run(target);
+    return target;
+  }
 }
 
 interface LegacyCredential {
