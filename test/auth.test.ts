@@ -98,10 +98,11 @@ describe('authentication over HTTP', () => {
   });
 
   it('ignores keys in the query string and in cookies', async () => {
-    for (const init of [
+    const attempts: Array<{ url: string; headers: Record<string, string> }> = [
       { url: `/graphql?query=${encodeURIComponent(VIEWER)}&api_key=${gw.keys.a}&access_token=${gw.keys.a}`, headers: {} },
       { url: `/graphql?query=${encodeURIComponent(VIEWER)}`, headers: { cookie: `token=${gw.keys.a}; authorization=Bearer ${gw.keys.a}` } },
-    ]) {
+    ];
+    for (const init of attempts) {
       const res = await gw.fetch(init.url, { headers: { accept: 'application/json', ...init.headers } });
       expect(res.status).toBe(401);
       expect(res.headers.get('www-authenticate')).toBe('Bearer realm="tenantgate"');

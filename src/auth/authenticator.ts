@@ -104,8 +104,11 @@ export class Authenticator {
   #remember(hash: string, principal: Principal, now: number): void {
     if (this.#ttl <= 0) return;
     if (this.#cache.size >= MAX_CACHED) {
-      const oldest = this.#cache.keys().next().value;
-      if (oldest !== undefined) this.#cache.delete(oldest);
+      const oldest = this.#cache.entries().next().value;
+      if (oldest !== undefined) {
+        this.#cache.delete(oldest[0]);
+        this.#hashByKeyId.delete(oldest[1].principal.keyId);
+      }
     }
     this.#cache.set(hash, { principal, until: now + this.#ttl });
     this.#hashByKeyId.set(principal.keyId, hash);
