@@ -1,9 +1,10 @@
 import SchemaBuilder from '@pothos/core';
 import RelayPlugin from '@pothos/plugin-relay';
 import ScopeAuthPlugin, { type AuthFailure } from '@pothos/plugin-scope-auth';
+import { Kind, type ValueNode } from 'graphql';
 import { DateTimeResolver, JSONObjectResolver } from 'graphql-scalars';
 import { SCOPES, type Scope } from '../auth/scopes.ts';
-import { forbidden } from '../errors.ts';
+import { badInput, forbidden } from '../errors.ts';
 import type { Context } from './context.ts';
 
 /** The first scope named in a Pothos auth failure (they nest as any/all groups). */
@@ -50,7 +51,39 @@ export const builder = new SchemaBuilder<{
 });
 
 builder.addScalarType('DateTime', DateTimeResolver);
-builder.addScalarType('JSONObject', JSONObjectResolver);
+function jsonKind(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  return `a ${typeof value}`;
+}
+
+const literalKinds: Partial<Record<ValueNode['kind'], string>> = {
+  [Kind.LIST]: 'an array',
+  [Kind.STRING]: 'a string',
+  [Kind.INT]: 'a number',
+  [Kind.FLOAT]: 'a number',
+  [Kind.BOOLEAN]: 'a boolean',
+  [Kind.NULL]: 'null',
+  [Kind.ENUM]: 'an enum value',
+};
+
+// graphql-scalars 2.0's JSONObject rejects non-objects with no error code and with the value in
+// the message; config and secrets arrive here, so the rejection is BAD_USER_INPUT and names only
+// the kind of value it got.
+builder.addScalarType('JSONObject', JSONObjectResolver, {
+  parseValue: (value: unknown) => {
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+      throw badInput(`expected a JSON object, got ${jsonKind(value)}`);
+    }
+    return JSONObjectResolver.parseValue(value) as Record<string, unknown>;
+  },
+  parseLiteral: (ast, variables) => {
+    if (ast.kind !== Kind.OBJECT && ast.kind !== Kind.VARIABLE) {
+      throw badInput(`expected a JSON object, got ${literalKinds[ast.kind] ?? 'something else'}`);
+    }
+    return JSONObjectResolver.parseLiteral(ast, variables) as Record<string, unknown>;
+  },
+});
 
 builder.queryType({ description: 'Everything a key can read; every field is scoped to the key\'s org unless it says admin.' });
 builder.mutationType({ description: 'Everything a key can change; every field is scoped to the key\'s org unless it says admin.' });

@@ -1,21 +1,52 @@
-import { z } from 'zod';
 import type { SecretBox } from '../crypto/secret-box.ts';
-import { notFound } from '../errors.ts';
+import { badInput, notFound } from '../errors.ts';
 import type { CredentialMeta, Store } from '../store/types.ts';
-import { MAX_LOOKUP_ID, parseInput } from './validate.ts';
+import { MAX_LOOKUP_ID } from './validate.ts';
 
 export const MAX_SECRET_FIELDS = 64;
 export const MAX_SECRET_VALUE_BYTES = 16 * 1024;
 
-const secretSchema = z
-  .record(
-    z.string().min(1, 'secret field names must not be empty').max(128, 'secret field names must be at most 128 characters'),
-    z
-      .string({ error: 'every secret value must be a string' })
-      .refine((v) => Buffer.byteLength(v, 'utf8') <= MAX_SECRET_VALUE_BYTES, `each secret value must be at most ${MAX_SECRET_VALUE_BYTES} bytes`),
-  )
-  .refine((s) => Object.keys(s).length > 0, 'secret must have at least one field')
-  .refine((s) => Object.keys(s).length <= MAX_SECRET_FIELDS, `secret must have at most ${MAX_SECRET_FIELDS} fields`);
+export const MAX_SECRET_FIELD_NAME = 128;
+
+function kind(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
+}
+
+/**
+ * A secret is a JSON object of string values. Messages name the field and what is wrong with it,
+ * never the value: a rejected value is still somebody's secret.
+ */
+export function parseSecret(secret: unknown): Record<string, string> {
+  if (secret === null || typeof secret !== 'object' || Array.isArray(secret)) {
+    throw badInput('secret must be a JSON object of string values', 'secret');
+  }
+  const entries = Object.entries(secret);
+  if (entries.length === 0) throw badInput('secret must have at least one field', 'secret');
+  if (entries.length > MAX_SECRET_FIELDS) {
+    throw badInput(`secret has ${entries.length} fields; at most ${MAX_SECRET_FIELDS} are allowed`, 'secret');
+  }
+  const values: Record<string, string> = {};
+  for (const [name, value] of entries) {
+    if (name.length === 0) throw badInput('secret field names must not be empty', 'secret');
+    if (name.length > MAX_SECRET_FIELD_NAME) {
+      throw badInput(`secret field names must be at most ${MAX_SECRET_FIELD_NAME} characters`, 'secret');
+    }
+    if (typeof value !== 'string') {
+      throw badInput(`secret field "${name}" must be a string, not ${kind(value)}`, `secret.${name}`);
+    }
+    const bytes = Buffer.byteLength(value, 'utf8');
+    if (bytes > MAX_SECRET_VALUE_BYTES) {
+      throw badInput(
+        `secret field "${name}" is ${bytes} bytes; each value may be at most ${MAX_SECRET_VALUE_BYTES} bytes (16 KiB)`,
+        `secret.${name}`,
+      );
+    }
+    values[name] = value;
+  }
+  return values;
+}
 
 /**
  * The credential store of one org. Values are sealed before they reach the store and opened only
@@ -29,7 +60,7 @@ export function credentialsForOrg(store: Store, secretBox: SecretBox, orgId: str
       moduleId.length <= MAX_LOOKUP_ID && (await store.credentials.has(orgId, moduleId)),
 
     async set(moduleId: string, secret: unknown): Promise<CredentialMeta> {
-      const values = parseInput(secretSchema, secret);
+      const values = parseSecret(secret);
       if (moduleId.length > MAX_LOOKUP_ID) throw notFound('Module', moduleId);
       const sealed = secretBox.seal(orgId, moduleId, JSON.stringify(values));
       const at = new Date().toISOString();

@@ -1,4 +1,3 @@
-import semver from 'semver';
 import { z } from 'zod';
 import { badInput, conflict, notFound } from '../errors.ts';
 import type { ModulePatch, ModuleRecord, Store } from '../store/types.ts';
@@ -6,10 +5,24 @@ import { displayName, jsonBytes, MAX_LOOKUP_ID, newId, parseInput } from './vali
 
 export const MAX_CONFIG_BYTES = 64 * 1024;
 
-const version = z.string().refine((v) => semver.valid(v) === v, 'version must be a semantic version such as 1.2.3');
-const config = z
-  .record(z.string(), z.unknown())
-  .refine((c) => jsonBytes(c) <= MAX_CONFIG_BYTES, `config must be at most ${MAX_CONFIG_BYTES} bytes of JSON`);
+export const MAX_VERSION_LENGTH = 128;
+
+// The grammar of semver.org 2.0.0, build metadata included. semver.valid() would not do: it
+// normalises ("v1.2.3" -> "1.2.3") and drops build metadata, so "1.0.0+build.1" failed a
+// valid() === input check.
+const SEMVER =
+  /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$/;
+
+const version = z
+  .string()
+  .max(MAX_VERSION_LENGTH, `version must be at most ${MAX_VERSION_LENGTH} characters`)
+  .regex(SEMVER, 'version must be a semantic version (MAJOR.MINOR.PATCH, e.g. 1.2.3 or 2.0.0-beta.1), with no leading "v"');
+const config = z.record(z.string(), z.unknown()).superRefine((c, ctx) => {
+  const bytes = jsonBytes(c);
+  if (bytes > MAX_CONFIG_BYTES) {
+    ctx.addIssue({ code: 'custom', message: `config is ${bytes} bytes of JSON; at most ${MAX_CONFIG_BYTES} (64 KiB) are allowed` });
+  }
+});
 const description = z.string().max(2000, 'description must be at most 2000 characters').nullish();
 
 const installSchema = z.object({
