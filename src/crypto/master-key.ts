@@ -33,13 +33,18 @@ export function loadSecretBox(
     }
     fs.mkdirSync(config.dataDir, { recursive: true });
     const key = randomBytes(32);
+    // Written whole to a private temporary file, then linked into place: link fails if the name
+    // exists, so two processes starting together agree on one key and neither reads a half file.
+    const temporary = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+    fs.writeFileSync(temporary, `${key.toString('base64')}\n`, { mode: 0o600, flag: 'wx' });
     try {
-      fs.writeFileSync(file, `${key.toString('base64')}\n`, { mode: 0o600, flag: 'wx' });
+      fs.linkSync(temporary, file);
       logger.info('generated a new master key', { file });
     } catch (error) {
-      // Another process generated it first; use theirs.
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      return loadSecretBox(config, logger, false);
+      return loadSecretBox(config, logger, false); // another process generated it first
+    } finally {
+      fs.rmSync(temporary, { force: true });
     }
     return new SecretBox(key, config.previousMasterKeys);
   }

@@ -2,7 +2,7 @@ import { ConfigError, type Config } from '../config.ts';
 import { loadSecretBox } from '../crypto/master-key.ts';
 import type { SecretBox } from '../crypto/secret-box.ts';
 import type { Logger } from '../logger.ts';
-import { BUSY_TIMEOUT_MS, openDatabase, type SqliteDatabase } from './sqlite/connection.ts';
+import { openDatabase, type SqliteDatabase } from './sqlite/connection.ts';
 import { migrateSqlite, type MigrateOptions, type MigrateResult } from './sqlite/migrate.ts';
 import { createSqliteStore } from './sqlite/store.ts';
 import type { Store } from './types.ts';
@@ -26,23 +26,6 @@ function hasSealedCredentials(db: SqliteDatabase): boolean {
 }
 
 /**
- * Switching a file to WAL takes an exclusive lock without calling the busy handler (SQLite 3.53),
- * so two processes opening a new or pre-tenant file together fail at once with SQLITE_BUSY.
- * Retry for as long as busy_timeout would have waited.
- */
-function openDatabaseRetrying(file: string): SqliteDatabase {
-  const deadline = Date.now() + BUSY_TIMEOUT_MS;
-  for (;;) {
-    try {
-      return openDatabase(file);
-    } catch (error) {
-      if ((error as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() >= deadline) throw error;
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5 + Math.random() * 20);
-    }
-  }
-}
-
-/**
  * Opens the configured store, migrates it (adopting a pre-tenant file in place) and loads the
  * master key, refusing to start when the key cannot decrypt what the store holds.
  */
@@ -51,7 +34,7 @@ export function openStore(
   logger: Logger,
   options: Pick<MigrateOptions, 'onStep' | 'migrationsFolder'> = {},
 ): OpenedStore {
-  const sqlite = openDatabaseRetrying(config.database);
+  const sqlite = openDatabase(config.database);
   try {
     const secretBox = loadSecretBox(config, logger, !hasSealedCredentials(sqlite));
     const migration = migrateSqlite(sqlite, config.database, { ...options, secretBox: () => secretBox });

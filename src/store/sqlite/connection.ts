@@ -15,6 +15,21 @@ export const BUSY_TIMEOUT_MS = 5000;
  */
 export function openDatabase(file: string): SqliteDatabase {
   fs.mkdirSync(path.dirname(file), { recursive: true });
+  // Switching a file to WAL takes an exclusive lock without calling the busy handler (SQLite
+  // 3.53), so two processes opening a new or pre-tenant file together can fail at once with
+  // SQLITE_BUSY. Retry for as long as busy_timeout would have waited.
+  const deadline = Date.now() + BUSY_TIMEOUT_MS;
+  for (;;) {
+    try {
+      return connect(file);
+    } catch (error) {
+      if ((error as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() >= deadline) throw error;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5 + Math.random() * 20);
+    }
+  }
+}
+
+function connect(file: string): SqliteDatabase {
   const db = new Database(file, { timeout: BUSY_TIMEOUT_MS });
   try {
     db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
