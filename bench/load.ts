@@ -1,0 +1,90 @@
+import autocannon from 'autocannon';
+
+export interface LoadRequest {
+  headers: Record<string, string>;
+  body: string;
+}
+
+export interface LoadOptions {
+  connections: number;
+  warmupSeconds: number;
+  durationSeconds: number;
+}
+
+export interface LoadResult {
+  /** 2xx responses whose body held no GraphQL `errors`, per second of the measured run. */
+  rps: number;
+  ok: number;
+  /** Latency in milliseconds of those responses, at hrtime precision. */
+  p50: number;
+  p99: number;
+  max: number;
+  /** Non-2xx responses, GraphQL errors in a 2xx body, socket errors and timeouts. */
+  failures: number;
+  seconds: number;
+}
+
+function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const rank = Math.ceil((p / 100) * sorted.length) - 1;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, rank))] ?? Number.NaN;
+}
+
+/**
+ * One autocannon run. The request list is built once and each connection cycles through it, so
+ * rotating keys costs the load generator nothing per request. autocannon's own histogram rounds
+ * latencies to whole milliseconds; these percentiles come from its per-response hrtime instead.
+ */
+function run(url: string, requests: LoadRequest[], connections: number, seconds: number, record: boolean): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    let latencies = new Float64Array(1 << 16);
+    let n = 0;
+    const instance = autocannon(
+      {
+        url,
+        connections,
+        duration: seconds,
+        timeout: 10,
+        requests: requests.map((r) => ({
+          method: 'POST' as const,
+          headers: { 'content-type': 'application/json', ...r.headers },
+          body: r.body,
+        })),
+        // A GraphQL error still answers 200: count it as a failure, not as throughput.
+        verifyBody: (body: string) => !body.includes('"errors"'),
+      } as autocannon.Options,
+      (error, result) => {
+        if (error) return reject(error);
+        const sorted = latencies.subarray(0, n).sort();
+        const failures = result.non2xx + result.errors + result.timeouts + result.mismatches;
+        const ok = result['2xx'] - result.mismatches;
+        resolve({
+          rps: ok / result.duration,
+          ok,
+          p50: percentile(sorted, 50),
+          p99: percentile(sorted, 99),
+          max: sorted[sorted.length - 1] ?? Number.NaN,
+          failures,
+          seconds: result.duration,
+        });
+      },
+    );
+    if (record) {
+      instance.on('response', (_client, statusCode, _bytes, responseTime) => {
+        if (statusCode < 200 || statusCode >= 300) return;
+        if (n === latencies.length) {
+          const grown = new Float64Array(latencies.length * 2);
+          grown.set(latencies);
+          latencies = grown;
+        }
+        latencies[n++] = responseTime;
+      });
+    }
+  });
+}
+
+/** A short unrecorded warm-up (JIT, caches, connections), then the measured run. */
+export async function drive(url: string, requests: LoadRequest[], options: LoadOptions): Promise<LoadResult> {
+  if (options.warmupSeconds > 0) await run(url, requests, options.connections, options.warmupSeconds, false);
+  return run(url, requests, options.connections, options.durationSeconds, true);
+}

@@ -1,0 +1,326 @@
+import { execFileSync, fork, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { drive, type LoadOptions, type LoadRequest, type LoadResult } from './load.ts';
+import { formatReport, type Machine, type Report, type Row } from './report.ts';
+import { moduleId, MODULES_PER_ORG, seedFixture, TARGET_ORG, type BenchKey, type Fixture } from './seed.ts';
+import type { FromChild, ToChild } from './servers/child.ts';
+
+/**
+ * `npm run bench`: seeds the stores, then drives each server in its own child process (so the
+ * load generator never shares the server's event loop) with autocannon on 127.0.0.1.
+ * Flags: --seconds=N --warmup=N --connections=N (defaults 8, 2, 50), --profile (the gateway
+ * children write CPU profiles to bench/profiles/), --no-write (leave bench/results.md alone).
+ */
+
+const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(BENCH_DIR, '..');
+
+function flag(name: string): string | undefined {
+  const prefix = `--${name}=`;
+  const hit = process.argv.find((a) => a === `--${name}` || a.startsWith(prefix));
+  if (hit === undefined) return undefined;
+  return hit.startsWith(prefix) ? hit.slice(prefix.length) : '';
+}
+
+function intFlag(name: string, fallback: number): number {
+  const raw = flag(name);
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} must be a whole number`);
+  return n;
+}
+
+const load: LoadOptions = {
+  connections: intFlag('connections', 50),
+  warmupSeconds: intFlag('warmup', 2),
+  durationSeconds: intFlag('seconds', 8),
+};
+const profile = flag('profile') !== undefined;
+const writeResults = flag('no-write') === undefined;
+const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
+
+// ---------------------------------------------------------------------------------------------
+// Servers in child processes
+
+interface Child {
+  url: string;
+  /** Peak resident set size so far, bytes: the kernel's high-water mark where /proc has it. */
+  peakRss(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+function readHighWaterMark(pid: number): number | undefined {
+  try {
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = /^VmHWM:\s+(\d+) kB$/m.exec(status)?.[1];
+    return kb === undefined ? undefined : Number(kb) * 1024;
+  } catch {
+    return undefined;
+  }
+}
+
+async function startChild(script: string, env: Record<string, string>, withProfile: boolean): Promise<Child> {
+  const profileDir = path.join(BENCH_DIR, 'profiles');
+  if (withProfile) fs.mkdirSync(profileDir, { recursive: true });
+  // The bench's children start from a clean slate: no TENANTGATE_* from the caller's shell.
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TENANTGATE_')));
+  const child: ChildProcess = fork(path.join(BENCH_DIR, 'servers', script), [], {
+    cwd: ROOT,
+    execArgv: ['--import', 'tsx', ...(withProfile ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])],
+    env: { ...inherited, NODE_ENV: 'production', ...env },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+
+  let sampled = 0;
+  const onMessage = (message: FromChild) => {
+    if (message.type === 'mem') sampled = Math.max(sampled, message.rss);
+  };
+  child.on('message', onMessage);
+
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${script} did not start within 60 s`)), 60_000);
+    child.on('message', (message: FromChild) => {
+      if (message.type === 'ready') {
+        clearTimeout(timer);
+        resolve(message.url);
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${script} exited with ${code} before it was ready`));
+    });
+  });
+
+  // Sampling covers systems without /proc; on Linux VmHWM is exact and usually higher.
+  const send = (message: ToChild) => child.connected && child.send(message);
+  const sampler = setInterval(() => send({ type: 'mem' }), 250);
+
+  return {
+    url,
+    async peakRss() {
+      return Math.max(sampled, (child.pid && readHighWaterMark(child.pid)) || 0);
+    },
+    async stop() {
+      clearInterval(sampler);
+      send({ type: 'stop' });
+      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+async function withChild<T>(script: string, env: Record<string, string>, fn: (child: Child) => Promise<T>, withProfile = false): Promise<T> {
+  const child = await startChild(script, env, withProfile);
+  try {
+    return await fn(child);
+  } finally {
+    await child.stop();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests
+
+const gql = (key: string, query: string, variables?: Record<string, unknown>): LoadRequest => ({
+  headers: { authorization: `Bearer ${key}` },
+  body: JSON.stringify(variables ? { query, variables } : { query }),
+});
+
+const MODULES = 'query Modules { modules(first: 20) { edges { node { id name version enabled } } totalCount } }';
+const VIEWER = 'query Viewer { viewer { org { id name } apiKey { id name prefix } scopes } }';
+const MODULE = 'query Module($id: ID!) { module(id: $id) { id name version enabled hasCredential } }';
+const SET_CREDENTIAL =
+  'mutation SetCredential($moduleId: ID!, $secret: JSONObject!) { setCredential(moduleId: $moduleId, secret: $secret) { moduleId fields updatedAt } }';
+const ENABLE = 'mutation EnableModule($id: ID!) { enableModule(id: $id) { id enabled } }';
+const DISABLE = 'mutation DisableModule($id: ID!) { disableModule(id: $id) { id enabled } }';
+
+interface Scenario {
+  name: string;
+  requests: LoadRequest[];
+  /** Checked on a few requests before the load, so a broken scenario fails loudly, not fast. */
+  check(data: Record<string, unknown>): boolean;
+}
+
+function gatewayScenarios(keys: BenchKey[]): Scenario[] {
+  const writers = keys.filter((k) => k.scopes.includes('modules:write') && k.scopes.includes('credentials:write'));
+  return [
+    {
+      name: 'modules(first: 20)',
+      requests: keys.map((k) => gql(k.secret, MODULES)),
+      check: (d) => {
+        const m = d.modules as { edges: unknown[]; totalCount: number } | undefined;
+        return m?.edges.length === 20 && m.totalCount === MODULES_PER_ORG;
+      },
+    },
+    {
+      name: 'viewer',
+      requests: keys.map((k) => gql(k.secret, VIEWER)),
+      check: (d) => typeof (d.viewer as { org?: { id?: unknown } } | undefined)?.org?.id === 'string',
+    },
+    {
+      name: 'module(id)',
+      requests: keys.map((k, i) => gql(k.secret, MODULE, { id: moduleId((i * 37) % MODULES_PER_ORG) })),
+      check: (d) => d.module !== null && typeof d.module === 'object',
+    },
+    {
+      name: 'write mix',
+      // Half setCredential, a quarter each disableModule and enableModule, across every org.
+      requests: writers.map((k, i) => {
+        const id = moduleId((i * 7) % MODULES_PER_ORG);
+        switch (i % 4) {
+          case 0:
+          case 1:
+            return gql(k.secret, SET_CREDENTIAL, { moduleId: id, secret: { token: `tok-${i}`, user: 'bench' } });
+          case 2:
+            return gql(k.secret, DISABLE, { id });
+          default:
+            return gql(k.secret, ENABLE, { id });
+        }
+      }),
+      check: (d) => Object.values(d).every((v) => v !== null && typeof v === 'object'),
+    },
+  ];
+}
+
+async function preflight(url: string, scenario: Scenario): Promise<void> {
+  for (const request of scenario.requests.slice(0, 4)) {
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...request.headers },
+      body: request.body,
+    });
+    const text = await res.text();
+    let body: { data?: Record<string, unknown>; errors?: unknown } | undefined;
+    try {
+      body = JSON.parse(text) as typeof body;
+    } catch {
+      body = undefined;
+    }
+    if (res.status !== 200 || !body?.data || body.errors || !scenario.check(body.data)) {
+      throw new Error(`${scenario.name}: unexpected answer before the load (HTTP ${res.status}): ${text.slice(0, 500)}`);
+    }
+  }
+}
+
+async function measure(url: string, scenario: Scenario): Promise<LoadResult> {
+  await preflight(url, scenario);
+  log(`${scenario.name}: ${load.warmupSeconds} s warm-up, ${load.durationSeconds} s measured, ${load.connections} connections`);
+  const result = await drive(url, scenario.requests, load);
+  log(`${scenario.name}: ${result.rps.toFixed(0)} req/s, p50 ${result.p50.toFixed(2)} ms, p99 ${result.p99.toFixed(2)} ms, ${result.failures} failures`);
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Machine
+
+function git(args: string[]): string | undefined {
+  try {
+    return execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return undefined;
+  }
+}
+
+function machine(): Machine {
+  const cpus = os.cpus();
+  const dirty = git(['status', '--porcelain', '--untracked-files=no', '--', 'src', 'bench', 'package.json']);
+  return {
+    cpu: cpus[0]?.model.trim() ?? 'unknown',
+    cores: os.availableParallelism(),
+    memoryGiB: os.totalmem() / 1024 ** 3,
+    node: process.version,
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+    loadAverage: os.loadavg()[0] ?? 0,
+    commit: `${git(['rev-parse', '--short', 'HEAD']) ?? 'unknown'}${dirty ? ' (with local changes)' : ''}`,
+    date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function gatewayEnv(dir: string, fixture: Fixture, file: string): Record<string, string> {
+  return {
+    TENANTGATE_DATA_DIR: dir,
+    TENANTGATE_DATABASE: path.join(dir, file),
+    TENANTGATE_MASTER_KEY: fixture.masterKey,
+    TENANTGATE_PRODUCTION: 'true',
+    TENANTGATE_LOG_LEVEL: 'warn',
+    TENANTGATE_HOST: '127.0.0.1',
+    TENANTGATE_PORT: '0',
+  };
+}
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  const before = machine();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantgate-bench-'));
+  try {
+    const fixture = await seedFixture(dir, log);
+    const seedSeconds = (performance.now() - started) / 1000;
+    const mainKeys = fixture.stores.main.keys;
+
+    // The baselines get the same request bytes as the gateway's modules query would, key included.
+    const hello: Scenario = {
+      name: '{ hello }',
+      requests: mainKeys.map((k) => gql(k.secret, '{ hello }')),
+      check: (d) => d.hello === 'world',
+    };
+    const rows: Row[] = [];
+    rows.push({ kind: 'bare', label: 'node:http, fixed JSON body', result: await withChild('bare-http.ts', {}, (c) => measure(c.url, hello)) });
+    rows.push({ kind: 'yoga', label: 'graphql-yoga defaults, `{ hello }`', result: await withChild('yoga-hello.ts', {}, (c) => measure(c.url, hello)) });
+
+    await withChild(
+      'gateway.ts',
+      gatewayEnv(dir, fixture, fixture.stores.main.file),
+      async (gateway) => {
+        for (const scenario of gatewayScenarios(mainKeys)) {
+          const result = await measure(gateway.url, scenario);
+          rows.push({ kind: 'gateway', label: `gateway: ${scenario.name}`, result, peakRss: await gateway.peakRss() });
+        }
+      },
+      profile,
+    );
+
+    const scale: Row[] = [];
+    for (const store of [fixture.stores.scale10k, fixture.stores.scale1m]) {
+      const targetKeys = store.keys.filter((k) => k.orgId === TARGET_ORG);
+      const scenario = gatewayScenarios(targetKeys)[0];
+      if (!scenario) throw new Error('no modules scenario');
+      await withChild(
+        'gateway.ts',
+        gatewayEnv(dir, fixture, store.file),
+        async (gateway) => {
+          const result = await measure(gateway.url, { ...scenario, name: `${scenario.name} on ${store.modules.toLocaleString('en-US')} rows` });
+          scale.push({ kind: 'gateway', label: `${store.modules.toLocaleString('en-US')} module rows (${store.orgs.toLocaleString('en-US')} orgs)`, result, peakRss: await gateway.peakRss() });
+        },
+        profile,
+      );
+    }
+
+    const report: Report = {
+      machine: before,
+      loadAverageAfter: os.loadavg()[0] ?? 0,
+      load,
+      seedSeconds,
+      totalSeconds: (performance.now() - started) / 1000,
+      stores: fixture.stores,
+      rows,
+      scale,
+    };
+    const markdown = formatReport(report);
+    process.stdout.write(`${markdown}\n`);
+    if (writeResults) {
+      fs.writeFileSync(path.join(BENCH_DIR, 'results.md'), `${markdown}\n`);
+      log('wrote bench/results.md');
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();

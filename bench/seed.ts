@@ -1,0 +1,153 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { displayPrefix, generateKey, hashKey } from '../src/auth/key-format.ts';
+import { SCOPES, type Scope } from '../src/auth/scopes.ts';
+import { createLogger } from '../src/logger.ts';
+import { openStore } from '../src/store/open.ts';
+
+/**
+ * Seeded stores for the benchmark. Each store is created by `openStore`, so the schema comes from
+ * the real migrations in drizzle/; rows are then written straight through the raw connection with
+ * prepared statements in one transaction per store (the API would take minutes for a million rows).
+ * Keys use the real key format and credentials the real SecretBox, so the gateway reads them
+ * exactly as it reads its own.
+ *
+ * Seeding all three stores (1.1M modules) takes about ten seconds, so every run seeds afresh into
+ * its own temporary directory: no cache that could go stale or be left half-written.
+ */
+
+export const MODULES_PER_ORG = 100;
+/** Modules per org that get a sealed credential. */
+export const CREDENTIALS_PER_ORG = 10;
+/** The org measured in both scale stores. */
+export const TARGET_ORG = 'org-target';
+
+export const TENANT_SCOPES: Scope[] = SCOPES.filter((s) => s !== 'admin');
+const READ_SCOPES: Scope[] = ['modules:read'];
+
+export interface BenchKey {
+  orgId: string;
+  secret: string;
+  scopes: Scope[];
+}
+
+export interface SeededStore {
+  /** File name inside the seed directory. */
+  file: string;
+  orgs: number;
+  modules: number;
+  credentials: number;
+  keys: BenchKey[];
+  seedMs: number;
+}
+
+export interface Fixture {
+  masterKey: string;
+  stores: { main: SeededStore; scale10k: SeededStore; scale1m: SeededStore };
+}
+
+export const moduleId = (n: number) => `mod-${String(n).padStart(3, '0')}`;
+
+interface StorePlan {
+  file: string;
+  orgIds: string[];
+  /** Keys minted for each org: every org gets `perOrg`, the target org `target`. */
+  keys: (orgId: string) => Array<{ name: string; scopes: Scope[] }>;
+}
+
+const BASE_TIME = Date.parse('2026-01-01T00:00:00.000Z');
+const iso = (offsetSeconds: number) => new Date(BASE_TIME + offsetSeconds * 1000).toISOString();
+
+async function seedStore(dir: string, plan: StorePlan, masterKey: Buffer, log: (line: string) => void): Promise<SeededStore> {
+  const started = performance.now();
+  const database = path.join(dir, plan.file);
+  for (const suffix of ['', '-wal', '-shm']) fs.rmSync(database + suffix, { force: true });
+  const logger = createLogger('warn');
+  const { sqlite, store, secretBox } = openStore({ database, dataDir: dir, masterKey, previousMasterKeys: [] }, logger);
+  // A throwaway file rebuilt on any failure: no fsync while seeding; close() checkpoints it whole.
+  sqlite.pragma('synchronous = OFF');
+  sqlite.pragma('cache_size = -262144');
+
+  const insertOrg = sqlite.prepare('INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)');
+  const insertKey = sqlite.prepare(
+    `INSERT INTO api_keys (id, org_id, name, prefix, hash, scopes, created_at, expires_at, revoked_at, last_used_at, created_by_key_id)
+     VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL)`,
+  );
+  const insertModule = sqlite.prepare(
+    `INSERT INTO modules (org_id, module_id, name, version, description, config, enabled, health_status, health_message,
+       last_health_check, usage_count, last_used_at, installed_at, updated_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, NULL, ?, ?)`,
+  );
+  const insertCredential = sqlite.prepare(
+    `INSERT INTO credentials (org_id, module_id, ciphertext, iv, tag, key_id, fields, created_at, updated_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+  );
+
+  const keys: BenchKey[] = [];
+  let modules = 0;
+  let credentials = 0;
+  const healths = ['unknown', 'healthy', 'healthy', 'healthy', 'degraded'];
+  const fill = sqlite.transaction(() => {
+    plan.orgIds.forEach((orgId, o) => {
+      insertOrg.run(orgId, `Bench org ${orgId}`, iso(o));
+      let k = 0;
+      for (const spec of plan.keys(orgId)) {
+        const secret = generateKey();
+        insertKey.run(`key_bench_${orgId}_${k++}`, orgId, spec.name, displayPrefix(secret), hashKey(secret), JSON.stringify(spec.scopes), iso(o));
+        keys.push({ orgId, secret, scopes: spec.scopes });
+      }
+      for (let m = 0; m < MODULES_PER_ORG; m++) {
+        const id = moduleId(m);
+        const at = iso(o * MODULES_PER_ORG + m);
+        insertModule.run(
+          orgId,
+          id,
+          `Module ${m} of ${orgId}`,
+          `1.${m % 10}.${o % 7}`,
+          m % 3 === 0 ? null : `Integration number ${m}, installed for the benchmark.`,
+          JSON.stringify({ region: 'eu-west-1', retries: m % 5, feature: `f${m}` }),
+          m % 9 === 8 ? 0 : 1,
+          healths[m % healths.length],
+          m * 3,
+          at,
+          at,
+        );
+        modules++;
+        if (m < CREDENTIALS_PER_ORG) {
+          const sealed = secretBox.seal(orgId, id, JSON.stringify({ token: `tok-${orgId}-${id}`, user: 'bench' }));
+          insertCredential.run(orgId, id, sealed.ciphertext, sealed.iv, sealed.tag, sealed.keyId, JSON.stringify(['token', 'user']), at, at);
+          credentials++;
+        }
+      }
+    });
+  });
+  fill();
+  await store.close();
+  const seedMs = performance.now() - started;
+  log(`seeded ${plan.file}: ${plan.orgIds.length} orgs, ${modules} modules, ${credentials} credentials, ${keys.length} keys in ${(seedMs / 1000).toFixed(1)} s`);
+  return { file: plan.file, orgs: plan.orgIds.length, modules, credentials, keys, seedMs };
+}
+
+const orgRange = (n: number, width: number) => Array.from({ length: n }, (_, i) => `org-${String(i).padStart(width, '0')}`);
+
+/** A key per org for reads and writes, plus a read-only key (so lookups span 2 keys per org). */
+const mainKeys = () => [
+  { name: 'bench tenant', scopes: TENANT_SCOPES },
+  { name: 'bench read-only', scopes: READ_SCOPES },
+];
+
+/** One key per org; the measured org gets several, so requests still rotate keys. */
+const scaleKeys = (orgId: string) =>
+  orgId === TARGET_ORG
+    ? Array.from({ length: 10 }, (_, i) => ({ name: `bench target ${i}`, scopes: READ_SCOPES }))
+    : [{ name: 'bench read-only', scopes: READ_SCOPES }];
+
+/** Seeds the three stores into `dir` (a fresh directory the caller removes afterwards). */
+export async function seedFixture(dir: string, log: (line: string) => void): Promise<Fixture> {
+  const masterKey = randomBytes(32);
+  const main = await seedStore(dir, { file: 'main.db', orgIds: orgRange(1000, 4), keys: mainKeys }, masterKey, log);
+  const scale10k = await seedStore(dir, { file: 'scale-10k.db', orgIds: [...orgRange(99, 5), TARGET_ORG], keys: scaleKeys }, masterKey, log);
+  const scale1m = await seedStore(dir, { file: 'scale-1m.db', orgIds: [...orgRange(9999, 5), TARGET_ORG], keys: scaleKeys }, masterKey, log);
+  return { masterKey: masterKey.toString('base64'), stores: { main, scale10k, scale1m } };
+}

@@ -1,0 +1,39 @@
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+
+/**
+ * The protocol between bench/run.ts and a server it forks: the child listens on 127.0.0.1 (port 0)
+ * and sends `ready` with its URL; `mem` asks for its resident set size; `stop` shuts it down
+ * cleanly (so that `--cpu-prof` can write its profile). A child whose parent went away exits.
+ */
+export type ToChild = { type: 'mem' } | { type: 'stop' };
+export type FromChild = { type: 'ready'; url: string } | { type: 'mem'; rss: number };
+
+export function serveChild(url: string, stop: () => Promise<void>): void {
+  const send = (message: FromChild) => process.send?.(message);
+  process.on('message', (message: ToChild) => {
+    if (message.type === 'mem') send({ type: 'mem', rss: process.memoryUsage.rss() });
+    if (message.type === 'stop') {
+      void stop().finally(() => process.exit(0));
+    }
+  });
+  process.on('disconnect', () => process.exit(0));
+  send({ type: 'ready', url });
+}
+
+export function listen(server: Server): Promise<string> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      resolve(`http://127.0.0.1:${port}`);
+    });
+  });
+}
+
+export function close(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}
