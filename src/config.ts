@@ -7,6 +7,23 @@ import path from 'node:path';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
+/**
+ * Request and operation limits. Defaults, and why:
+ *
+ * | variable                     | default | meaning                                                  |
+ * |------------------------------|---------|----------------------------------------------------------|
+ * | TENANTGATE_MAX_BODY_BYTES    | 2097152 | request body bytes; more answers 413 (a full credential, |
+ * |                              |         | 64 fields of 16 KiB, is about 1.05 MiB of JSON)          |
+ * | TENANTGATE_MAX_DEPTH         | 10      | field nesting (the deepest useful query has 5)           |
+ * | TENANTGATE_MAX_ALIASES       | 15      | aliased fields per operation                             |
+ * | TENANTGATE_MAX_TOKENS        | 2000    | lexical tokens per document (introspection needs ~250)   |
+ * | TENANTGATE_MAX_DIRECTIVES    | 20      | directives per operation                                 |
+ * | TENANTGATE_MAX_COST          | 20000   | GraphQL Armor cost; every field of modules(first: 100)   |
+ * |                              |         | costs about 9000, so two full pages fit, fifteen do not  |
+ *
+ * An operation over a limit fails validation with LIMIT_EXCEEDED (extensions.limit names it) and
+ * nothing executes.
+ */
 export interface Limits {
   /** Largest request body in bytes; larger answers 413. */
   maxBodyBytes: number;
@@ -38,6 +55,10 @@ export interface Config {
   /** Take the client address from X-Forwarded-For (only behind a proxy you run). */
   trustProxy: boolean;
   limits: Limits;
+  /** Serve Prometheus metrics at GET /metrics. */
+  metrics: boolean;
+  /** When set, /metrics wants `Authorization: Bearer <this>`; a secret, never logged. */
+  metricsToken: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -118,6 +139,17 @@ function readDatabase(env: Env, dataDir: string): string {
   return path.resolve(raw);
 }
 
+function readMetricsToken(env: Env): string | undefined {
+  const raw = env.TENANTGATE_METRICS_TOKEN;
+  if (raw === undefined || raw.trim() === '') return undefined;
+  const token = raw.trim();
+  // The value is a secret: the message never repeats it.
+  if (token.length < 16 || !/^[\x21-\x7e]+$/.test(token)) {
+    throw new ConfigError('TENANTGATE_METRICS_TOKEN must be at least 16 printable characters without spaces');
+  }
+  return token;
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const dataDir = path.resolve(readString(env, 'TENANTGATE_DATA_DIR', './data'));
   const production = readBool(env, 'TENANTGATE_PRODUCTION', false);
@@ -144,12 +176,14 @@ export function loadConfig(env: Env = process.env): Config {
     keyCacheTtlMs: readInt(env, 'TENANTGATE_KEY_CACHE_TTL_MS', 10_000, 0, 3_600_000),
     trustProxy: readBool(env, 'TENANTGATE_TRUST_PROXY', false),
     limits: {
-      maxBodyBytes: readInt(env, 'TENANTGATE_MAX_BODY_BYTES', 1_048_576, 1024, 100 * 1_048_576),
+      maxBodyBytes: readInt(env, 'TENANTGATE_MAX_BODY_BYTES', 2 * 1_048_576, 1024, 100 * 1_048_576),
       maxDepth: readInt(env, 'TENANTGATE_MAX_DEPTH', 10, 1, 1000),
       maxAliases: readInt(env, 'TENANTGATE_MAX_ALIASES', 15, 0, 10_000),
       maxTokens: readInt(env, 'TENANTGATE_MAX_TOKENS', 2000, 10, 1_000_000),
       maxDirectives: readInt(env, 'TENANTGATE_MAX_DIRECTIVES', 20, 0, 10_000),
-      maxCost: readInt(env, 'TENANTGATE_MAX_COST', 5000, 1, 10_000_000),
+      maxCost: readInt(env, 'TENANTGATE_MAX_COST', 20_000, 1, 10_000_000),
     },
+    metrics: readBool(env, 'TENANTGATE_METRICS', true),
+    metricsToken: readMetricsToken(env),
   };
 }

@@ -12,7 +12,13 @@ export type ErrorCode =
   | 'BAD_USER_INPUT'
   | 'RATE_LIMITED'
   | 'PAYLOAD_TOO_LARGE'
+  | 'LIMIT_EXCEEDED'
+  // Yoga's own code for a malformed HTTP request (bad JSON, no query); reused for the same cases.
+  | 'BAD_REQUEST'
   | 'SERVICE_UNAVAILABLE';
+
+/** The operation limits (TENANTGATE_MAX_*) a rejected operation names in `extensions.limit`. */
+export type OperationLimit = 'depth' | 'aliases' | 'tokens' | 'directives' | 'cost';
 
 function appError(
   code: ErrorCode,
@@ -64,6 +70,26 @@ export function rateLimited(retryAfterSeconds: number): GraphQLError {
 
 export function unavailable(message: string): GraphQLError {
   return appError('SERVICE_UNAVAILABLE', message, { status: 503 });
+}
+
+/** An operation over one of the limits; it is rejected before anything executes. */
+export function limitExceeded(limit: OperationLimit, message: string): GraphQLError {
+  return appError('LIMIT_EXCEEDED', message, undefined, { limit });
+}
+
+/** A request body over TENANTGATE_MAX_BODY_BYTES; the connection is closed rather than drained. */
+export function payloadTooLarge(maxBytes: number): GraphQLError {
+  return appError(
+    'PAYLOAD_TOO_LARGE',
+    `The request body exceeds the limit of ${maxBytes} bytes`,
+    { status: 413, headers: { Connection: 'close' } },
+    { limit: 'body', maxBytes },
+  );
+}
+
+/** A malformed request the GraphQL layer never sees (e.g. a Content-Length that is not a number). */
+export function badRequest(message: string): GraphQLError {
+  return appError('BAD_REQUEST', message, { status: 400 });
 }
 
 export function errorCode(error: unknown): ErrorCode | undefined {
