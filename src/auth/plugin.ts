@@ -14,6 +14,8 @@ export interface AuthPluginOptions {
   contextFor: (principal: Principal) => Record<string, unknown>;
   /** Told of every failed authentication (metrics). */
   onFailure?: (reason: 'missing' | 'invalid' | 'rate_limited') => void;
+  /** Told of every verified key (the request log names the org even when the operation fails). */
+  onSuccess?: (request: Request, principal: Principal) => void;
 }
 
 interface NodeServerContext {
@@ -63,6 +65,7 @@ export function useAuth(options: AuthPluginOptions): Plugin<Record<string, any>>
         throw unauthenticated('invalid');
       }
       principals.set(request, principal);
+      options.onSuccess?.(request, principal);
     },
 
     onContextBuilding({ context, extendContext }) {

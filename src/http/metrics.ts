@@ -1,0 +1,133 @@
+import { collectDefaultMetrics, Counter, Registry, type Metric } from 'prom-client';
+import type { StoreErrorKind } from './mask-error.ts';
+
+/** Latency buckets in seconds: a gateway answer takes a millisecond or two; the tail matters. */
+const BOUNDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+interface Cell {
+  count: number;
+  sum: number;
+  /** Non-cumulative: buckets[i] counts observations <= BOUNDS[i] and > BOUNDS[i-1]. */
+  buckets: Float64Array;
+}
+
+interface SampleValue {
+  labels: Record<string, string | number>;
+  value: number;
+  metricName?: string;
+}
+
+export type AuthFailureReason = 'missing' | 'invalid' | 'rate_limited';
+
+/**
+ * The gateway's Prometheus metrics. No label grows with the number of orgs or keys: `operation`
+ * is a root field of the schema (or one of a few fixed words), `outcome` is `ok` or an error code
+ * from a fixed list, `reason` and `kind` are fixed lists.
+ *
+ * The per-request path is two number increments in a preallocated cell: prom-client's own
+ * labelled Counter and Histogram hash a label object on every call, so request counts and
+ * latencies live in plain cells and are handed to prom-client only when /metrics is scraped.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly #cells = new Map<string, Map<string, Cell>>();
+  readonly #authFailures: Counter<'reason'>;
+  readonly #storeErrors: Counter<'kind'>;
+
+  #processMetrics = false;
+
+  constructor() {
+    const cells = this.#cells;
+    const each = function* () {
+      for (const [operation, byOutcome] of cells) for (const [outcome, cell] of byOutcome) yield { operation, outcome, cell };
+    };
+    const requests = {
+      name: 'tenantgate_graphql_requests_total',
+      help: 'GraphQL requests by operation (root field) and outcome (ok, or the error code)',
+      type: 'counter',
+      aggregator: 'sum',
+      get: async () => ({
+        ...requests,
+        values: [...each()].map(({ operation, outcome, cell }): SampleValue => ({ labels: { operation, outcome }, value: cell.count })),
+      }),
+    };
+    const duration = {
+      name: 'tenantgate_graphql_request_duration_seconds',
+      help: 'GraphQL request latency in seconds, from arrival to response, by operation and outcome',
+      type: 'histogram',
+      aggregator: 'sum',
+      get: async () => {
+        const values: SampleValue[] = [];
+        for (const { operation, outcome, cell } of each()) {
+          let acc = 0;
+          BOUNDS.forEach((le, i) => {
+            acc += cell.buckets[i] ?? 0;
+            values.push({ labels: { operation, outcome, le }, value: acc, metricName: `${duration.name}_bucket` });
+          });
+          values.push(
+            { labels: { operation, outcome, le: '+Inf' }, value: cell.count, metricName: `${duration.name}_bucket` },
+            { labels: { operation, outcome }, value: cell.sum, metricName: `${duration.name}_sum` },
+            { labels: { operation, outcome }, value: cell.count, metricName: `${duration.name}_count` },
+          );
+        }
+        return { ...duration, values };
+      },
+    };
+    // Structurally what prom-client's registry reads from a metric: name, help, type and get().
+    this.registry.registerMetric(requests as unknown as Metric);
+    this.registry.registerMetric(duration as unknown as Metric);
+
+    this.#authFailures = new Counter({
+      name: 'tenantgate_auth_failures_total',
+      help: 'Requests refused by authentication: missing key, invalid key, or rate limited address',
+      labelNames: ['reason'],
+      registers: [this.registry],
+    });
+    for (const reason of ['missing', 'invalid', 'rate_limited'] as const) this.#authFailures.inc({ reason }, 0);
+    this.#storeErrors = new Counter({
+      name: 'tenantgate_store_errors_total',
+      help: 'Store failures that reached a request, by kind (busy, readonly, full, io, corrupt, constraint, other)',
+      labelNames: ['kind'],
+      registers: [this.registry],
+    });
+    for (const kind of ['busy', 'readonly', 'full', 'io', 'corrupt', 'constraint', 'other'] as const) this.#storeErrors.inc({ kind }, 0);
+  }
+
+  /** `operation` and `outcome` must come from bounded sets (see observability.ts). */
+  observeRequest(operation: string, outcome: string, seconds: number): void {
+    let byOutcome = this.#cells.get(operation);
+    if (byOutcome === undefined) this.#cells.set(operation, (byOutcome = new Map()));
+    let cell = byOutcome.get(outcome);
+    if (cell === undefined) byOutcome.set(outcome, (cell = { count: 0, sum: 0, buckets: new Float64Array(BOUNDS.length) }));
+    cell.count += 1;
+    cell.sum += seconds;
+    for (let i = 0; i < BOUNDS.length; i++) {
+      if (seconds <= BOUNDS[i]!) {
+        cell.buckets[i]! += 1;
+        break;
+      }
+    }
+  }
+
+  authFailure(reason: AuthFailureReason): void {
+    this.#authFailures.inc({ reason });
+  }
+
+  storeError(kind: StoreErrorKind): void {
+    this.#storeErrors.inc({ kind });
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  render(): Promise<string> {
+    // Process metrics (memory, CPU, event-loop lag) start with the first scrape, so that an app
+    // nobody scrapes (tests, the CLI) runs no monitors.
+    if (!this.#processMetrics) {
+      this.#processMetrics = true;
+      collectDefaultMetrics({ register: this.registry, prefix: 'tenantgate_' });
+    }
+    return this.registry.metrics();
+  }
+}
