@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { and, asc, count, eq, getTableColumns, gt, isNull, ne, sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/better-sqlite3';
 import type { ModulePatch, ModuleRecord, Store } from '../types.ts';
@@ -5,6 +7,10 @@ import type { SqliteDatabase } from './connection.ts';
 import { apiKeys, credentials, modules, orgs, type CredentialRow } from './schema.ts';
 
 const p = sql.placeholder;
+
+/** Below this headroom /ready says not ready: a module with a 64 KiB config needs ~17 pages. */
+const MIN_FREE_PAGES = 64;
+const MIN_FREE_DISK_BYTES = 1024 * 1024;
 
 /**
  * The SQLite implementation of the storage seam. Hot statements are prepared once here (building
@@ -244,6 +250,13 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
         // A write that changes nothing still needs the write lock and a writable file.
         sqlite.prepare('BEGIN IMMEDIATE').run();
         sqlite.prepare('ROLLBACK').run();
+        // ...but not a free page: a full store (or disk) passes the above and fails every insert.
+        const used = Number(sqlite.pragma('page_count', { simple: true })) - Number(sqlite.pragma('freelist_count', { simple: true }));
+        if (Number(sqlite.pragma('max_page_count', { simple: true })) - used < MIN_FREE_PAGES) return { ok: false, reason: 'store is full' };
+        if (location !== ':memory:') {
+          const disk = fs.statfsSync(path.dirname(location));
+          if (disk.bavail * disk.bsize < MIN_FREE_DISK_BYTES) return { ok: false, reason: 'disk is full' };
+        }
         return { ok: true };
       } catch (error) {
         if (sqlite.inTransaction) sqlite.prepare('ROLLBACK').run();
