@@ -146,7 +146,12 @@ export function createObservability({ logger, metrics, schema, graphqlEndpoint }
 
     onResponse({ request, response }) {
       const state = states.get(request);
-      if (!state) return;
+      if (!state) {
+        // Answered by a Yoga plugin that runs before ours (health check, GraphiQL, CORS preflight):
+        // logged, without a duration, and not a GraphQL request for the metrics.
+        logger.info('request', { method: request.method, path: pathOf(request.url), status: response.status });
+        return;
+      }
       states.delete(request);
       const ms = performance.now() - state.start;
       const status = response.status;
