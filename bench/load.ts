@@ -22,6 +22,8 @@ export interface LoadResult {
   /** Non-2xx responses, GraphQL errors in a 2xx body, socket errors and timeouts. */
   failures: number;
   seconds: number;
+  /** Server CPU time (all its threads) per response, in µs: steadier than req/s on a busy machine. */
+  cpuMicrosPerRequest: number;
 }
 
 function percentile(sorted: Float64Array, p: number): number {
@@ -35,7 +37,13 @@ function percentile(sorted: Float64Array, p: number): number {
  * rotating keys costs the load generator nothing per request. autocannon's own histogram rounds
  * latencies to whole milliseconds; these percentiles come from its per-response hrtime instead.
  */
-function run(url: string, requests: LoadRequest[], connections: number, seconds: number, record: boolean): Promise<LoadResult> {
+function run(
+  url: string,
+  requests: LoadRequest[],
+  connections: number,
+  seconds: number,
+  record: boolean,
+): Promise<Omit<LoadResult, 'cpuMicrosPerRequest'>> {
   return new Promise((resolve, reject) => {
     let latencies = new Float64Array(1 << 16);
     let n = 0;
@@ -83,8 +91,19 @@ function run(url: string, requests: LoadRequest[], connections: number, seconds:
   });
 }
 
-/** A short unrecorded warm-up (JIT, caches, connections), then the measured run. */
-export async function drive(url: string, requests: LoadRequest[], options: LoadOptions): Promise<LoadResult> {
+/**
+ * A short unrecorded warm-up (JIT, caches, connections), then the measured run. `serverCpu`
+ * reads the server's CPU time in µs; it is called just before and just after the measured run.
+ */
+export async function drive(
+  url: string,
+  requests: LoadRequest[],
+  options: LoadOptions,
+  serverCpu: () => Promise<number>,
+): Promise<LoadResult> {
   if (options.warmupSeconds > 0) await run(url, requests, options.connections, options.warmupSeconds, false);
-  return run(url, requests, options.connections, options.durationSeconds, true);
+  const cpuBefore = await serverCpu();
+  const result = await run(url, requests, options.connections, options.durationSeconds, true);
+  const cpu = (await serverCpu()) - cpuBefore;
+  return { ...result, cpuMicrosPerRequest: cpu / Math.max(1, result.ok + result.failures) };
 }

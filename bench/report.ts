@@ -70,22 +70,22 @@ export function formatReport(r: Report): string {
     '',
   );
 
-  lines.push('| server: scenario | req/s | p50 ms | p99 ms | vs yoga `{ hello }` | vs node:http | failures | gateway peak RSS |');
-  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|');
+  lines.push('| server: scenario | req/s | p50 ms | p99 ms | vs yoga `{ hello }` | vs node:http | server CPU µs/req | failures | gateway peak RSS |');
+  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const row of r.rows) {
     const x = row.result;
     lines.push(
-      `| ${row.label} | ${int(x.rps)} | ${ms(x.p50)} | ${ms(x.p99)} | ${row.kind === 'yoga' || !yoga ? '' : ratio(x.rps / yoga.rps)} | ${row.kind === 'bare' || !bare ? '' : ratio(x.rps / bare.rps)} | ${x.failures} | ${mb(row.peakRss)} |`,
+      `| ${row.label} | ${int(x.rps)} | ${ms(x.p50)} | ${ms(x.p99)} | ${row.kind === 'yoga' || !yoga ? '' : ratio(x.rps / yoga.rps)} | ${row.kind === 'bare' || !bare ? '' : ratio(x.rps / bare.rps)} | ${int(x.cpuMicrosPerRequest)} | ${x.failures} | ${mb(row.peakRss)} |`,
     );
   }
   lines.push('');
 
   lines.push('### Scale invariance: one org (100 modules), `modules(first: 20)`, as the store grows', '');
-  lines.push('| store | req/s | p50 ms | p99 ms | failures | gateway peak RSS |');
-  lines.push('|---|---:|---:|---:|---:|---:|');
+  lines.push('| store | req/s | p50 ms | p99 ms | server CPU µs/req | failures | gateway peak RSS |');
+  lines.push('|---|---:|---:|---:|---:|---:|---:|');
   for (const row of r.scale) {
     const x = row.result;
-    lines.push(`| ${row.label} | ${int(x.rps)} | ${ms(x.p50)} | ${ms(x.p99)} | ${x.failures} | ${mb(row.peakRss)} |`);
+    lines.push(`| ${row.label} | ${int(x.rps)} | ${ms(x.p50)} | ${ms(x.p99)} | ${int(x.cpuMicrosPerRequest)} | ${x.failures} | ${mb(row.peakRss)} |`);
   }
   lines.push('', `Ratio 1M / 10k: p50 ${ratio(scaleP50)}, throughput (10k / 1M) ${ratio(scaleRps)}.`, '');
 

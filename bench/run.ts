@@ -12,7 +12,8 @@ import type { FromChild, ToChild } from './servers/child.ts';
  * `npm run bench`: seeds the stores, then drives each server in its own child process (so the
  * load generator never shares the server's event loop) with autocannon on 127.0.0.1.
  * Flags: --seconds=N --warmup=N --connections=N (defaults 8, 2, 50), --profile (the gateway
- * children write CPU profiles to bench/profiles/), --no-write (leave bench/results.md alone).
+ * children write CPU profiles to bench/profiles/), --no-write (leave bench/results.md alone),
+ * --only=NAME,... (some of bare, yoga, modules, viewer, module, writes, scale; for profiling).
  */
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
@@ -39,7 +40,9 @@ const load: LoadOptions = {
   durationSeconds: intFlag('seconds', 8),
 };
 const profile = flag('profile') !== undefined;
-const writeResults = flag('no-write') === undefined;
+const only = flag('only')?.split(',');
+const selected = (name: string) => only === undefined || only.includes(name);
+const writeResults = flag('no-write') === undefined && only === undefined;
 const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
 
 // ---------------------------------------------------------------------------------------------
@@ -47,6 +50,8 @@ const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
 
 interface Child {
   url: string;
+  /** CPU time the child has used so far, µs. */
+  cpu(): Promise<number>;
   /** Peak resident set size so far, bytes: the kernel's high-water mark where /proc has it. */
   peakRss(): Promise<number>;
   stop(): Promise<void>;
@@ -76,10 +81,15 @@ async function startChild(script: string, env: Record<string, string>, withProfi
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
 
   let sampled = 0;
-  const onMessage = (message: FromChild) => {
+  let cpuWaiters: Array<(micros: number) => void> = [];
+  child.on('message', (message: FromChild) => {
     if (message.type === 'mem') sampled = Math.max(sampled, message.rss);
-  };
-  child.on('message', onMessage);
+    if (message.type === 'cpu') {
+      const waiters = cpuWaiters;
+      cpuWaiters = [];
+      for (const resolve of waiters) resolve(message.micros);
+    }
+  });
 
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${script} did not start within 60 s`)), 60_000);
@@ -101,6 +111,11 @@ async function startChild(script: string, env: Record<string, string>, withProfi
 
   return {
     url,
+    cpu: () =>
+      new Promise<number>((resolve) => {
+        cpuWaiters.push(resolve);
+        send({ type: 'cpu' });
+      }),
     async peakRss() {
       return Math.max(sampled, (child.pid && readHighWaterMark(child.pid)) || 0);
     },
@@ -140,6 +155,7 @@ const ENABLE = 'mutation EnableModule($id: ID!) { enableModule(id: $id) { id ena
 const DISABLE = 'mutation DisableModule($id: ID!) { disableModule(id: $id) { id enabled } }';
 
 interface Scenario {
+  id: string;
   name: string;
   requests: LoadRequest[];
   /** Checked on a few requests before the load, so a broken scenario fails loudly, not fast. */
@@ -150,6 +166,7 @@ function gatewayScenarios(keys: BenchKey[]): Scenario[] {
   const writers = keys.filter((k) => k.scopes.includes('modules:write') && k.scopes.includes('credentials:write'));
   return [
     {
+      id: 'modules',
       name: 'modules(first: 20)',
       requests: keys.map((k) => gql(k.secret, MODULES)),
       check: (d) => {
@@ -158,16 +175,19 @@ function gatewayScenarios(keys: BenchKey[]): Scenario[] {
       },
     },
     {
+      id: 'viewer',
       name: 'viewer',
       requests: keys.map((k) => gql(k.secret, VIEWER)),
       check: (d) => typeof (d.viewer as { org?: { id?: unknown } } | undefined)?.org?.id === 'string',
     },
     {
+      id: 'module',
       name: 'module(id)',
       requests: keys.map((k, i) => gql(k.secret, MODULE, { id: moduleId((i * 37) % MODULES_PER_ORG) })),
       check: (d) => d.module !== null && typeof d.module === 'object',
     },
     {
+      id: 'writes',
       name: 'write mix',
       // Half setCredential, a quarter each disableModule and enableModule, across every org.
       requests: writers.map((k, i) => {
@@ -207,11 +227,15 @@ async function preflight(url: string, scenario: Scenario): Promise<void> {
   }
 }
 
-async function measure(url: string, scenario: Scenario): Promise<LoadResult> {
+async function measure(child: Child, scenario: Scenario): Promise<LoadResult> {
+  const { url } = child;
   await preflight(url, scenario);
   log(`${scenario.name}: ${load.warmupSeconds} s warm-up, ${load.durationSeconds} s measured, ${load.connections} connections`);
-  const result = await drive(url, scenario.requests, load);
-  log(`${scenario.name}: ${result.rps.toFixed(0)} req/s, p50 ${result.p50.toFixed(2)} ms, p99 ${result.p99.toFixed(2)} ms, ${result.failures} failures`);
+  const result = await drive(url, scenario.requests, load, () => child.cpu());
+  log(
+    `${scenario.name}: ${result.rps.toFixed(0)} req/s, p50 ${result.p50.toFixed(2)} ms, p99 ${result.p99.toFixed(2)} ms, ` +
+      `${result.cpuMicrosPerRequest.toFixed(0)} µs server CPU/req, ${result.failures} failures`,
+  );
   return result;
 }
 
@@ -266,20 +290,26 @@ async function main(): Promise<void> {
 
     // The baselines get the same request bytes as the gateway's modules query would, key included.
     const hello: Scenario = {
+      id: 'hello',
       name: '{ hello }',
       requests: mainKeys.map((k) => gql(k.secret, '{ hello }')),
       check: (d) => d.hello === 'world',
     };
     const rows: Row[] = [];
-    rows.push({ kind: 'bare', label: 'node:http, fixed JSON body', result: await withChild('bare-http.ts', {}, (c) => measure(c.url, hello)) });
-    rows.push({ kind: 'yoga', label: 'graphql-yoga defaults, `{ hello }`', result: await withChild('yoga-hello.ts', {}, (c) => measure(c.url, hello)) });
+    if (selected('bare')) {
+      rows.push({ kind: 'bare', label: 'node:http, fixed JSON body', result: await withChild('bare-http.ts', {}, (c) => measure(c, hello)) });
+    }
+    if (selected('yoga')) {
+      rows.push({ kind: 'yoga', label: 'graphql-yoga defaults, `{ hello }`', result: await withChild('yoga-hello.ts', {}, (c) => measure(c, hello)) });
+    }
 
-    await withChild(
+    const scenarios = gatewayScenarios(mainKeys).filter((s) => selected(s.id));
+    if (scenarios.length > 0) await withChild(
       'gateway.ts',
       gatewayEnv(dir, fixture, fixture.stores.main.file),
       async (gateway) => {
-        for (const scenario of gatewayScenarios(mainKeys)) {
-          const result = await measure(gateway.url, scenario);
+        for (const scenario of scenarios) {
+          const result = await measure(gateway, scenario);
           rows.push({ kind: 'gateway', label: `gateway: ${scenario.name}`, result, peakRss: await gateway.peakRss() });
         }
       },
@@ -287,7 +317,7 @@ async function main(): Promise<void> {
     );
 
     const scale: Row[] = [];
-    for (const store of [fixture.stores.scale10k, fixture.stores.scale1m]) {
+    for (const store of selected('scale') ? [fixture.stores.scale10k, fixture.stores.scale1m] : []) {
       const targetKeys = store.keys.filter((k) => k.orgId === TARGET_ORG);
       const scenario = gatewayScenarios(targetKeys)[0];
       if (!scenario) throw new Error('no modules scenario');
@@ -295,7 +325,7 @@ async function main(): Promise<void> {
         'gateway.ts',
         gatewayEnv(dir, fixture, store.file),
         async (gateway) => {
-          const result = await measure(gateway.url, { ...scenario, name: `${scenario.name} on ${store.modules.toLocaleString('en-US')} rows` });
+          const result = await measure(gateway, { ...scenario, name: `${scenario.name} on ${store.modules.toLocaleString('en-US')} rows` });
           scale.push({ kind: 'gateway', label: `${store.modules.toLocaleString('en-US')} module rows (${store.orgs.toLocaleString('en-US')} orgs)`, result, peakRss: await gateway.peakRss() });
         },
         profile,
