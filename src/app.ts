@@ -12,6 +12,7 @@ import { Metrics } from './http/metrics.ts';
 import { createObservability } from './http/observability.ts';
 import { useNoSuggestions, useOperationLimits } from './http/operation-limits.ts';
 import { useProbes } from './http/probes.ts';
+import { useRequestParams } from './http/request-params.ts';
 import type { Logger } from './logger.ts';
 import { forOrg, systemRepos, type Services } from './repos/index.ts';
 import type { Store } from './store/types.ts';
@@ -105,6 +106,7 @@ export function createApp({ store, secretBox, config, logger }: AppOptions): App
         onFailure: (reason) => metrics.authFailure(reason),
         onSuccess: (request, principal) => observability.authenticated(request, principal),
       }),
+      useRequestParams(config.limits.maxVariableDepth),
       ...useOperationLimits(config.limits),
       ...useNoSuggestions(),
       ...(config.introspection ? [] : [useNoIntrospection()]),

@@ -20,6 +20,8 @@ export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
  * | TENANTGATE_MAX_DIRECTIVES    | 20      | directives per operation                                 |
  * | TENANTGATE_MAX_COST          | 20000   | GraphQL Armor cost; every field of modules(first: 100)   |
  * |                              |         | costs about 9000, so two full pages fit, fifteen do not  |
+ * | TENANTGATE_MAX_VARIABLE_DEPTH| 32      | nesting of objects and arrays in `variables` (a module   |
+ * |                              |         | config deeper than this is refused, never half-handled)  |
  *
  * An operation over a limit fails validation with LIMIT_EXCEEDED (extensions.limit names it) and
  * nothing executes.
@@ -32,6 +34,7 @@ export interface Limits {
   maxTokens: number;
   maxDirectives: number;
   maxCost: number;
+  maxVariableDepth: number;
 }
 
 export interface Config {
@@ -182,6 +185,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxTokens: readInt(env, 'TENANTGATE_MAX_TOKENS', 2000, 10, 1_000_000),
       maxDirectives: readInt(env, 'TENANTGATE_MAX_DIRECTIVES', 20, 0, 10_000),
       maxCost: readInt(env, 'TENANTGATE_MAX_COST', 20_000, 1, 10_000_000),
+      maxVariableDepth: readInt(env, 'TENANTGATE_MAX_VARIABLE_DEPTH', 32, 1, 1000),
     },
     metrics: readBool(env, 'TENANTGATE_METRICS', true),
     metricsToken: readMetricsToken(env),

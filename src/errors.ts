@@ -18,7 +18,7 @@ export type ErrorCode =
   | 'SERVICE_UNAVAILABLE';
 
 /** The operation limits (TENANTGATE_MAX_*) a rejected operation names in `extensions.limit`. */
-export type OperationLimit = 'depth' | 'aliases' | 'tokens' | 'directives' | 'cost';
+export type OperationLimit = 'depth' | 'aliases' | 'tokens' | 'directives' | 'cost' | 'variableDepth';
 
 function appError(
   code: ErrorCode,
@@ -72,9 +72,13 @@ export function unavailable(message: string): GraphQLError {
   return appError('SERVICE_UNAVAILABLE', message, { status: 503 });
 }
 
-/** An operation over one of the limits; it is rejected before anything executes. */
-export function limitExceeded(limit: OperationLimit, message: string): GraphQLError {
-  return appError('LIMIT_EXCEEDED', message, undefined, { limit });
+/**
+ * An operation over one of the limits; it is rejected before anything executes. Limits checked
+ * in validation get their HTTP status from Yoga (400, or 200 for application/json clients, as the
+ * GraphQL-over-HTTP spec says); those checked before it pass `status`.
+ */
+export function limitExceeded(limit: OperationLimit, message: string, status?: number): GraphQLError {
+  return appError('LIMIT_EXCEEDED', message, status === undefined ? undefined : { status }, { limit });
 }
 
 /** A request body over TENANTGATE_MAX_BODY_BYTES; the connection is closed rather than drained. */
