@@ -352,6 +352,50 @@ describe('request limits', () => {
     expect(read.status).toBe(200);
   });
 
+  it('variables nested past TENANTGATE_MAX_VARIABLE_DEPTH (32) answer LIMIT_EXCEEDED, and nothing runs', async () => {
+    const deep = (n: number) => `${'{"a":'.repeat(n)}1${'}'.repeat(n)}`;
+    const install = (id: string, depth: number) =>
+      gw.fetch('/graphql', {
+        method: 'POST',
+        headers: { ...headers(), accept: 'application/graphql-response+json' },
+        body: `{"query": "mutation($i: InstallModuleInput!) { installModule(input: $i) { id } }", "variables": {"i": {"id": "${id}", "name": "x", "version": "1.0.0", "config": ${deep(depth)}}}}`,
+      });
+    const over = await install('deep-over', 32); // i -> config -> 32 levels: 34 deep
+    expect(over.status).toBe(400);
+    expect((await over.json()).errors[0].extensions).toMatchObject({ code: 'LIMIT_EXCEEDED', limit: 'variableDepth' });
+    const huge = await install('deep-huge', 10_000); // ~60 KB, under this gateway's body limit
+    expect(huge.status).toBe(400);
+    expect(await moduleCount(gw)).toBe(0);
+    const ok = await install('deep-ok', 30);
+    expect(ok.status).toBe(200);
+    expect(await moduleCount(gw)).toBe(1);
+  });
+
+  it('variables holding a lone surrogate answer 400 (SQLite would store other characters)', async () => {
+    const res = await gw.fetch('/graphql', {
+      method: 'POST',
+      headers: headers(),
+      body: '{"query": "mutation($i: InstallModuleInput!) { installModule(input: $i) { id } }", "variables": {"i": {"id": "sur", "name": "a\\ud800b", "version": "1.0.0"}}}',
+    });
+    expect(res.status).toBe(400);
+    expect((await res.json()).errors[0].extensions.code).toBe('BAD_REQUEST');
+    // A well-formed pair is fine.
+    const pair = await gw.gql(gw.keys.a, 'mutation($i: InstallModuleInput!) { installModule(input: $i) { name } }', { i: { id: 'sur-ok', name: 'a\u{1F525}b', version: '1.0.0' } });
+    expect(pair.body.data.installModule.name).toBe('a\u{1F525}b');
+  });
+
+  it('GET and form requests whose variables are not JSON answer 400, not 500', async () => {
+    const get = await gw.fetch(`/graphql?query=${encodeURIComponent('{ viewer { scopes } }')}&variables=not-json`, { headers: { authorization: `Bearer ${gw.keys.a}` } });
+    expect(get.status).toBe(400);
+    expect((await get.json()).errors[0].extensions.code).toBe('BAD_REQUEST');
+    const form = await gw.fetch('/graphql', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${gw.keys.a}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: `query=${encodeURIComponent('{ viewer { scopes } }')}&extensions=%7B`,
+    });
+    expect(form.status).toBe(400);
+  });
+
   it('multipart bodies are not accepted (no uploads in this API)', async () => {
     const form = new FormData();
     form.set('operations', JSON.stringify({ query: '{ viewer { scopes } }' }));
