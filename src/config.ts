@@ -16,7 +16,7 @@ export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
  * |                              |         | 64 fields of 16 KiB, is about 1.05 MiB of JSON)          |
  * | TENANTGATE_MAX_DEPTH         | 10      | field nesting (the deepest useful query has 5)           |
  * | TENANTGATE_MAX_ALIASES       | 15      | aliased fields per operation                             |
- * | TENANTGATE_MAX_TOKENS        | 2000    | lexical tokens per document (introspection needs ~250)   |
+ * | TENANTGATE_MAX_TOKENS        | 2000    | lexical tokens per document (introspection has ~180)     |
  * | TENANTGATE_MAX_DIRECTIVES    | 20      | directives per operation                                 |
  * | TENANTGATE_MAX_COST          | 20000   | GraphQL Armor cost; every field of modules(first: 100)   |
  * |                              |         | costs about 9000, so two full pages fit, fifteen do not  |
