@@ -175,6 +175,12 @@ describe('installModule', () => {
   });
 });
 
+interface Connection {
+  totalCount: number;
+  edges: { cursor: string; node: { id: string; orgId: string; enabled: boolean } }[];
+  pageInfo: { hasNextPage: boolean; hasPreviousPage: boolean; startCursor: string | null; endCursor: string | null };
+}
+
 describe('modules connection', () => {
   const ids = (res: { edges: { node: { id: string } }[] }) => res.edges.map((e) => e.node.id);
 
@@ -191,7 +197,7 @@ describe('modules connection', () => {
     let after: string | null = null;
     let pages = 0;
     for (;;) {
-      const conn = ok(await gw.gql(gw.keys.a, PAGE, { first: 4, after })).modules;
+      const conn: Connection = ok(await gw.gql(gw.keys.a, PAGE, { first: 4, after })).modules;
       pages++;
       expect(conn.totalCount).toBe(all.length);
       expect(conn.pageInfo.hasPreviousPage).toBe(after !== null);
