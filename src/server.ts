@@ -34,6 +34,10 @@ export async function startServer(config: Config, logger: Logger, out: NodeJS.Wr
   const app = createApp({ store: opened.store, secretBox: opened.secretBox, config, logger });
   const server = http.createServer(app.yoga);
   server.keepAliveTimeout = 5000;
+  // A client that trickles bytes holds a socket and a parser: headers must arrive within 20 s and
+  // the whole request within 60 s (Node's defaults are 60 s and 300 s).
+  server.headersTimeout = 20_000;
+  server.requestTimeout = 60_000;
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -1,4 +1,4 @@
-import { getOperationAST, Kind, type DocumentNode, type ExecutionResult, type GraphQLSchema } from 'graphql';
+import { getOperationAST, Kind, type ExecutionResult, type GraphQLSchema, type OperationDefinitionNode } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from './metrics.ts';
@@ -51,8 +51,7 @@ const MAX_NAME = 100;
  * several, `none` when there is no operation to run, `other` when the field is not in the schema.
  * Client-chosen operation names are never labels: they are unbounded.
  */
-export function operationLabel(document: DocumentNode, operationName: string | undefined, rootFields: ReadonlySet<string>): string {
-  const operation = getOperationAST(document, operationName);
+export function operationLabel(operation: OperationDefinitionNode | null | undefined, rootFields: ReadonlySet<string>): string {
   if (!operation) return 'none';
   let field: string | undefined;
   for (const selection of operation.selectionSet.selections) {
@@ -119,18 +118,17 @@ export function createObservability({ logger, metrics, schema, graphqlEndpoint }
       });
     },
 
-    onParse({ context }) {
-      return ({ result }) => {
-        const request = (context as { request?: Request }).request;
-        const state = request && states.get(request);
-        if (!state || result === null || result instanceof Error) return;
-        const document = result as DocumentNode;
-        const requested = (context as { params?: { operationName?: unknown } }).params?.operationName;
-        const operationName = typeof requested === 'string' ? requested : undefined;
-        state.operation = operationLabel(document, operationName, rootFields);
-        const name = getOperationAST(document, operationName)?.name?.value;
-        if (name !== undefined) state.operationName = name.length > MAX_NAME ? `${name.slice(0, MAX_NAME)}…` : name;
-      };
+    // onValidate, not onParse: it sees the parsed (or cached) document without a closure per
+    // request, and every operation that parsed is validated, the rejected ones included.
+    onValidate({ context, params }) {
+      const request = (context as { request?: Request }).request;
+      const state = request && states.get(request);
+      if (!state) return;
+      const requested = (context as { params?: { operationName?: unknown } }).params?.operationName;
+      const operation = getOperationAST(params.documentAST, typeof requested === 'string' ? requested : undefined);
+      state.operation = operationLabel(operation, rootFields);
+      const name = operation?.name?.value;
+      if (name !== undefined) state.operationName = name.length > MAX_NAME ? `${name.slice(0, MAX_NAME)}…` : name;
     },
 
     onResultProcess({ request, result }) {

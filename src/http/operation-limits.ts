@@ -39,22 +39,17 @@ function stripSuggestions(errors: readonly Error[] | undefined): void {
   }
 }
 
-/** Hides schema hints in error messages: field, argument, type and enum value suggestions. */
+/**
+ * Hides schema hints in error messages: field, argument, type and enum value suggestions. Armor's
+ * plugin handles validation errors; the second pass sees every answer once, just before it is
+ * written, and costs nothing when there is no error.
+ */
 export function useNoSuggestions(): Plugin[] {
   return [
     blockFieldSuggestionsPlugin({ mask: '' }),
     {
-      onValidate() {
-        return ({ valid, result }) => {
-          if (!valid) stripSuggestions(result);
-        };
-      },
-      onExecute() {
-        return {
-          onExecuteDone({ result }) {
-            if ('errors' in result) stripSuggestions(result.errors);
-          },
-        };
+      onResultProcess({ result }) {
+        if (!Array.isArray(result)) stripSuggestions((result as { errors?: readonly Error[] }).errors);
       },
     },
   ];
