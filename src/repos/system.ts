@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { Scope } from '../auth/scopes.ts';
-import { conflict, notFound } from '../errors.ts';
+import { badInput, conflict, notFound } from '../errors.ts';
 import type { HealthStatus, ModuleRecord, OrgRow, Store } from '../store/types.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
 import { apiKeysForOrg, issueApiKey, type NewKeyInput } from './api-keys.ts';
@@ -65,7 +65,13 @@ export function systemRepos(store: Store, authenticator: Authenticator) {
         const n = parseInput(usageSchema, count);
         return module(await store.system.recordUsage(orgId, moduleId, n, new Date().toISOString()), orgId, moduleId);
       },
-      unhealthy: (limit = MAX_UNHEALTHY) => store.system.unhealthy(Math.min(limit, MAX_UNHEALTHY)),
+      unhealthy: (first: number = MAX_UNHEALTHY) => {
+        // Checked, not clamped: to SQLite a negative LIMIT means no limit at all.
+        if (!Number.isInteger(first) || first < 0 || first > MAX_UNHEALTHY) {
+          throw badInput(`first must be from 0 to ${MAX_UNHEALTHY}`, 'first');
+        }
+        return store.system.unhealthy(first);
+      },
     },
   };
 }
