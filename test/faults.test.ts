@@ -169,10 +169,15 @@ describe('SIGTERM', () => {
       );
       req.on('error', reject);
       req.write(body.subarray(0, 20));
+      // Headers and a first chunk are in; the signal comes; the rest of the body only once the
+      // gateway has begun shutting down.
       setTimeout(() => {
         child.proc.kill('SIGTERM');
-        setTimeout(() => req.end(body.subarray(20)), 500);
-      }, 300);
+        until(() => child.stdout.some((l) => l.includes('"msg":"shutting down"'))).then(
+          () => setTimeout(() => req.end(body.subarray(20)), 200),
+          reject,
+        );
+      }, 500);
     });
     const { status, text } = await answer;
     expect(status).toBe(200);
