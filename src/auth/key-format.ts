@@ -24,7 +24,14 @@ function base62(value: bigint, width: number): string {
 }
 
 function checksum(text: string): string {
-  return base62(BigInt(crc32(text)), CHECKSUM_LENGTH);
+  // A CRC32 fits a double exactly, so plain arithmetic (no BigInt) on this per-request path.
+  let n = crc32(text);
+  let out = '';
+  for (let i = 0; i < CHECKSUM_LENGTH; i++) {
+    out = ALPHABET[n % 62] + out;
+    n = Math.floor(n / 62);
+  }
+  return out;
 }
 
 export function generateKey(): string {
