@@ -12,6 +12,50 @@ const p = sql.placeholder;
 const MIN_FREE_PAGES = 64;
 const MIN_FREE_DISK_BYTES = 1024 * 1024;
 
+/** Module columns in select order: `moduleColumns` below must list exactly these (checked at start). */
+const MODULE_KEYS = [
+  'orgId',
+  'moduleId',
+  'name',
+  'version',
+  'description',
+  'config',
+  'enabled',
+  'healthStatus',
+  'healthMessage',
+  'lastHealthCheck',
+  'usageCount',
+  'lastUsedAt',
+  'installedAt',
+  'updatedAt',
+  'hasCredential',
+] as const satisfies ReadonlyArray<keyof ModuleRecord>;
+
+/**
+ * Module reads (every list page and lookup) take raw values and map them here: drizzle's generic
+ * row mapper costs about 30 µs on a page of 21 rows, a third of the query. Same decoding as
+ * drizzle's: booleans from 0/1, everything else as SQLite returns it.
+ */
+function toModuleRecord(r: unknown[]): ModuleRecord {
+  return {
+    orgId: r[0] as string,
+    moduleId: r[1] as string,
+    name: r[2] as string,
+    version: r[3] as string,
+    description: r[4] as string | null,
+    config: r[5] as string,
+    enabled: Number(r[6]) === 1,
+    healthStatus: r[7] as string,
+    healthMessage: r[8] as string | null,
+    lastHealthCheck: r[9] as string | null,
+    usageCount: r[10] as number,
+    lastUsedAt: r[11] as string | null,
+    installedAt: r[12] as string,
+    updatedAt: r[13] as string,
+    hasCredential: Boolean(r[14]),
+  };
+}
+
 /**
  * The SQLite implementation of the storage seam. Hot statements are prepared once here (building
  * a drizzle query on every call costs about 50 µs more); every tenant statement leads its WHERE
@@ -26,6 +70,9 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
     // which inside this subquery would compare the credentials table with itself.
     hasCredential: sql<boolean>`EXISTS (SELECT 1 FROM "credentials" AS c WHERE c."org_id" = "modules"."org_id" AND c."module_id" = "modules"."module_id")`.mapWith(Boolean),
   };
+  if (Object.keys(moduleColumns).join() !== MODULE_KEYS.join()) {
+    throw new Error('modules columns changed: update MODULE_KEYS and toModuleRecord in store.ts');
+  }
 
   const q = {
     orgGet: db.select().from(orgs).where(eq(orgs.id, p('id'))).prepare(),
@@ -130,7 +177,10 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
       .prepare(),
   };
 
-  const getModule = (orgId: string, moduleId: string): ModuleRecord | undefined => q.moduleGet.get({ orgId, moduleId });
+  const getModule = (orgId: string, moduleId: string): ModuleRecord | undefined => {
+    const row = q.moduleGet.values({ orgId, moduleId })[0];
+    return row === undefined ? undefined : toModuleRecord(row);
+  };
 
   const touchMany = sqlite.transaction((entries: ReadonlyArray<readonly [string, string]>) => {
     for (const [id, at] of entries) q.keyTouch.run({ id, at });
@@ -186,8 +236,8 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
     modules: {
       list: async (orgId, { enabled, after, limit }) =>
         enabled === undefined
-          ? q.moduleList.all({ orgId, after, limit })
-          : q.moduleListEnabled.all({ orgId, enabled: enabled ? 1 : 0, after, limit }),
+          ? q.moduleList.values({ orgId, after, limit }).map(toModuleRecord)
+          : q.moduleListEnabled.values({ orgId, enabled: enabled ? 1 : 0, after, limit }).map(toModuleRecord),
       count: async (orgId, enabled) =>
         (enabled === undefined
           ? q.moduleCount.get({ orgId })
@@ -240,7 +290,7 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
         q.usage.run({ orgId, moduleId, count: n, at });
         return getModule(orgId, moduleId);
       },
-      unhealthy: async (limit) => q.unhealthy.all({ limit }),
+      unhealthy: async (limit) => q.unhealthy.values({ limit }).map(toModuleRecord),
     },
 
     check: async () => {
