@@ -1,0 +1,877 @@
+/**
+ * The tenancy boundary, proven through the front door.
+ *
+ * 1. A table with a case for EVERY root Query and Mutation field (the test fails when a field has
+ *    none). For a field that takes an id, org A's key on org B's id must answer exactly as on a
+ *    random missing id (status and body, after putting <id> where the id is echoed), org B's rows
+ *    must not change (all of them, read with raw SQL), and the same call on A's own id must work
+ *    (the control). Fields without ids must answer org A the same whatever org B does. Admin-only
+ *    fields answer FORBIDDEN to tenant keys whether or not the org named exists, and NOT_FOUND to
+ *    the admin for a missing org.
+ * 2. A property-based run of random operation sequences over three orgs, checking after every
+ *    step that each org sees exactly its own modules, credentials and usage, as a model says.
+ * 3. The seam itself: resolvers never import the store.
+ */
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import fc from 'fast-check';
+import { isObjectType } from 'graphql';
+import { afterEach, describe, expect, it } from 'vitest';
+import { schema } from '../src/graphql/schema.ts';
+import { failure, ok, SET_CREDENTIAL } from './helpers/api.ts';
+import { createTestGateway, ORG_A, ORG_B, TENANT_SCOPES, type GqlResponse, type TestGateway } from './helpers/gateway.ts';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+
+// ---------------------------------------------------------------------------------------------
+// Fixture: the seeded two-org gateway, plus a credential on each org's own-only module, a second
+// key in each org, and an unhealthy module in B, so that B has something behind every id.
+
+interface Fixture {
+  gw: TestGateway;
+  /** Key ids, read from the store. */
+  aKeyIds: string[];
+  bKeyIds: string[];
+  /** A second key of A's that the control may revoke. */
+  aSpareKeyId: string;
+  bSpareKeyId: string;
+  aMainKeyId: string;
+}
+
+const keyIdsOf = (gw: TestGateway, orgId: string) =>
+  (gw.opened.sqlite.prepare('SELECT id FROM api_keys WHERE org_id = ? ORDER BY id').all(orgId) as { id: string }[]).map((r) => r.id);
+
+const gateways: TestGateway[] = [];
+afterEach(async () => {
+  for (const gw of gateways.splice(0)) await gw.close();
+});
+
+async function fixture(): Promise<Fixture> {
+  const gw = await createTestGateway();
+  gateways.push(gw);
+  ok(await gw.gql(gw.keys.a, SET_CREDENTIAL, { m: 'only-org-a', s: { apiKey: 'a-only-value' } }));
+  ok(await gw.gql(gw.keys.b, SET_CREDENTIAL, { m: 'only-org-b', s: { apiKey: 'b-only-value' } }));
+  ok(await gw.gql(gw.keys.admin, 'mutation { reportModuleHealth(orgId: "org-b", moduleId: "slack", status: UNHEALTHY, message: "b is down") { id } }'));
+  const aMainKeyId = ok(await gw.gql(gw.keys.a, '{ viewer { apiKey { id } } }')).viewer.apiKey.id as string;
+  const spare = async (key: string) =>
+    ok(await gw.gql(key, 'mutation { createApiKey(input: { name: "spare", scopes: ["modules:read"] }) { apiKey { id } } }')).createApiKey.apiKey.id as string;
+  const aSpareKeyId = await spare(gw.keys.a);
+  const bSpareKeyId = await spare(gw.keys.b);
+  // Last-used times of the setup's requests are written now, not in the middle of a snapshot.
+  await gw.app.services.authenticator.flush();
+  return { gw, aKeyIds: keyIdsOf(gw, ORG_A), bKeyIds: keyIdsOf(gw, ORG_B), aSpareKeyId, bSpareKeyId, aMainKeyId };
+}
+
+// Tables that hold no tenant data. Any other table must have an org_id column (or be `orgs`), so
+// that a new table cannot escape the snapshot.
+const GLOBAL_TABLES = new Set(['__drizzle_migrations']);
+
+/** Every row of org `orgId`, in every table, read with raw SQL. */
+function rowsOf(gw: TestGateway, orgId: string): Record<string, string[]> {
+  const db = gw.opened.sqlite;
+  const tables = (db.prepare(`SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name`).all() as { name: string }[]).map(
+    (t) => t.name,
+  );
+  const out: Record<string, string[]> = {};
+  for (const table of tables) {
+    const columns = (db.prepare(`SELECT name FROM pragma_table_info(?)`).all(table) as { name: string }[]).map((c) => c.name);
+    let rows: unknown[];
+    if (columns.includes('org_id')) rows = db.prepare(`SELECT * FROM "${table}" WHERE org_id = ?`).all(orgId);
+    else if (table === 'orgs') rows = db.prepare('SELECT * FROM orgs WHERE id = ?').all(orgId);
+    else if (GLOBAL_TABLES.has(table)) continue;
+    else throw new Error(`table ${table} has no org_id column: say whether it holds tenant data`);
+    out[table] = rows
+      .map((row) => JSON.stringify(Object.entries(row as object).map(([k, v]) => [k, Buffer.isBuffer(v) ? `blob:${v.toString('hex')}` : v])))
+      .sort();
+  }
+  return out;
+}
+
+const ISO_TIME = /\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z/g;
+
+const cursorOf = (id: string) => Buffer.from(`m:${id}`).toString('base64url');
+
+/** Status and body, with the id put as <id> wherever it is echoed, and times as <time>. */
+function normalise(res: GqlResponse, id: string): unknown {
+  const escaped = JSON.stringify(id).slice(1, -1);
+  const text = res.text.split(escaped).join('<id>').split(cursorOf(id)).join('<cursor>').replace(ISO_TIME, '<time>');
+  return { status: res.status, body: JSON.parse(text) as unknown };
+}
+
+const missingId = (prefix = 'missing') => `${prefix}-${randomUUID().slice(0, 8)}`;
+
+// ---------------------------------------------------------------------------------------------
+// The table.
+
+type Who = 'a' | 'admin';
+
+/** A field that takes an id: B's id vs a missing one, from A's key (or the admin's), then A's own. */
+interface IdCase {
+  kind: 'id';
+  title: string;
+  query: string;
+  vars: (id: string, f: Fixture) => Record<string, unknown>;
+  ids: (f: Fixture) => { b: string; missing: string; own: string };
+  control: (res: GqlResponse, f: Fixture) => void | Promise<void>;
+  /** A second control on A's own `github`, which B has too: it must leave B's look-alike alone. */
+  lookAlike?: (res: GqlResponse) => void;
+}
+
+/** A field without ids: A's answer must not depend on anything B does. */
+interface IsolationCase {
+  kind: 'isolation';
+  title: string;
+  query: string;
+  vars?: Record<string, unknown>;
+  control: (res: GqlResponse, f: Fixture) => void | Promise<void>;
+}
+
+/**
+ * An admin-only field. Tenant keys (A's, with every tenant scope) get FORBIDDEN whether the org
+ * named is B, A or missing, and nothing changes; the admin's call works (the control); where the
+ * field takes an org id, the admin gets NOT_FOUND for a missing org.
+ */
+interface AdminCase {
+  kind: 'admin';
+  title: string;
+  query: string;
+  /** Variables naming `orgId` (ignored by fields that take none). */
+  vars: (orgId: string) => Record<string, unknown>;
+  control: (res: GqlResponse, f: Fixture) => void | Promise<void>;
+  /** For fields that take an org id: what the admin gets for a missing org. */
+  missingOrg?: { message: (orgId: string) => string; sameAs?: (f: Fixture) => { vars: Record<string, unknown>; id: string } };
+}
+
+type Case = IdCase | IsolationCase | AdminCase;
+
+const MODULE_SELECTION = 'id orgId name version description config enabled usageCount lastUsedAt installedAt updatedAt hasCredential health { status message checkedAt }';
+const moduleIds = (f: Fixture) => ({ b: 'only-org-b', missing: missingId(), own: 'only-org-a' });
+const credentialIds = moduleIds;
+const notFoundModule = (res: GqlResponse, id = 'only-org-a') => expect(failure(res, 'NOT_FOUND').message).toBe(`Module "${id}" was not found`);
+const modulePage = (res: GqlResponse) => ok(res).modules.edges.map((e: { node: { id: string } }) => e.node.id) as string[];
+
+const CASES: Record<string, Case[]> = {
+  'Query.viewer': [
+    {
+      kind: 'isolation',
+      title: "the caller's org, key and scopes",
+      query: '{ viewer { org { id name createdAt } apiKey { id name prefix scopes createdAt expiresAt revokedAt } scopes } }',
+      control: (res, f) => {
+        const viewer = ok(res).viewer;
+        expect(viewer.org).toMatchObject({ id: ORG_A, name: 'Org A' });
+        expect(viewer.apiKey.id).toBe(f.aMainKeyId);
+        expect(viewer.scopes).toEqual(TENANT_SCOPES);
+      },
+    },
+  ],
+  'Query.modules': [
+    {
+      kind: 'isolation',
+      title: 'the whole list',
+      query: `{ modules(first: 100) { totalCount edges { cursor node { ${MODULE_SELECTION} } } pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } }`,
+      control: (res) => {
+        const conn = ok(res).modules;
+        expect(conn.totalCount).toBe(3);
+        expect(conn.edges.map((e: { node: { id: string; orgId: string; config: { owner: string } } }) => [e.node.id, e.node.orgId, e.node.config.owner])).toEqual([
+          ['github', ORG_A, ORG_A],
+          ['only-org-a', ORG_A, ORG_A],
+          ['slack', ORG_A, ORG_A],
+        ]);
+      },
+    },
+    {
+      kind: 'isolation',
+      title: 'filtered by enabled',
+      query: '{ on: modules(enabled: true) { totalCount edges { node { id } } } off: modules(enabled: false) { totalCount edges { node { id } } } }',
+      control: (res) => {
+        expect(ok(res)).toEqual({
+          on: { totalCount: 3, edges: [{ node: { id: 'github' } }, { node: { id: 'only-org-a' } }, { node: { id: 'slack' } }] },
+          off: { totalCount: 0, edges: [] },
+        });
+      },
+    },
+    {
+      kind: 'id',
+      // A cursor names a position, so the missing id is a random one at the same position.
+      title: "after a cursor naming B's module",
+      query: 'query($after: String) { modules(first: 10, after: $after) { totalCount edges { node { id orgId } } pageInfo { hasNextPage hasPreviousPage } } }',
+      vars: (id) => ({ after: cursorOf(id) }),
+      ids: () => ({ b: 'only-org-b', missing: missingId('only-org-b'), own: 'only-org-a' }),
+      control: (res) => expect(modulePage(res)).toEqual(['slack']),
+    },
+  ],
+  'Query.module': [
+    {
+      kind: 'id',
+      title: "B's module",
+      query: `query($id: ID!) { module(id: $id) { ${MODULE_SELECTION} } }`,
+      vars: (id) => ({ id }),
+      ids: moduleIds,
+      control: (res) => expect(ok(res).module).toMatchObject({ id: 'only-org-a', orgId: ORG_A, hasCredential: true }),
+      lookAlike: (res) => expect(ok(res).module).toMatchObject({ id: 'github', orgId: ORG_A, name: 'github for org-a', config: { owner: ORG_A } }),
+    },
+    {
+      kind: 'id',
+      title: "B's unhealthy look-alike: A's own slack shows A's health",
+      query: 'query($id: ID!) { module(id: $id) { id orgId health { status message } } }',
+      vars: (id) => ({ id }),
+      ids: () => ({ b: 'only-org-b', missing: missingId(), own: 'slack' }),
+      control: (res) => expect(ok(res).module).toEqual({ id: 'slack', orgId: ORG_A, health: { status: 'UNKNOWN', message: null } }),
+    },
+  ],
+  'Query.credentials': [
+    {
+      kind: 'isolation',
+      title: 'the metadata list',
+      query: '{ credentials { moduleId fields createdAt updatedAt } }',
+      control: (res) => {
+        expect(ok(res).credentials.map((c: { moduleId: string; fields: string[] }) => [c.moduleId, c.fields])).toEqual([
+          ['github', ['token']],
+          ['only-org-a', ['apiKey']],
+        ]);
+      },
+    },
+  ],
+  'Query.hasCredential': [
+    {
+      kind: 'id',
+      title: "B's module with a credential",
+      query: 'query($id: ID!) { hasCredential(moduleId: $id) }',
+      vars: (id) => ({ id }),
+      ids: credentialIds,
+      control: (res) => expect(ok(res).hasCredential).toBe(true),
+      lookAlike: (res) => expect(ok(res).hasCredential).toBe(true),
+    },
+  ],
+  'Query.credentialSecret': [
+    {
+      kind: 'id',
+      title: "B's secret",
+      query: 'query($id: ID!) { credentialSecret(moduleId: $id) }',
+      vars: (id) => ({ id }),
+      ids: credentialIds,
+      control: (res) => expect(ok(res).credentialSecret).toEqual({ apiKey: 'a-only-value' }),
+    },
+    {
+      kind: 'id',
+      title: "the look-alike github: A's own secret, never B's",
+      query: 'query($id: ID!) { credentialSecret(moduleId: $id) }',
+      vars: (id) => ({ id }),
+      ids: () => ({ b: 'only-org-b', missing: missingId(), own: 'github' }),
+      control: (res) => expect(ok(res).credentialSecret).toEqual({ token: 'secret-token-of-org-a' }),
+    },
+  ],
+  'Query.apiKeys': [
+    {
+      kind: 'isolation',
+      title: "the org's keys",
+      query: '{ apiKeys { id name prefix scopes createdAt expiresAt revokedAt } }',
+      control: (res, f) => expect(ok(res).apiKeys.map((k: { id: string }) => k.id).sort()).toEqual(f.aKeyIds),
+    },
+    {
+      kind: 'id',
+      title: 'naming org B',
+      query: 'query($org: ID) { apiKeys(orgId: $org) { id } }',
+      vars: (id) => ({ org: id }),
+      ids: () => ({ b: ORG_B, missing: missingId('org'), own: ORG_A }),
+      control: (res, f) => expect(ok(res).apiKeys.map((k: { id: string }) => k.id).sort()).toEqual(f.aKeyIds),
+    },
+  ],
+  'Query.orgs': [
+    {
+      kind: 'admin',
+      title: 'every org',
+      query: '{ orgs { id name createdAt } }',
+      vars: () => ({}),
+      control: (res) => expect(ok(res).orgs.map((o: { id: string }) => o.id)).toEqual(['default', ORG_A, ORG_B]),
+    },
+  ],
+  'Query.unhealthyModules': [
+    {
+      kind: 'admin',
+      title: 'across orgs',
+      query: '{ unhealthyModules { orgId id health { status message } } }',
+      vars: () => ({}),
+      control: (res) => expect(ok(res).unhealthyModules).toEqual([{ orgId: ORG_B, id: 'slack', health: { status: 'UNHEALTHY', message: 'b is down' } }]),
+    },
+  ],
+
+  'Mutation.installModule': [
+    {
+      kind: 'id',
+      title: "B's module id (installs A's own, just as a fresh id would)",
+      query: `mutation($i: InstallModuleInput!) { installModule(input: $i) { ${MODULE_SELECTION} } }`,
+      vars: (id) => ({ i: { id, name: 'Same name', version: '1.2.3', description: 'same', config: { same: true } } }),
+      ids: moduleIds,
+      control: async (res, f) => {
+        // A's own id is taken in A: CONFLICT, and A's module is unchanged.
+        expect(failure(res, 'CONFLICT').message).toBe('Module "only-org-a" is already installed');
+        expect(ok(await f.gw.gql(f.gw.keys.a, '{ module(id: "only-org-b") { orgId name } }')).module).toEqual({ orgId: ORG_A, name: 'Same name' });
+      },
+    },
+  ],
+  'Mutation.updateModule': [
+    {
+      kind: 'id',
+      title: "B's module",
+      query: 'mutation($id: ID!) { updateModule(id: $id, input: { name: "Renamed", config: { hacked: true } }) { id orgId name config } }',
+      vars: (id) => ({ id }),
+      ids: moduleIds,
+      control: (res) => expect(ok(res).updateModule).toEqual({ id: 'only-org-a', orgId: ORG_A, name: 'Renamed', config: { hacked: true } }),
+      lookAlike: (res) => expect(ok(res).updateModule).toEqual({ id: 'github', orgId: ORG_A, name: 'Renamed', config: { hacked: true } }),
+    },
+  ],
+  'Mutation.enableModule': [
+    {
+      kind: 'id',
+      title: "B's module",
+      query: 'mutation($id: ID!) { enableModule(id: $id) { id orgId enabled } }',
+      vars: (id) => ({ id }),
+      ids: moduleIds,
+      control: (res) => expect(ok(res).enableModule).toEqual({ id: 'only-org-a', orgId: ORG_A, enabled: true }),
+      lookAlike: (res) => expect(ok(res).enableModule).toEqual({ id: 'github', orgId: ORG_A, enabled: true }),
+    },
+  ],
+  'Mutation.disableModule': [
+    {
+      kind: 'id',
+      title: "B's module",
+      query: 'mutation($id: ID!) { disableModule(id: $id) { id orgId enabled } }',
+      vars: (id) => ({ id }),
+      ids: moduleIds,
+      control: (res) => expect(ok(res).disableModule).toEqual({ id: 'only-org-a', orgId: ORG_A, enabled: false }),
+      lookAlike: (res) => expect(ok(res).disableModule).toEqual({ id: 'github', orgId: ORG_A, enabled: false }),
+    },
+  ],
+  'Mutation.uninstallModule': [
+    {
+      kind: 'id',
+      title: "B's module",
+      query: 'mutation($id: ID!) { uninstallModule(id: $id) { id orgId hasCredential } }',
+      vars: (id) => ({ id }),
+      ids: moduleIds,
+      control: async (res, f) => {
+        expect(ok(res).uninstallModule).toEqual({ id: 'only-org-a', orgId: ORG_A, hasCredential: true });
+        expect(rowsOf(f.gw, ORG_A).credentials?.some((r) => r.includes('"only-org-a"'))).toBe(false);
+      },
+      lookAlike: (res) => expect(ok(res).uninstallModule).toEqual({ id: 'github', orgId: ORG_A, hasCredential: true }),
+    },
+  ],
+  'Mutation.setCredential': [
+    {
+      kind: 'id',
+      title: "B's module",
+      query: 'mutation($id: ID!) { setCredential(moduleId: $id, secret: { apiKey: "overwritten" }) { moduleId fields } }',
+      vars: (id) => ({ id }),
+      ids: credentialIds,
+      control: async (res, f) => {
+        expect(ok(res).setCredential).toEqual({ moduleId: 'only-org-a', fields: ['apiKey'] });
+        expect(ok(await f.gw.gql(f.gw.keys.a, '{ credentialSecret(moduleId: "only-org-a") }')).credentialSecret).toEqual({ apiKey: 'overwritten' });
+      },
+      lookAlike: (res) => expect(ok(res).setCredential).toEqual({ moduleId: 'github', fields: ['apiKey'] }),
+    },
+    {
+      kind: 'id',
+      title: 'with an invalid secret: the same BAD_USER_INPUT either way',
+      query: 'mutation($id: ID!) { setCredential(moduleId: $id, secret: { apiKey: 1 }) { moduleId } }',
+      vars: (id) => ({ id }),
+      ids: credentialIds,
+      control: (res) => expect(failure(res, 'BAD_USER_INPUT').message).toBe('secret field "apiKey" must be a string, not a number'),
+    },
+  ],
+  'Mutation.deleteCredential': [
+    {
+      kind: 'id',
+      title: "B's credential",
+      query: 'mutation($id: ID!) { deleteCredential(moduleId: $id) }',
+      vars: (id) => ({ id }),
+      ids: credentialIds,
+      control: (res) => expect(ok(res).deleteCredential).toBe(true),
+      lookAlike: (res) => expect(ok(res).deleteCredential).toBe(true),
+    },
+  ],
+  'Mutation.createApiKey': [
+    {
+      kind: 'isolation',
+      title: "in the caller's org",
+      query: 'mutation { createApiKey(input: { name: "isolated", scopes: ["modules:read"] }) { apiKey { name scopes revokedAt } } }',
+      control: (res) => expect(ok(res).createApiKey.apiKey).toEqual({ name: 'isolated', scopes: ['modules:read'], revokedAt: null }),
+    },
+    {
+      kind: 'id',
+      title: 'naming org B',
+      query: 'mutation($org: ID) { createApiKey(input: { name: "x", scopes: ["modules:read"], orgId: $org }) { apiKey { id } secret } }',
+      vars: (id) => ({ org: id }),
+      ids: () => ({ b: ORG_B, missing: missingId('org'), own: ORG_A }),
+      control: async (res, f) => {
+        const created = ok(res).createApiKey;
+        expect(keyIdsOf(f.gw, ORG_A)).toContain(created.apiKey.id);
+        expect(ok(await f.gw.gql(created.secret, '{ viewer { org { id } } }')).viewer.org.id).toBe(ORG_A);
+      },
+    },
+  ],
+  'Mutation.revokeApiKey': [
+    {
+      kind: 'id',
+      title: "B's key id",
+      query: 'mutation($id: ID!) { revokeApiKey(id: $id) { id revokedAt } }',
+      vars: (id) => ({ id }),
+      ids: (f) => ({ b: f.bSpareKeyId, missing: `key_${randomUUID()}`, own: f.aSpareKeyId }),
+      control: (res, f) => {
+        expect(ok(res).revokeApiKey.id).toBe(f.aSpareKeyId);
+        expect(ok(res).revokeApiKey.revokedAt).not.toBeNull();
+      },
+    },
+    {
+      kind: 'id',
+      title: "B's main key id",
+      query: 'mutation($id: ID!) { revokeApiKey(id: $id) { id } }',
+      vars: (id) => ({ id }),
+      ids: (f) => ({ b: f.bKeyIds.find((id) => id !== f.bSpareKeyId) ?? '', missing: `key_${randomUUID()}`, own: f.aSpareKeyId }),
+      control: (res, f) => expect(ok(res).revokeApiKey.id).toBe(f.aSpareKeyId),
+    },
+    {
+      kind: 'id',
+      title: 'naming org B',
+      query: 'mutation($id: ID!, $org: ID) { revokeApiKey(id: $id, orgId: $org) { id } }',
+      vars: (org, f) => ({ id: f.aSpareKeyId, org }),
+      ids: () => ({ b: ORG_B, missing: missingId('org'), own: ORG_A }),
+      control: (res, f) => expect(ok(res).revokeApiKey.id).toBe(f.aSpareKeyId),
+    },
+  ],
+  'Mutation.createOrg': [
+    {
+      kind: 'admin',
+      title: "B's id (exists) or a fresh one",
+      query: 'mutation($org: String!) { createOrg(input: { id: $org, name: "New" }) { id name } }',
+      vars: (orgId) => ({ org: orgId }),
+      control: async (res, f) => {
+        expect(failure(res, 'CONFLICT').message).toBe('Org "org-b" already exists');
+        const fresh = await f.gw.gql(f.gw.keys.admin, 'mutation { createOrg(input: { id: "org-new", name: "New" }) { id name } }');
+        expect(ok(fresh).createOrg).toEqual({ id: 'org-new', name: 'New' });
+      },
+    },
+  ],
+  'Mutation.reportModuleHealth': [
+    {
+      kind: 'admin',
+      title: "a module of B's",
+      query: 'mutation($org: ID!, $m: ID! = "github") { reportModuleHealth(orgId: $org, moduleId: $m, status: DEGRADED, message: "from the test") { orgId id health { status message } } }',
+      vars: (orgId) => ({ org: orgId }),
+      control: (res) => expect(ok(res).reportModuleHealth).toEqual({ orgId: ORG_B, id: 'github', health: { status: 'DEGRADED', message: 'from the test' } }),
+      missingOrg: {
+        message: (orgId) => `Module "${orgId}/github" was not found`,
+        // A missing org answers exactly like a missing module of an existing org.
+        sameAs: () => {
+          const id = missingId('module');
+          return { vars: { org: ORG_B, m: id }, id: `${ORG_B}/${id}` };
+        },
+      },
+    },
+  ],
+  'Mutation.recordModuleUsage': [
+    {
+      kind: 'admin',
+      title: "a module of B's",
+      query: 'mutation($org: ID!, $m: ID! = "github") { recordModuleUsage(orgId: $org, moduleId: $m, count: 2) { orgId id usageCount } }',
+      vars: (orgId) => ({ org: orgId }),
+      control: (res) => expect(ok(res).recordModuleUsage).toEqual({ orgId: ORG_B, id: 'github', usageCount: 2 }),
+      missingOrg: {
+        message: (orgId) => `Module "${orgId}/github" was not found`,
+        sameAs: () => {
+          const id = missingId('module');
+          return { vars: { org: ORG_B, m: id }, id: `${ORG_B}/${id}` };
+        },
+      },
+    },
+  ],
+};
+
+// Key fields also answer the admin NOT_FOUND for a missing org, identically.
+const ADMIN_KEY_FIELDS_ON_MISSING_ORG: [string, string, (orgId: string, f: Fixture) => Record<string, unknown>][] = [
+  ['apiKeys', 'query($org: ID) { apiKeys(orgId: $org) { id } }', (org) => ({ org })],
+  ['createApiKey', 'mutation($org: ID) { createApiKey(input: { name: "x", scopes: ["modules:read"], orgId: $org }) { secret } }', (org) => ({ org })],
+  ['revokeApiKey', 'mutation($id: ID!, $org: ID) { revokeApiKey(id: $id, orgId: $org) { id } }', (org, f) => ({ org, id: f.bSpareKeyId })],
+];
+
+function rootFields(): string[] {
+  const names: string[] = [];
+  for (const root of [schema.getQueryType(), schema.getMutationType(), schema.getSubscriptionType()]) {
+    if (!isObjectType(root)) continue;
+    for (const field of Object.keys(root.getFields())) names.push(`${root.name}.${field}`);
+  }
+  return names.sort();
+}
+
+describe('the tenancy table', () => {
+  it('has a case for every root field of the schema, and no case for a field that does not exist', () => {
+    const fields = rootFields();
+    const missing = fields.filter((f) => !(f in CASES) || CASES[f]?.length === 0);
+    expect(missing, `root fields without a tenancy case: add them to CASES in test/tenancy.test.ts`).toEqual([]);
+    expect(Object.keys(CASES).filter((c) => !fields.includes(c))).toEqual([]);
+    expect(schema.getSubscriptionType()).toBeUndefined();
+  });
+
+  const rows = Object.entries(CASES).flatMap(([field, cases]) => cases.map((c) => [field, c.kind, c.title, c] as const));
+
+  it.each(rows)('%s (%s): %s', async (field, _kind, _title, c) => {
+    const f = await fixture();
+    const { gw } = f;
+    const keyOf = (who: Who) => (who === 'a' ? gw.keys.a : gw.keys.admin);
+    const call = (who: Who, vars?: Record<string, unknown>) => gw.gql(keyOf(who), c.query, vars);
+    const bBefore = rowsOf(gw, ORG_B);
+
+    if (c.kind === 'id') {
+      const ids = c.ids(f);
+      // Not vacuous: B's id names something of B's, the missing id names nothing anywhere.
+      expect(ids.b).not.toBe('');
+      expect(JSON.stringify(bBefore)).toContain(JSON.stringify(ids.b).slice(1, -1));
+      const everyone = JSON.stringify([rowsOf(gw, ORG_A), bBefore, rowsOf(gw, 'default')]);
+      expect(everyone).not.toContain(ids.missing);
+
+      const onB = await call('a', c.vars(ids.b, f));
+      const onMissing = await call('a', c.vars(ids.missing, f));
+      expect(normalise(onB, ids.b), `${field} on B's id answered differently from a missing id`).toEqual(normalise(onMissing, ids.missing));
+      expect(rowsOf(gw, ORG_B)).toEqual(bBefore);
+
+      await c.control(await call('a', c.vars(ids.own, f)), f);
+      expect(rowsOf(gw, ORG_B)).toEqual(bBefore);
+      if (c.lookAlike) {
+        c.lookAlike(await call('a', c.vars('github', f)));
+        expect(rowsOf(gw, ORG_B)).toEqual(bBefore);
+      }
+      return;
+    }
+
+    if (c.kind === 'isolation') {
+      const first = await call('a', c.vars);
+      expect(rowsOf(gw, ORG_B)).toEqual(bBefore);
+      await c.control(first, f);
+      // B changes everything it can; A's answer must not move.
+      await disturb(f);
+      await gw.app.services.authenticator.flush();
+      const bDisturbed = rowsOf(gw, ORG_B);
+      expect(bDisturbed).not.toEqual(bBefore);
+      const second = await call('a', c.vars);
+      expect(rowsOf(gw, ORG_B)).toEqual(bDisturbed);
+      if (field.startsWith('Query.')) expect(normalise(second, '\u0000')).toEqual(normalise(first, '\u0000'));
+      else await c.control(second, f);
+      return;
+    }
+
+    // Admin-only: tenant keys are refused whatever org is named, B's, A's own or a missing one.
+    const refusals: unknown[] = [];
+    for (const orgId of [ORG_B, ORG_A, missingId('org')]) {
+      const res = await call('a', c.vars(orgId));
+      expect(failure(res, 'FORBIDDEN').message).toBe(`${field} needs the admin scope, which this API key lacks`);
+      refusals.push(normalise(res, orgId));
+    }
+    expect(refusals[1]).toEqual(refusals[0]);
+    expect(refusals[2]).toEqual(refusals[0]);
+    expect(rowsOf(gw, ORG_B)).toEqual(bBefore);
+
+    if (c.missingOrg) {
+      const missing = missingId('org');
+      const res = await call('admin', c.vars(missing));
+      expect(failure(res, 'NOT_FOUND').message).toBe(c.missingOrg.message(missing));
+      expect(res.body.data).toBeNull();
+      if (c.missingOrg.sameAs) {
+        const other = c.missingOrg.sameAs(f);
+        const res2 = await call('admin', other.vars);
+        expect(normalise(res, `${missing}/github`)).toEqual(normalise(res2, other.id));
+      }
+      expect(rowsOf(gw, ORG_B)).toEqual(bBefore);
+    }
+
+    // The control: the admin's call on B works.
+    await c.control(await call('admin', c.vars(ORG_B)), f);
+  });
+
+  it.each(ADMIN_KEY_FIELDS_ON_MISSING_ORG)('admin %s on a missing org: NOT_FOUND, the same as the other key fields', async (_field, query, vars) => {
+    const f = await fixture();
+    const missing = missingId('org');
+    const res = await f.gw.gql(f.gw.keys.admin, query, vars(missing, f));
+    expect(failure(res, 'NOT_FOUND').message).toBe(`Org "${missing}" was not found`);
+    expect(res.body.data).toBeNull();
+    expect(res.status).toBe(200);
+  });
+});
+
+/** Org B (and the admin, on B) changes every kind of row B has. */
+async function disturb(f: Fixture): Promise<void> {
+  const { gw } = f;
+  const b = (query: string, variables?: Record<string, unknown>) => gw.gql(gw.keys.b, query, variables).then(ok);
+  await b('mutation { installModule(input: { id: "only-org-a", name: "B copies A", version: "2.0.0", config: { owner: "org-b" } }) { id } }');
+  await b('mutation { installModule(input: { id: "b-extra", name: "B extra", version: "1.0.0", enabled: false }) { id } }');
+  await b('mutation { updateModule(id: "github", input: { name: "B github renamed" }) { id } }');
+  await b('mutation { disableModule(id: "slack") { id } }');
+  await b('mutation { setCredential(moduleId: "only-org-a", secret: { apiKey: "b-copy" }) { moduleId } }');
+  await b('mutation { setCredential(moduleId: "github", secret: { token: "b-rotated", extra: "x" }) { moduleId } }');
+  await b('mutation { deleteCredential(moduleId: "only-org-b") }');
+  await b('mutation { uninstallModule(id: "only-org-b") { id } }');
+  await b('mutation { createApiKey(input: { name: "b-new", scopes: ["modules:read"] }) { secret } }');
+  await b('mutation($id: ID!) { revokeApiKey(id: $id) { id } }', { id: f.bSpareKeyId });
+  ok(await gw.gql(gw.keys.admin, 'mutation { reportModuleHealth(orgId: "org-b", moduleId: "github", status: DEGRADED) { id } }'));
+  ok(await gw.gql(gw.keys.admin, 'mutation { recordModuleUsage(orgId: "org-b", moduleId: "github", count: 9) { id } }'));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property-based: random operation sequences over three orgs.
+
+const ORG_C = 'org-c';
+const ORGS = [ORG_A, ORG_B, ORG_C] as const;
+type OrgId = (typeof ORGS)[number];
+// Few ids, shared by all orgs, so that look-alikes collide as often as possible.
+const POOL = ['github', 'slack', 'm1'] as const;
+
+interface ModelModule {
+  name: string;
+  enabled: boolean;
+  usage: number;
+  secret?: Record<string, string>;
+}
+type Model = Record<OrgId, Map<string, ModelModule>>;
+interface Real {
+  gw: TestGateway;
+  keys: Record<OrgId, string>;
+}
+
+const VIEW = `query {
+  modules(first: 100) { totalCount edges { node { id orgId name enabled usageCount hasCredential } } }
+  credentials { moduleId fields }
+  ${POOL.map((id, i) => `s${i}: credentialSecret(moduleId: "${id}") h${i}: hasCredential(moduleId: "${id}")`).join('\n  ')}
+}`;
+
+function expectedView(org: OrgId, model: Model) {
+  const mods = [...model[org].entries()].sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0));
+  const view: Record<string, unknown> = {
+    modules: {
+      totalCount: mods.length,
+      edges: mods.map(([id, m]) => ({ node: { id, orgId: org, name: m.name, enabled: m.enabled, usageCount: m.usage, hasCredential: m.secret !== undefined } })),
+    },
+    credentials: mods.filter(([, m]) => m.secret).map(([id, m]) => ({ moduleId: id, fields: Object.keys(m.secret ?? {}).sort() })),
+  };
+  POOL.forEach((id, i) => {
+    const secret = model[org].get(id)?.secret;
+    view[`s${i}`] = secret ?? null;
+    view[`h${i}`] = secret !== undefined;
+  });
+  return view;
+}
+
+async function checkAll(model: Model, real: Real): Promise<void> {
+  for (const org of ORGS) {
+    expect(ok(await real.gw.gql(real.keys[org], VIEW)), `what ${org} sees`).toEqual(expectedView(org, model));
+  }
+}
+
+abstract class Op implements fc.AsyncCommand<Model, Real> {
+  constructor(
+    readonly org: OrgId,
+    readonly id: string,
+  ) {}
+  check(): boolean {
+    return true;
+  }
+  abstract apply(model: Model, real: Real): Promise<void>;
+  async run(model: Model, real: Real): Promise<void> {
+    await this.apply(model, real);
+    await checkAll(model, real);
+  }
+  gql(real: Real, query: string, variables: Record<string, unknown> = {}) {
+    return real.gw.gql(real.keys[this.org], query, { id: this.id, ...variables });
+  }
+  abstract toString(): string;
+}
+
+class Install extends Op {
+  constructor(org: OrgId, id: string, readonly enabled: boolean) {
+    super(org, id);
+  }
+  async apply(model: Model, real: Real) {
+    const res = await this.gql(real, 'mutation($id: String!, $e: Boolean) { installModule(input: { id: $id, name: $id, version: "1.0.0", enabled: $e }) { id orgId } }', { e: this.enabled });
+    if (model[this.org].has(this.id)) {
+      failure(res, 'CONFLICT');
+      return;
+    }
+    expect(ok(res).installModule).toEqual({ id: this.id, orgId: this.org });
+    model[this.org].set(this.id, { name: this.id, enabled: this.enabled, usage: 0 });
+  }
+  toString() {
+    return `install(${this.org}, ${this.id}, ${this.enabled})`;
+  }
+}
+
+class Uninstall extends Op {
+  async apply(model: Model, real: Real) {
+    const res = await this.gql(real, 'mutation($id: ID!) { uninstallModule(id: $id) { id orgId } }');
+    if (!model[this.org].has(this.id)) {
+      failure(res, 'NOT_FOUND');
+      return;
+    }
+    expect(ok(res).uninstallModule).toEqual({ id: this.id, orgId: this.org });
+    model[this.org].delete(this.id);
+  }
+  toString() {
+    return `uninstall(${this.org}, ${this.id})`;
+  }
+}
+
+class SetEnabled extends Op {
+  constructor(org: OrgId, id: string, readonly enabled: boolean) {
+    super(org, id);
+  }
+  async apply(model: Model, real: Real) {
+    const field = this.enabled ? 'enableModule' : 'disableModule';
+    const res = await this.gql(real, `mutation($id: ID!) { ${field}(id: $id) { enabled } }`);
+    const m = model[this.org].get(this.id);
+    if (!m) {
+      failure(res, 'NOT_FOUND');
+      return;
+    }
+    expect(ok(res)[field].enabled).toBe(this.enabled);
+    m.enabled = this.enabled;
+  }
+  toString() {
+    return `${this.enabled ? 'enable' : 'disable'}(${this.org}, ${this.id})`;
+  }
+}
+
+class Rename extends Op {
+  constructor(org: OrgId, id: string, readonly name: string) {
+    super(org, id);
+  }
+  async apply(model: Model, real: Real) {
+    const res = await this.gql(real, 'mutation($id: ID!, $n: String!) { updateModule(id: $id, input: { name: $n }) { name } }', { n: this.name });
+    const m = model[this.org].get(this.id);
+    if (!m) {
+      failure(res, 'NOT_FOUND');
+      return;
+    }
+    expect(ok(res).updateModule.name).toBe(this.name);
+    m.name = this.name;
+  }
+  toString() {
+    return `rename(${this.org}, ${this.id}, ${this.name})`;
+  }
+}
+
+class SetSecret extends Op {
+  constructor(org: OrgId, id: string, readonly secret: Record<string, string>) {
+    super(org, id);
+  }
+  async apply(model: Model, real: Real) {
+    const res = await this.gql(real, 'mutation($id: ID!, $s: JSONObject!) { setCredential(moduleId: $id, secret: $s) { moduleId fields } }', { s: this.secret });
+    const m = model[this.org].get(this.id);
+    if (!m) {
+      failure(res, 'NOT_FOUND');
+      return;
+    }
+    expect(ok(res).setCredential).toEqual({ moduleId: this.id, fields: Object.keys(this.secret).sort() });
+    m.secret = this.secret;
+  }
+  toString() {
+    return `setCredential(${this.org}, ${this.id}, ${JSON.stringify(this.secret)})`;
+  }
+}
+
+class DeleteSecret extends Op {
+  async apply(model: Model, real: Real) {
+    const res = await this.gql(real, 'mutation($id: ID!) { deleteCredential(moduleId: $id) }');
+    const m = model[this.org].get(this.id);
+    expect(ok(res).deleteCredential).toBe(m?.secret !== undefined);
+    if (m) delete m.secret;
+  }
+  toString() {
+    return `deleteCredential(${this.org}, ${this.id})`;
+  }
+}
+
+/** The admin's cross-org path: it must touch exactly the named org's module. */
+class RecordUsage extends Op {
+  constructor(org: OrgId, id: string, readonly count: number) {
+    super(org, id);
+  }
+  async apply(model: Model, real: Real) {
+    const res = await real.gw.gql(real.gw.keys.admin, 'mutation($o: ID!, $id: ID!, $n: Int) { recordModuleUsage(orgId: $o, moduleId: $id, count: $n) { orgId usageCount } }', {
+      o: this.org,
+      id: this.id,
+      n: this.count,
+    });
+    const m = model[this.org].get(this.id);
+    if (!m) {
+      failure(res, 'NOT_FOUND');
+      return;
+    }
+    m.usage += this.count;
+    expect(ok(res).recordModuleUsage).toEqual({ orgId: this.org, usageCount: m.usage });
+  }
+  toString() {
+    return `recordUsage(${this.org}, ${this.id}, ${this.count})`;
+  }
+}
+
+describe('random operation sequences over three orgs (fast-check)', () => {
+  it('never let an org see, change or detect another org\'s modules or credentials', async () => {
+    const org = fc.constantFrom(...ORGS);
+    const id = fc.constantFrom(...POOL);
+    // The acting org's name is in every value, so a value seen by the wrong org is unmistakable.
+    const secret = (o: OrgId) =>
+      fc.tuple(fc.constantFrom('token', 'password', 'key'), fc.integer({ min: 0, max: 99 })).map(([field, n]) => ({ [field]: `${o}-${field}-${n}` }));
+    const op = fc.oneof(
+      { weight: 4, arbitrary: fc.tuple(org, id, fc.boolean()).map(([o, i, e]): Op => new Install(o, i, e)) },
+      { weight: 2, arbitrary: fc.tuple(org, id).map(([o, i]): Op => new Uninstall(o, i)) },
+      { weight: 2, arbitrary: fc.tuple(org, id, fc.boolean()).map(([o, i, e]): Op => new SetEnabled(o, i, e)) },
+      { weight: 1, arbitrary: fc.tuple(org, id, fc.constantFrom('Alpha', 'Beta')).map(([o, i, n]): Op => new Rename(o, i, n)) },
+      { weight: 3, arbitrary: fc.tuple(org, id).chain(([o, i]) => secret(o).map((s): Op => new SetSecret(o, i, s))) },
+      { weight: 2, arbitrary: fc.tuple(org, id).map(([o, i]): Op => new DeleteSecret(o, i)) },
+      { weight: 2, arbitrary: fc.tuple(org, id, fc.integer({ min: 1, max: 5 })).map(([o, i, n]): Op => new RecordUsage(o, i, n)) },
+    );
+    const commands = fc.commands([op], { maxCommands: 40 });
+
+    await fc.assert(
+      fc.asyncProperty(commands, async (cmds) => {
+        const gw = await createTestGateway({ seed: false });
+        try {
+          await gw.opened.store.orgs.insert({ id: ORG_C, name: 'Org C', createdAt: new Date().toISOString() });
+          const keys = { [ORG_A]: gw.keys.a, [ORG_B]: gw.keys.b, [ORG_C]: await gw.key(ORG_C, TENANT_SCOPES) } as Record<OrgId, string>;
+          const model = { [ORG_A]: new Map(), [ORG_B]: new Map(), [ORG_C]: new Map() } as Model;
+          // Every org starts with the same look-alike modules and credential field names.
+          for (const o of ORGS) {
+            for (const i of ['github', 'slack']) {
+              await new Install(o, i, true).apply(model, { gw, keys });
+              await new SetSecret(o, i, { token: `${o}-initial-${i}` }).apply(model, { gw, keys });
+            }
+          }
+          await checkAll(model, { gw, keys });
+          await fc.asyncModelRun(() => ({ model, real: { gw, keys } }), cmds);
+        } finally {
+          await gw.close();
+        }
+      }),
+      { numRuns: 40 },
+    );
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
+describe('the seam', () => {
+  it('resolvers reach data only through the context: no file in src/graphql imports the store, drizzle or SQLite', () => {
+    const dir = path.join(ROOT, 'src/graphql');
+    const offending: string[] = [];
+    for (const file of fs.readdirSync(dir).filter((f) => f.endsWith('.ts'))) {
+      const source = fs.readFileSync(path.join(dir, file), 'utf8');
+      for (const match of source.matchAll(/^import\s+(type\s+)?[^;]*?from\s+'([^']+)'/gms)) {
+        const [, typeOnly, from = ''] = match;
+        const storeish = /\/store\/|better-sqlite3|drizzle-orm/.test(from);
+        // Row types may be imported (`import type`); values may not.
+        if (storeish && !typeOnly) offending.push(`${file}: ${from}`);
+      }
+    }
+    expect(offending).toEqual([]);
+    const context = fs.readFileSync(path.join(dir, 'context.ts'), 'utf8');
+    expect(context).not.toMatch(/\bStore\b|sqlite|drizzle/);
+  });
+});
