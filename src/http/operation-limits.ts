@@ -1,4 +1,5 @@
 import { blockFieldSuggestionsPlugin } from '@escape.tech/graphql-armor-block-field-suggestions';
+import { sanitizeVariableErrors } from './variable-errors.ts';
 import { costLimitPlugin } from '@escape.tech/graphql-armor-cost-limit';
 import { maxAliasesPlugin } from '@escape.tech/graphql-armor-max-aliases';
 import { maxDepthPlugin } from '@escape.tech/graphql-armor-max-depth';
@@ -42,14 +43,18 @@ function stripSuggestions(errors: readonly Error[] | undefined): void {
 /**
  * Hides schema hints in error messages: field, argument, type and enum value suggestions. Armor's
  * plugin handles validation errors; the second pass sees every answer once, just before it is
- * written, and costs nothing when there is no error.
+ * written, and costs nothing when there is no error. That pass also takes the values out of
+ * variable errors (see variable-errors.ts).
  */
 export function useNoSuggestions(): Plugin[] {
   return [
     blockFieldSuggestionsPlugin({ mask: '' }),
     {
       onResultProcess({ result }) {
-        if (!Array.isArray(result)) stripSuggestions((result as { errors?: readonly Error[] }).errors);
+        if (Array.isArray(result)) return;
+        const errors = (result as { errors?: readonly Error[] }).errors;
+        stripSuggestions(errors);
+        sanitizeVariableErrors(errors);
       },
     },
   ];
