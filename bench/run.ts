@@ -11,8 +11,8 @@ import type { FromChild, ToChild } from './servers/child.ts';
 /**
  * `npm run bench`: seeds the stores, then drives each server in its own child process (so the
  * load generator never shares the server's event loop) with autocannon on 127.0.0.1.
- * Flags: --seconds=N --warmup=N --connections=N (defaults 8, 2, 50), --profile (the gateway
- * children write CPU profiles to bench/profiles/), --no-write (leave bench/results.md alone),
+ * Flags: --seconds=N --warmup=N --connections=N (defaults 8, 2, 50), --profile (every server
+ * writes a CPU profile to bench/profiles/), --no-write (leave bench/results.md alone),
  * --only=NAME,... (some of bare, yoga, modules, viewer, module, writes, scale; for profiling).
  */
 
@@ -74,7 +74,13 @@ async function startChild(script: string, env: Record<string, string>, withProfi
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TENANTGATE_')));
   const child: ChildProcess = fork(path.join(BENCH_DIR, 'servers', script), [], {
     cwd: ROOT,
-    execArgv: ['--import', 'tsx', ...(withProfile ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])],
+    execArgv: [
+      '--import',
+      'tsx',
+      ...(withProfile ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),
+      // For experiments on the gateway only, e.g. BENCH_GATEWAY_NODE_FLAGS=--trace-gc.
+      ...(script === 'gateway.ts' ? (process.env.BENCH_GATEWAY_NODE_FLAGS ?? '').split(' ').filter(Boolean) : []),
+    ],
     env: { ...inherited, NODE_ENV: 'production', ...env },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
@@ -297,10 +303,10 @@ async function main(): Promise<void> {
     };
     const rows: Row[] = [];
     if (selected('bare')) {
-      rows.push({ kind: 'bare', label: 'node:http, fixed JSON body', result: await withChild('bare-http.ts', {}, (c) => measure(c, hello)) });
+      rows.push({ kind: 'bare', label: 'node:http, fixed JSON body', result: await withChild('bare-http.ts', {}, (c) => measure(c, hello), profile) });
     }
     if (selected('yoga')) {
-      rows.push({ kind: 'yoga', label: 'graphql-yoga defaults, `{ hello }`', result: await withChild('yoga-hello.ts', {}, (c) => measure(c, hello)) });
+      rows.push({ kind: 'yoga', label: 'graphql-yoga defaults, `{ hello }`', result: await withChild('yoga-hello.ts', {}, (c) => measure(c, hello), profile) });
     }
 
     const scenarios = gatewayScenarios(mainKeys).filter((s) => selected(s.id));

@@ -27,6 +27,11 @@ export function serveChild(url: string, stop: () => Promise<void>): void {
         const spaces = v8.getHeapSpaceStatistics().map((s) => `${s.space_name}=${(s.space_size / 1e6).toFixed(1)}MB`);
         const mem = Object.entries(process.memoryUsage()).map(([k, v]) => `${k}=${(v / 1e6).toFixed(1)}MB`);
         process.stderr.write(`memory: ${mem.join(' ')}\nheap spaces: ${spaces.join(' ')}\n`);
+        const gc = (globalThis as { gc?: () => void }).gc;
+        if (gc) {
+          gc();
+          process.stderr.write(`after gc: heapUsed=${(process.memoryUsage().heapUsed / 1e6).toFixed(1)}MB\n`);
+        }
       }
       void stop().finally(() => process.exit(0));
     }
