@@ -152,6 +152,32 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
       .where(eq(credentials.orgId, p('orgId')))
       .orderBy(asc(credentials.moduleId))
       .prepare(),
+    // Replaces the sealed value and field names; created_at stays as first written.
+    credentialUpsert: db
+      .insert(credentials)
+      .values({
+        orgId: p('orgId'),
+        moduleId: p('moduleId'),
+        ciphertext: p('ciphertext'),
+        iv: p('iv'),
+        tag: p('tag'),
+        keyId: p('keyId'),
+        fields: p('fields'),
+        createdAt: p('createdAt'),
+        updatedAt: p('updatedAt'),
+      })
+      .onConflictDoUpdate({
+        target: [credentials.orgId, credentials.moduleId],
+        set: {
+          ciphertext: sql`excluded.ciphertext`,
+          iv: sql`excluded.iv`,
+          tag: sql`excluded.tag`,
+          keyId: sql`excluded.key_id`,
+          fields: sql`excluded.fields`,
+          updatedAt: sql`excluded.updated_at`,
+        },
+      })
+      .prepare(),
     credentialDelete: db
       .delete(credentials)
       .where(and(eq(credentials.orgId, p('orgId')), eq(credentials.moduleId, p('moduleId'))))
@@ -189,20 +215,7 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
   // The credential's module must exist in the same org; checked inside the write transaction.
   const upsertCredential = sqlite.transaction((row: CredentialRow): boolean => {
     if (!getModule(row.orgId, row.moduleId)) return false;
-    db.insert(credentials)
-      .values(row)
-      .onConflictDoUpdate({
-        target: [credentials.orgId, credentials.moduleId],
-        set: {
-          ciphertext: row.ciphertext,
-          iv: row.iv,
-          tag: row.tag,
-          keyId: row.keyId,
-          fields: row.fields,
-          updatedAt: row.updatedAt,
-        },
-      })
-      .run();
+    q.credentialUpsert.run(row);
     return true;
   });
 
