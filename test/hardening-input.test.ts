@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestGateway, ORG_A, type TestGateway } from './helpers/gateway.ts';
+import { prng } from './helpers/prng.ts';
 
 /**
  * Over a thousand malformed requests, generated from a fixed seed: bad JSON, wrong variable types,
@@ -11,17 +12,7 @@ import { createTestGateway, ORG_A, type TestGateway } from './helpers/gateway.ts
 
 // A fixed seed, so a failure reproduces; FUZZ_SEED=n explores others.
 const SEED = Number(process.env.FUZZ_SEED ?? 20240605);
-function rng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const random = rng(SEED);
+const random = prng(SEED);
 const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
 const int = (max: number) => Math.floor(random() * max);
 

@@ -20,10 +20,10 @@ import {
   createLegacyFromFixture,
   exactRows,
   generateLegacy,
-  prng,
   rowDifferences,
   type LegacySummary,
 } from './helpers/legacy.ts';
+import { prng } from './helpers/prng.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CHILD = fileURLToPath(new URL('./fixtures/open-store-child.ts', import.meta.url));

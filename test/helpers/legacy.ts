@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
+import { prng } from './prng.ts';
 
 /**
  * Pre-tenant (v0) database files for the migration tests. The schema always comes from the shared
@@ -46,17 +47,6 @@ export function createLegacyFromFixture(file: string): void {
   }
 }
 
-/** mulberry32: small, fast, and the same sequence on every machine for a given seed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export interface LegacyOptions {
   /** Generated modules, on top of the fixture's three. */
