@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { badInput, conflict, notFound } from '../errors.ts';
-import type { ModulePatch, ModuleRecord, Store } from '../store/types.ts';
+import type { ModuleField, ModulePatch, ModuleRecord, Store } from '../store/types.ts';
 import { displayName, jsonBytes, MAX_LOOKUP_ID, newId, parseInput } from './validate.ts';
 
 export const MAX_CONFIG_BYTES = 64 * 1024;
@@ -69,8 +69,18 @@ export function modulesForOrg(store: Store, orgId: string) {
     find,
     require,
 
-    async page(opts: { enabled: boolean | undefined; after: string; first: number }): Promise<ModulePage> {
-      const rows = await store.modules.list(orgId, { enabled: opts.enabled, after: opts.after, limit: opts.first + 1 });
+    async page(opts: {
+      enabled: boolean | undefined;
+      after: string;
+      first: number;
+      fields?: ReadonlySet<ModuleField> | undefined;
+    }): Promise<ModulePage> {
+      const rows = await store.modules.list(orgId, {
+        enabled: opts.enabled,
+        after: opts.after,
+        limit: opts.first + 1,
+        ...(opts.fields ? { fields: opts.fields } : {}),
+      });
       return { rows: rows.slice(0, opts.first), hasNextPage: rows.length > opts.first };
     },
 

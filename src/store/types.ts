@@ -79,7 +79,16 @@ export interface ModuleListOptions {
   /** Return ids strictly greater than this (keyset pagination); '' for the first page. */
   after: string;
   limit: number;
+  /**
+   * Read only these fields (plus orgId and moduleId); the others are absent from the rows. Reading
+   * and converting columns nobody asked for is most of a page's cost, so the API passes down what
+   * the query selects. Omitted: every field.
+   */
+  fields?: ReadonlySet<ModuleField>;
 }
+
+/** The fields of a module record a list can be narrowed to. */
+export type ModuleField = Exclude<keyof ModuleRecord, 'orgId' | 'moduleId'>;
 
 export type ModuleRecord = ModuleRow & { hasCredential: boolean };
 

@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { and, asc, count, eq, getTableColumns, gt, isNull, ne, sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/better-sqlite3';
-import type { ModulePatch, ModuleRecord, Store } from '../types.ts';
+import type { ModuleField, ModulePatch, ModuleRecord, Store } from '../types.ts';
+import type Database from 'better-sqlite3';
 import type { SqliteDatabase } from './connection.ts';
 import { apiKeys, credentials, modules, orgs, type CredentialRow } from './schema.ts';
 
@@ -56,6 +57,32 @@ function toModuleRecord(r: unknown[]): ModuleRecord {
   };
 }
 
+const HAS_CREDENTIAL_SQL =
+  'EXISTS (SELECT 1 FROM "credentials" AS c WHERE c."org_id" = "modules"."org_id" AND c."module_id" = "modules"."module_id")';
+
+/** SQL for each field of a projected module list, and how to decode its value. */
+const MODULE_FIELD_SQL: Record<ModuleField, string> = {
+  name: '"name"',
+  version: '"version"',
+  description: '"description"',
+  config: '"config"',
+  enabled: '"enabled"',
+  healthStatus: '"health_status"',
+  healthMessage: '"health_message"',
+  lastHealthCheck: '"last_health_check"',
+  usageCount: '"usage_count"',
+  lastUsedAt: '"last_used_at"',
+  installedAt: '"installed_at"',
+  updatedAt: '"updated_at"',
+  hasCredential: HAS_CREDENTIAL_SQL,
+};
+const MODULE_FIELDS = Object.keys(MODULE_FIELD_SQL) as ModuleField[];
+const decodeField = (field: ModuleField, value: unknown): unknown =>
+  field === 'enabled' ? Number(value) === 1 : field === 'hasCredential' ? Boolean(value) : value;
+
+/** At most this many distinct projections keep a prepared statement (queries select few shapes). */
+const MAX_PROJECTIONS = 64;
+
 /**
  * The SQLite implementation of the storage seam. Hot statements are prepared once here (building
  * a drizzle query on every call costs about 50 µs more); every tenant statement leads its WHERE
@@ -68,7 +95,7 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
     ...getTableColumns(modules),
     // Written out with table names: drizzle renders columns of a single-table select unqualified,
     // which inside this subquery would compare the credentials table with itself.
-    hasCredential: sql<boolean>`EXISTS (SELECT 1 FROM "credentials" AS c WHERE c."org_id" = "modules"."org_id" AND c."module_id" = "modules"."module_id")`.mapWith(Boolean),
+    hasCredential: sql<boolean>`${sql.raw(HAS_CREDENTIAL_SQL)}`.mapWith(Boolean),
   };
   if (Object.keys(moduleColumns).join() !== MODULE_KEYS.join()) {
     throw new Error('modules columns changed: update MODULE_KEYS and toModuleRecord in store.ts');
@@ -203,6 +230,44 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
       .prepare(),
   };
 
+  // Projected list pages: one prepared statement per (field set, enabled filter), made on first use.
+  const projections = new Map<string, { statement: Database.Statement<unknown[]>; fields: ModuleField[] }>();
+  const projection = (wanted: ReadonlySet<ModuleField>, filtered: boolean) => {
+    const fields = MODULE_FIELDS.filter((f) => wanted.has(f));
+    const key = `${filtered ? 'e' : 'a'}:${fields.join(',')}`;
+    let entry = projections.get(key);
+    if (!entry) {
+      const columns = ['"org_id"', '"module_id"', ...fields.map((f) => MODULE_FIELD_SQL[f])].join(', ');
+      const statement = sqlite
+        .prepare<unknown[]>(
+          `SELECT ${columns} FROM "modules" WHERE "org_id" = ? ${filtered ? 'AND "enabled" = ? ' : ''}` +
+            'AND "module_id" > ? ORDER BY "module_id" LIMIT ?',
+        )
+        .raw();
+      entry = { statement, fields };
+      if (projections.size < MAX_PROJECTIONS) projections.set(key, entry);
+    }
+    return entry;
+  };
+  const listProjected = (
+    orgId: string,
+    enabled: boolean | undefined,
+    after: string,
+    limit: number,
+    wanted: ReadonlySet<ModuleField>,
+  ): ModuleRecord[] => {
+    const { statement, fields } = projection(wanted, enabled !== undefined);
+    const rows = (
+      enabled === undefined ? statement.all(orgId, after, limit) : statement.all(orgId, enabled ? 1 : 0, after, limit)
+    ) as unknown[][];
+    return rows.map((r) => {
+      const record: Record<string, unknown> = { orgId: r[0], moduleId: r[1] };
+      for (let i = 0; i < fields.length; i++) record[fields[i]!] = decodeField(fields[i]!, r[i + 2]);
+      // Only the asked-for fields are present; the API reads no other (see ModuleListOptions).
+      return record as ModuleRecord;
+    });
+  };
+
   const getModule = (orgId: string, moduleId: string): ModuleRecord | undefined => {
     const row = q.moduleGet.values({ orgId, moduleId })[0];
     return row === undefined ? undefined : toModuleRecord(row);
@@ -247,8 +312,10 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
     },
 
     modules: {
-      list: async (orgId, { enabled, after, limit }) =>
-        enabled === undefined
+      list: async (orgId, { enabled, after, limit, fields }) =>
+        fields !== undefined
+          ? listProjected(orgId, enabled, after, limit, fields)
+          : enabled === undefined
           ? q.moduleList.values({ orgId, after, limit }).map(toModuleRecord)
           : q.moduleListEnabled.values({ orgId, enabled: enabled ? 1 : 0, after, limit }).map(toModuleRecord),
       count: async (orgId, enabled) =>
