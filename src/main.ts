@@ -1,6 +1,5 @@
 import { ConfigError, loadConfig } from './config.ts';
 import { createLogger } from './logger.ts';
-import { startServer } from './server.ts';
 
 /** Process entry: load config, open and migrate the store, listen, stop cleanly on a signal. */
 export async function main(): Promise<void> {
@@ -14,6 +13,11 @@ export async function main(): Promise<void> {
     }
     throw error;
   }
+  // graphql-js picks its instanceof checks when it is first loaded: in production the plain ones
+  // (its development checks cost about 5% of a request). Never 'development': Yoga would then
+  // add stacks to errors. So the server is loaded only now, after NODE_ENV is settled.
+  if (config.production && process.env.NODE_ENV === undefined) process.env.NODE_ENV = 'production';
+  const { startServer } = await import('./server.ts');
   const logger = createLogger(config.logLevel);
   let server;
   try {
