@@ -19,6 +19,20 @@ import type { FromChild, ToChild } from './servers/child.ts';
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(BENCH_DIR, '..');
 
+/** The Node flags of the `start` script, so the bench's gateway runs as `npm start` runs it. */
+const START_NODE_FLAGS: string[] =
+  (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start.match(
+    /--[a-z-]+=\S+/g,
+  ) ?? [];
+
+/** Servers run compiled, as `npm start` runs the gateway: no TypeScript loader in their processes. */
+function buildServers(): void {
+  execFileSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.bench.json'], {
+    cwd: ROOT,
+    stdio: 'inherit',
+  });
+}
+
 function flag(name: string): string | undefined {
   const prefix = `--${name}=`;
   const hit = process.argv.find((a) => a === `--${name}` || a.startsWith(prefix));
@@ -72,14 +86,15 @@ async function startChild(script: string, env: Record<string, string>, withProfi
   if (withProfile) fs.mkdirSync(profileDir, { recursive: true });
   // The bench's children start from a clean slate: no TENANTGATE_* from the caller's shell.
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TENANTGATE_')));
-  const child: ChildProcess = fork(path.join(BENCH_DIR, 'servers', script), [], {
+  const gateway = script === 'gateway.ts';
+  // Children run compiled (see buildServers), the gateway with the Node flags `npm start` uses.
+  const child: ChildProcess = fork(path.join(ROOT, 'dist', 'bench', 'servers', script.replace(/\.ts$/, '.js')), [], {
     cwd: ROOT,
     execArgv: [
-      '--import',
-      'tsx',
       ...(withProfile ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),
+      ...(gateway ? START_NODE_FLAGS : []),
       // For experiments on the gateway only, e.g. BENCH_GATEWAY_NODE_FLAGS=--trace-gc.
-      ...(script === 'gateway.ts' ? (process.env.BENCH_GATEWAY_NODE_FLAGS ?? '').split(' ').filter(Boolean) : []),
+      ...(gateway ? (process.env.BENCH_GATEWAY_NODE_FLAGS ?? '').split(' ').filter(Boolean) : []),
     ],
     env: { ...inherited, NODE_ENV: 'production', ...env },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
@@ -288,6 +303,7 @@ function gatewayEnv(dir: string, fixture: Fixture, file: string): Record<string,
 async function main(): Promise<void> {
   const started = performance.now();
   const before = machine();
+  buildServers();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantgate-bench-'));
   try {
     const fixture = await seedFixture(dir, log);

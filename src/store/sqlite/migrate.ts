@@ -5,7 +5,16 @@ import { readMigrationFiles } from 'drizzle-orm/migrator';
 import type { SecretBox } from '../../crypto/secret-box.ts';
 import type { SqliteDatabase } from './connection.ts';
 
-export const SQLITE_MIGRATIONS = fileURLToPath(new URL('../../../drizzle/sqlite', import.meta.url));
+/** drizzle/sqlite of the package, found upwards from here (src/ under tsx, dist/src/ when built). */
+function findMigrations(): string {
+  for (let dir = path.dirname(fileURLToPath(import.meta.url)); ; dir = path.dirname(dir)) {
+    const candidate = path.join(dir, 'drizzle', 'sqlite');
+    if (fs.existsSync(path.join(candidate, 'meta', '_journal.json'))) return candidate;
+    if (path.dirname(dir) === dir) throw new Error('drizzle/sqlite migrations not found above ' + import.meta.url);
+  }
+}
+
+export const SQLITE_MIGRATIONS = findMigrations();
 
 /** drizzle's journal table; we write it exactly as drizzle does, so drizzle-kit stays usable. */
 const JOURNAL = '__drizzle_migrations';
