@@ -20,7 +20,8 @@ Usage: tenantgate <command> [options]        (from a checkout: npm run cli -- <c
   keys list --org <id>                    list an org's keys (never secrets)
   keys create --org <id> --name <name> --scopes <a,b,...> [--expires <ISO time>]
                                           create a key and print its secret once
-  keys revoke <key id> --org <id>         revoke a key (effective at once on this store)
+  keys revoke <key id> --org <id>         revoke a key; a running gateway stops accepting it within
+                                          TENANTGATE_KEY_CACHE_TTL_MS (10 s by default)
   credentials rekey                       re-encrypt every credential under TENANTGATE_MASTER_KEY;
                                           set TENANTGATE_MASTER_KEY_PREVIOUS to the old key(s)
 
@@ -115,7 +116,7 @@ export async function cli(argv: string[]): Promise<void> {
       }
       case 'keys revoke': {
         if (!arg || !values.org) fail('usage: tenantgate keys revoke <key id> --org <id>');
-        const key = await system.apiKeys.revoke(values.org, arg);
+        const key = await system.apiKeys.revoke(values.org, arg, { keyId: null, scopes: 'all' });
         process.stdout.write(`revoked ${key.id} at ${key.revokedAt}\n`);
         return;
       }

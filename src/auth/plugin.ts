@@ -24,7 +24,9 @@ interface NodeServerContext {
 
 function clientAddress(request: Request, serverContext: unknown, trustProxy: boolean): string {
   if (trustProxy) {
-    const forwarded = request.headers.get('x-forwarded-for')?.split(',')[0]?.trim();
+    // The last entry is the one our proxy appended (the peer it saw); earlier ones are whatever
+    // the client sent, so taking the first would let anyone pick their own rate-limit bucket.
+    const forwarded = request.headers.get('x-forwarded-for')?.split(',').at(-1)?.trim();
     if (forwarded) return forwarded;
   }
   return (serverContext as NodeServerContext | undefined)?.req?.socket?.remoteAddress ?? 'unknown';
@@ -45,12 +47,6 @@ export function useAuth(options: AuthPluginOptions): Plugin<Record<string, any>>
 
   return {
     async onRequestParse({ request, serverContext }) {
-      const address = clientAddress(request, serverContext, options.trustProxy);
-      const seen = await failures.get(address);
-      if (seen && seen.consumedPoints >= options.failuresPerMinute) {
-        options.onFailure?.('rate_limited');
-        throw rateLimited(seen.msBeforeNext / 1000);
-      }
       const header = request.headers.get('authorization');
       if (header === null || header.trim() === '') {
         options.onFailure?.('missing');
@@ -59,6 +55,15 @@ export function useAuth(options: AuthPluginOptions): Plugin<Record<string, any>>
       const key = BEARER.exec(header)?.[1];
       const principal = key === undefined ? undefined : await authenticator.verify(key);
       if (!principal) {
+        // Only failures are limited: a valid key always works, so one guesser behind a shared
+        // address (a NAT, a proxy) cannot lock out everyone else there. Verifying first costs
+        // little: a malformed or mistyped key fails its checksum before any lookup.
+        const address = clientAddress(request, serverContext, options.trustProxy);
+        const seen = await failures.get(address);
+        if (seen && seen.consumedPoints >= options.failuresPerMinute) {
+          options.onFailure?.('rate_limited');
+          throw rateLimited(seen.msBeforeNext / 1000);
+        }
         options.onFailure?.('invalid');
         logger.info('authentication failed', { address });
         await failures.penalty(address, 1);
@@ -77,6 +82,7 @@ export function useAuth(options: AuthPluginOptions): Plugin<Record<string, any>>
         orgId: principal.orgId,
         keyId: principal.keyId,
         scopes: principal.scopes,
+        keyExpiresAt: principal.expiresAt,
         ...options.contextFor(principal),
       });
     },

@@ -10,6 +10,8 @@ export interface Context {
   orgId: string;
   keyId: string;
   scopes: ReadonlySet<Scope>;
+  /** When the calling key expires (epoch ms), or null: keys it creates may not outlive it. */
+  keyExpiresAt: number | null;
   repos: OrgRepos;
   system: SystemRepos;
 }

@@ -69,7 +69,7 @@ builder.mutationField('createApiKey', (t) =>
     authScopes: { 'keys:manage': true },
     args: { input: t.arg({ type: CreateApiKeyInput, required: true }) },
     resolve: (_root, { input }, ctx) => {
-      const grantor = { keyId: ctx.keyId, scopes: ctx.scopes };
+      const grantor = { keyId: ctx.keyId, scopes: ctx.scopes, expiresAt: ctx.keyExpiresAt };
       const key = { name: input.name, scopes: input.scopes, expiresAt: input.expiresAt };
       const other = targetOrg(ctx, input.orgId == null ? null : String(input.orgId));
       return other === undefined ? ctx.repos.apiKeys.create(key, grantor) : ctx.system.apiKeys.create(other, key, grantor);
@@ -88,8 +88,9 @@ builder.mutationField('revokeApiKey', (t) =>
     },
     resolve: (_root, args, ctx) => {
       const other = targetOrg(ctx, args.orgId == null ? null : String(args.orgId));
-      if (other === undefined) return ctx.repos.apiKeys.revoke(String(args.id));
-      return ctx.system.apiKeys.revoke(other, String(args.id));
+      const revoker = { keyId: ctx.keyId, scopes: ctx.scopes };
+      if (other === undefined) return ctx.repos.apiKeys.revoke(String(args.id), revoker);
+      return ctx.system.apiKeys.revoke(other, String(args.id), revoker);
     },
   }),
 );

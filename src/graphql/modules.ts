@@ -37,7 +37,8 @@ export const Module = builder.objectRef<ModuleRecord>('Module').implement({
     }),
     enabled: t.exposeBoolean('enabled', { description: 'Whether the platform may use it.' }),
     health: t.field({ type: ModuleHealth, description: 'Last reported health.', resolve: (m) => m }),
-    usageCount: t.exposeInt('usageCount', { description: 'How many uses have been recorded.' }),
+    // Float, not Int: GraphQL's Int is 32-bit and a busy module passes 2^31 uses; exact to 2^53.
+    usageCount: t.exposeFloat('usageCount', { description: 'How many uses have been recorded (a whole number).' }),
     lastUsedAt: t.field({ type: 'DateTime', nullable: true, description: 'When it was last used.', resolve: (m) => m.lastUsedAt }),
     installedAt: t.field({ type: 'DateTime', description: 'When it was installed.', resolve: (m) => m.installedAt }),
     updatedAt: t.field({ type: 'DateTime', description: 'When it last changed.', resolve: (m) => m.updatedAt }),

@@ -4,8 +4,16 @@ import type { Authenticator } from '../auth/authenticator.ts';
 import { displayPrefix, generateKey, hashKey } from '../auth/key-format.ts';
 import { normalizeScopes, SCOPES, type Scope } from '../auth/scopes.ts';
 import { badInput, forbidden, notFound } from '../errors.ts';
-import type { ApiKeyRow, Store } from '../store/types.ts';
+import { DEFAULT_ORG, type ApiKeyRow, type Store } from '../store/types.ts';
 import { displayName, parseInput } from './validate.ts';
+
+/** Who is creating or revoking a key: its scopes bound what it may grant, revoke and how long a key it makes may live. */
+export interface Grantor {
+  keyId: string | null;
+  scopes: ReadonlySet<Scope> | 'all';
+  /** Epoch ms when the grantor itself expires; null or absent for never. */
+  expiresAt?: number | null;
+}
 
 export interface NewKeyInput {
   name: string;
@@ -22,14 +30,16 @@ const newKeySchema = z.object({
 });
 
 /**
- * Creates a key in `orgId`. The secret is returned once, here, and never stored. `grantor` is the
- * calling key's scopes: a key can never mint one with scopes it does not hold.
+ * Creates a key in `orgId`. The secret is returned once, here, and never stored. A key can never
+ * mint one with scopes it does not hold, nor one that outlives it (an omitted expiry inherits
+ * the grantor's). `admin` is only for keys of the operator org: a tenant holding it could reach
+ * every other org.
  */
 export async function issueApiKey(
   store: Store,
   orgId: string,
   input: NewKeyInput,
-  grantor: { keyId: string | null; scopes: ReadonlySet<Scope> | 'all' },
+  grantor: Grantor,
   now = new Date(),
 ): Promise<{ apiKey: ApiKeyRow; secret: string }> {
   const parsed = parseInput(newKeySchema, input);
@@ -37,10 +47,17 @@ export async function issueApiKey(
     throw badInput('expiresAt must be in the future', 'expiresAt');
   }
   const scopes = normalizeScopes(parsed.scopes);
-  if (grantor.scopes !== 'all') {
-    const held = grantor.scopes;
-    const missing = scopes.filter((s) => !held.has(s));
-    if (missing.length > 0) throw forbidden(`a key cannot grant scopes it does not hold: ${missing.join(', ')}`);
+  if (scopes.includes('admin') && orgId !== DEFAULT_ORG.id) {
+    throw badInput(`the admin scope is only for keys of the operator org "${DEFAULT_ORG.id}"`, 'scopes');
+  }
+  const missing = scopesNotHeld(grantor, scopes);
+  if (missing.length > 0) throw forbidden(`a key cannot grant scopes it does not hold: ${missing.join(', ')}`);
+  let expiresAt = parsed.expiresAt ?? null;
+  if (grantor.expiresAt != null) {
+    if (expiresAt && expiresAt.getTime() > grantor.expiresAt) {
+      throw forbidden(`a key cannot outlive the key that creates it (${new Date(grantor.expiresAt).toISOString()})`);
+    }
+    expiresAt ??= new Date(grantor.expiresAt);
   }
   const secret = generateKey();
   const apiKey: ApiKeyRow = {
@@ -51,7 +68,7 @@ export async function issueApiKey(
     hash: hashKey(secret),
     scopes,
     createdAt: now.toISOString(),
-    expiresAt: parsed.expiresAt ? parsed.expiresAt.toISOString() : null,
+    expiresAt: expiresAt ? expiresAt.toISOString() : null,
     revokedAt: null,
     lastUsedAt: null,
     createdByKeyId: grantor.keyId,
@@ -60,14 +77,24 @@ export async function issueApiKey(
   return { apiKey, secret };
 }
 
+function scopesNotHeld(grantor: Grantor, scopes: readonly string[]): string[] {
+  if (grantor.scopes === 'all') return [];
+  const held = grantor.scopes as ReadonlySet<string>;
+  return scopes.filter((s) => !held.has(s));
+}
+
 /** Key management bound to one org. */
 export function apiKeysForOrg(store: Store, authenticator: Authenticator, orgId: string) {
   return {
     list: () => store.apiKeys.listForOrg(orgId),
     get: (id: string) => store.apiKeys.getForOrg(orgId, id),
-    create: (input: NewKeyInput, grantor: { keyId: string; scopes: ReadonlySet<Scope> }) =>
-      issueApiKey(store, orgId, input, grantor),
-    async revoke(id: string): Promise<ApiKeyRow> {
+    create: (input: NewKeyInput, grantor: Grantor) => issueApiKey(store, orgId, input, grantor),
+    /** A key may revoke only keys whose scopes it holds (so no tenant key revokes an admin's). */
+    async revoke(id: string, revoker: Grantor): Promise<ApiKeyRow> {
+      const target = await store.apiKeys.getForOrg(orgId, id);
+      if (!target) throw notFound('API key', id);
+      const missing = scopesNotHeld(revoker, target.scopes);
+      if (missing.length > 0) throw forbidden(`a key cannot revoke a key with scopes it does not hold: ${missing.join(', ')}`);
       const row = await store.apiKeys.revoke(orgId, id, new Date().toISOString());
       if (!row) throw notFound('API key', id);
       authenticator.forget(row.id);

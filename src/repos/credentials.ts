@@ -27,7 +27,8 @@ export function parseSecret(secret: unknown): Record<string, string> {
   if (entries.length > MAX_SECRET_FIELDS) {
     throw badInput(`secret has ${entries.length} fields; at most ${MAX_SECRET_FIELDS} are allowed`, 'secret');
   }
-  const values: Record<string, string> = {};
+  // No prototype: a field named __proto__ is kept as a field, not taken as the object's prototype.
+  const values: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const [name, value] of entries) {
     if (name.length === 0) throw badInput('secret field names must not be empty', 'secret');
     if (name.length > MAX_SECRET_FIELD_NAME) {
@@ -86,9 +87,15 @@ export function credentialsForOrg(store: Store, secretBox: SecretBox, orgId: str
       const row = await store.credentials.get(orgId, moduleId);
       if (!row) return null;
       const plaintext = secretBox.open(orgId, moduleId, row);
-      const parsed: unknown = JSON.parse(plaintext);
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(plaintext);
+      } catch {
+        parsed = undefined; // never rethrow: a SyntaxError's message quotes the plaintext
+      }
       if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
-        throw new Error('stored credential is not a JSON object'); // masked: a bug or legacy junk
+        // Masked for the client and logged without content: a legacy value that was not an object.
+        throw new Error('stored credential is not a JSON object');
       }
       return parsed as Record<string, unknown>;
     },

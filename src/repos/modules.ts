@@ -17,7 +17,12 @@ const version = z
   .string()
   .max(MAX_VERSION_LENGTH, `version must be at most ${MAX_VERSION_LENGTH} characters`)
   .regex(SEMVER, 'version must be a semantic version (MAJOR.MINOR.PATCH, e.g. 1.2.3 or 2.0.0-beta.1), with no leading "v"');
-const config = z.record(z.string(), z.unknown()).superRefine((c, ctx) => {
+// zod builds the record on a plain object, where a "__proto__" key would vanish: refuse it.
+const config = z
+  .unknown()
+  .refine((c) => !(c !== null && typeof c === 'object' && Object.hasOwn(c, '__proto__')), 'config may not have a "__proto__" key')
+  .pipe(z.record(z.string(), z.unknown()))
+  .superRefine((c, ctx) => {
   const bytes = jsonBytes(c);
   if (bytes > MAX_CONFIG_BYTES) {
     ctx.addIssue({ code: 'custom', message: `config is ${bytes} bytes of JSON; at most ${MAX_CONFIG_BYTES} (64 KiB) are allowed` });

@@ -1,9 +1,8 @@
 import { z } from 'zod';
-import type { Scope } from '../auth/scopes.ts';
 import { badInput, conflict, notFound } from '../errors.ts';
 import type { HealthStatus, ModuleRecord, OrgRow, Store } from '../store/types.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
-import { apiKeysForOrg, issueApiKey, type NewKeyInput } from './api-keys.ts';
+import { apiKeysForOrg, issueApiKey, type Grantor, type NewKeyInput } from './api-keys.ts';
 import { displayName, MAX_LOOKUP_ID, newId, parseInput } from './validate.ts';
 
 const orgSchema = z.object({ id: newId('id'), name: displayName('name') });
@@ -44,12 +43,12 @@ export function systemRepos(store: Store, authenticator: Authenticator) {
         await requireOrg(orgId);
         return store.apiKeys.listForOrg(orgId);
       },
-      async revoke(orgId: string, id: string) {
+      async revoke(orgId: string, id: string, revoker: Grantor) {
         await requireOrg(orgId);
-        return apiKeysForOrg(store, authenticator, orgId).revoke(id);
+        return apiKeysForOrg(store, authenticator, orgId).revoke(id, revoker);
       },
       /** Issue a key in any org (the operator's way to give a new org its first key). */
-      async create(orgId: string, input: NewKeyInput, grantor: { keyId: string | null; scopes: ReadonlySet<Scope> | 'all' }) {
+      async create(orgId: string, input: NewKeyInput, grantor: Grantor) {
         await requireOrg(orgId);
         return issueApiKey(store, orgId, input, grantor);
       },

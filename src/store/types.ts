@@ -2,6 +2,9 @@ import type { ApiKeyRow, CredentialRow, ModuleRow, OrgRow } from './sqlite/schem
 
 export type { ApiKeyRow, CredentialRow, ModuleRow, OrgRow };
 
+/** The org that exists after every migration: pre-tenant data and the operator's keys live here. */
+export const DEFAULT_ORG = { id: 'default', name: 'Default' } as const;
+
 /**
  * The storage seam. Repositories (src/repos) are its only callers; resolvers never see it. Every
  * tenant method takes the org id first and filters by it; the methods under `system` and

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { readMigrationFiles } from 'drizzle-orm/migrator';
 import type { SecretBox } from '../../crypto/secret-box.ts';
 import type { SqliteDatabase } from './connection.ts';
+import { DEFAULT_ORG } from '../types.ts';
 
 /** drizzle/sqlite of the package, found upwards from here (src/ under tsx, dist/src/ when built). */
 function findMigrations(): string {
@@ -19,7 +20,7 @@ export const SQLITE_MIGRATIONS = findMigrations();
 /** drizzle's journal table; we write it exactly as drizzle does, so drizzle-kit stays usable. */
 const JOURNAL = '__drizzle_migrations';
 
-export const DEFAULT_ORG = { id: 'default', name: 'Default' } as const;
+export { DEFAULT_ORG };
 
 export interface MigrateOptions {
   migrationsFolder?: string;
@@ -107,9 +108,18 @@ export function migrateSqlite(db: SqliteDatabase, file: string, options: Migrate
         step(`applied-${migration.folderMillis}`);
       }
       db.prepare(`INSERT OR IGNORE INTO orgs (id, name, created_at) VALUES (?, ?, ?)`).run(DEFAULT_ORG.id, DEFAULT_ORG.name, now());
-      const violations = db.pragma('foreign_key_check') as unknown[];
+      const violations = db.pragma('foreign_key_check') as Array<{ table: string; rowid: number; parent: string }>;
       if (violations.length > 0) {
-        throw new Error(`migration left ${violations.length} foreign key violation(s); nothing was changed`);
+        // Name the rows (table and rowid only, never their content) so an operator can mend them,
+        // e.g. a pre-tenant credential whose module is gone.
+        const describe = (v: { table: string; rowid: number; parent: string }) => {
+          const key = db.prepare(`SELECT * FROM "${v.table}" WHERE rowid = ?`).get(v.rowid) as { module_id?: string } | undefined;
+          return `${v.table} row ${key?.module_id !== undefined ? `for module "${key.module_id}"` : v.rowid} has no ${v.parent} row`;
+        };
+        const rows = violations.slice(0, 5).map(describe).join('; ');
+        throw new Error(
+          `migration left ${violations.length} foreign key violation(s) (${rows}${violations.length > 5 ? '; …' : ''}); nothing was changed`,
+        );
       }
       step('before-commit');
       db.exec('COMMIT');

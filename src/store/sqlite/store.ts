@@ -4,7 +4,7 @@ import { and, asc, count, eq, getTableColumns, gt, isNull, ne, sql } from 'drizz
 import { drizzle } from 'drizzle-orm/better-sqlite3';
 import type { ModuleField, ModulePatch, ModuleRecord, Store } from '../types.ts';
 import type Database from 'better-sqlite3';
-import type { SqliteDatabase } from './connection.ts';
+import { BUSY_TIMEOUT_MS, type SqliteDatabase } from './connection.ts';
 import { apiKeys, credentials, modules, orgs, type CredentialRow } from './schema.ts';
 
 const p = sql.placeholder;
@@ -377,9 +377,18 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
       try {
         if (!sqlite.open) return { ok: false, reason: 'store is closed' };
         if (sqlite.readonly) return { ok: false, reason: 'store is read-only' };
-        // A write that changes nothing still needs the write lock and a writable file.
-        sqlite.prepare('BEGIN IMMEDIATE').run();
-        sqlite.prepare('ROLLBACK').run();
+        // A write that changes nothing still needs the write lock and a writable file. Without
+        // waiting: another process holding the lock (the CLI) means busy, not broken, and the
+        // busy_timeout wait would stall every request on this event loop for up to 5 s.
+        sqlite.pragma('busy_timeout = 0');
+        try {
+          sqlite.prepare('BEGIN IMMEDIATE').run();
+          sqlite.prepare('ROLLBACK').run();
+        } catch (error) {
+          if (!String((error as { code?: string }).code).startsWith('SQLITE_BUSY')) throw error;
+        } finally {
+          sqlite.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+        }
         // ...but not a free page: a full store (or disk) passes the above and fails every insert.
         const used = Number(sqlite.pragma('page_count', { simple: true })) - Number(sqlite.pragma('freelist_count', { simple: true }));
         if (Number(sqlite.pragma('max_page_count', { simple: true })) - used < MIN_FREE_PAGES) return { ok: false, reason: 'store is full' };
