@@ -111,6 +111,18 @@ function dump(db: Database.Database): string {
   return hash.digest('hex');
 }
 
+/** Opens `file` once more and shows it changed nothing: no migration, no WAL write, same rows and schema. */
+async function expectReopenChangesNothing(file: string): Promise<void> {
+  const snapshot = (db: Database.Database) => ({ dump: dump(db), version: db.pragma('schema_version', { simple: true }) });
+  const before = inspect(file, snapshot);
+  const again = open(file);
+  expect(again.migration).toEqual({ applied: [], adoptedLegacy: false, backupFile: undefined });
+  // Nothing written: the WAL has not even a header.
+  expect(fs.statSync(`${file}-wal`).size).toBe(0);
+  await close(again);
+  expect(inspect(file, snapshot)).toEqual(before);
+}
+
 /** Files of the store that must hold no plaintext secret: the database, its WAL and any journal. */
 function plaintextHits(file: string): string[] {
   const hits: string[] = [];
@@ -391,14 +403,7 @@ describe('migrations on an empty store', () => {
     const migrations = fs.readdirSync(SQLITE_MIGRATIONS).filter((f) => f.endsWith('.sql')).length;
     expect(first.sqlite.prepare('SELECT count(*) FROM __drizzle_migrations').pluck().get()).toBe(migrations);
     await close(first);
-    const before = inspect(file, (db) => ({ dump: dump(db), version: db.pragma('schema_version', { simple: true }) }));
-
-    const again = open(file);
-    expect(again.migration).toEqual({ applied: [], adoptedLegacy: false, backupFile: undefined });
-    // Nothing written: the WAL has not even a header.
-    expect(fs.statSync(`${file}-wal`).size).toBe(0);
-    await close(again);
-    expect(inspect(file, (db) => ({ dump: dump(db), version: db.pragma('schema_version', { simple: true }) }))).toEqual(before);
+    await expectReopenChangesNothing(file);
     expect(backupsOf(file)).toEqual([]);
   });
 });
@@ -454,12 +459,7 @@ describe('adopting the pre-tenant fixture', () => {
   it('is idempotent: a second open changes nothing and writes no second backup', async () => {
     const file = copyOf(fixture());
     await close(open(file));
-    const before = inspect(file, (db) => ({ dump: dump(db), version: db.pragma('schema_version', { simple: true }) }));
-    const again = open(file);
-    expect(again.migration).toEqual({ applied: [], adoptedLegacy: false, backupFile: undefined });
-    expect(fs.statSync(`${file}-wal`).size).toBe(0);
-    await close(again);
-    expect(inspect(file, (db) => ({ dump: dump(db), version: db.pragma('schema_version', { simple: true }) }))).toEqual(before);
+    await expectReopenChangesNothing(file);
     expect(backupsOf(file)).toHaveLength(1);
   });
 });
