@@ -141,12 +141,6 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
       .orderBy(asc(modules.moduleId))
       .limit(p('limit'))
       .prepare(),
-    moduleCount: db.select({ n: count() }).from(modules).where(eq(modules.orgId, p('orgId'))).prepare(),
-    moduleCountEnabled: db
-      .select({ n: count() })
-      .from(modules)
-      .where(and(eq(modules.orgId, p('orgId')), eq(modules.enabled, p('enabled'))))
-      .prepare(),
     moduleGet: db
       .select(moduleColumns)
       .from(modules)
@@ -229,6 +223,12 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
       .limit(p('limit'))
       .prepare(),
   };
+
+  // totalCount runs with every page: a plain counting statement, no row mapping.
+  const countModules = sqlite.prepare<[string]>('SELECT count(*) FROM "modules" WHERE "org_id" = ?').pluck();
+  const countModulesEnabled = sqlite
+    .prepare<[string, number]>('SELECT count(*) FROM "modules" WHERE "org_id" = ? AND "enabled" = ?')
+    .pluck();
 
   // Projected list pages: one prepared statement per (field set, enabled filter), made on first use.
   const projections = new Map<string, { statement: Database.Statement<unknown[]>; fields: ModuleField[] }>();
@@ -320,8 +320,8 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
           : q.moduleListEnabled.values({ orgId, enabled: enabled ? 1 : 0, after, limit }).map(toModuleRecord),
       count: async (orgId, enabled) =>
         (enabled === undefined
-          ? q.moduleCount.get({ orgId })
-          : q.moduleCountEnabled.get({ orgId, enabled: enabled ? 1 : 0 }))?.n ?? 0,
+          ? countModules.get(orgId)
+          : countModulesEnabled.get(orgId, enabled ? 1 : 0)) as number,
       get: async (orgId, moduleId) => getModule(orgId, moduleId),
       insert: async (row) => db.insert(modules).values(row).onConflictDoNothing().run().changes === 1,
       update: async (orgId, moduleId, patch: ModulePatch, at) => {
