@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { and, asc, count, eq, getTableColumns, gt, isNull, ne, sql } from 'drizzle-orm';
+import { and, asc, count, eq, getTableColumns, isNull, ne, sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/better-sqlite3';
 import type { ModuleField, ModulePatch, ModuleRecord, Store } from '../types.ts';
 import type Database from 'better-sqlite3';
@@ -77,6 +77,7 @@ const MODULE_FIELD_SQL: Record<ModuleField, string> = {
   hasCredential: HAS_CREDENTIAL_SQL,
 };
 const MODULE_FIELDS = Object.keys(MODULE_FIELD_SQL) as ModuleField[];
+const ALL_MODULE_FIELDS: ReadonlySet<ModuleField> = new Set(MODULE_FIELDS);
 const decodeField = (field: ModuleField, value: unknown): unknown =>
   field === 'enabled' ? Number(value) === 1 : field === 'hasCredential' ? Boolean(value) : value;
 
@@ -126,20 +127,6 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
       .update(apiKeys)
       .set({ lastUsedAt: sql`${p('at')}` })
       .where(eq(apiKeys.id, p('id')))
-      .prepare(),
-    moduleList: db
-      .select(moduleColumns)
-      .from(modules)
-      .where(and(eq(modules.orgId, p('orgId')), gt(modules.moduleId, p('after'))))
-      .orderBy(asc(modules.moduleId))
-      .limit(p('limit'))
-      .prepare(),
-    moduleListEnabled: db
-      .select(moduleColumns)
-      .from(modules)
-      .where(and(eq(modules.orgId, p('orgId')), eq(modules.enabled, p('enabled')), gt(modules.moduleId, p('after'))))
-      .orderBy(asc(modules.moduleId))
-      .limit(p('limit'))
       .prepare(),
     moduleGet: db
       .select(moduleColumns)
@@ -230,7 +217,7 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
     .prepare<[string, number]>('SELECT count(*) FROM "modules" WHERE "org_id" = ? AND "enabled" = ?')
     .pluck();
 
-  // Projected list pages: one prepared statement per (field set, enabled filter), made on first use.
+  // List pages, whole or projected: one prepared statement per (field set, enabled filter), made on first use.
   const projections = new Map<string, { statement: Database.Statement<unknown[]>; fields: ModuleField[] }>();
   const projection = (wanted: ReadonlySet<ModuleField>, filtered: boolean) => {
     const fields = MODULE_FIELDS.filter((f) => wanted.has(f));
@@ -313,11 +300,7 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
 
     modules: {
       list: async (orgId, { enabled, after, limit, fields }) =>
-        fields !== undefined
-          ? listProjected(orgId, enabled, after, limit, fields)
-          : enabled === undefined
-          ? q.moduleList.values({ orgId, after, limit }).map(toModuleRecord)
-          : q.moduleListEnabled.values({ orgId, enabled: enabled ? 1 : 0, after, limit }).map(toModuleRecord),
+        listProjected(orgId, enabled, after, limit, fields ?? ALL_MODULE_FIELDS),
       count: async (orgId, enabled) =>
         (enabled === undefined
           ? countModules.get(orgId)
