@@ -146,17 +146,22 @@ function backupsOf(file: string): string[] {
     .map((name) => path.join(path.dirname(file), name));
 }
 
+/** Same schema, the same legacy rows column for column, and a sound file. */
+function expectSameLegacyFile(db: Database.Database, want: Database.Database): void {
+  expect(schemaOf(db)).toEqual(schemaOf(want));
+  expect(rowDifferences(exactRows(db, 'modules', MODULE_COLUMNS), exactRows(want, 'modules', MODULE_COLUMNS), MODULE_COLUMNS)).toEqual([]);
+  expect(
+    rowDifferences(exactRows(db, 'credentials', CREDENTIAL_COLUMNS), exactRows(want, 'credentials', CREDENTIAL_COLUMNS), CREDENTIAL_COLUMNS),
+  ).toEqual([]);
+  expect(checks(db)).toEqual({ integrity: 'ok', foreignKeys: [] });
+}
+
 /** The file holds exactly the legacy schema and rows of `original`, and is sound. */
 function expectWhollyOld(file: string, original: string): void {
   inspect(original, (want) =>
     inspect(file, (db) => {
       expect(layoutOf(db)).toBe('legacy');
-      expect(schemaOf(db)).toEqual(schemaOf(want));
-      expect(rowDifferences(exactRows(db, 'modules', MODULE_COLUMNS), exactRows(want, 'modules', MODULE_COLUMNS), MODULE_COLUMNS)).toEqual([]);
-      expect(
-        rowDifferences(exactRows(db, 'credentials', CREDENTIAL_COLUMNS), exactRows(want, 'credentials', CREDENTIAL_COLUMNS), CREDENTIAL_COLUMNS),
-      ).toEqual([]);
-      expect(checks(db)).toEqual({ integrity: 'ok', foreignKeys: [] });
+      expectSameLegacyFile(db, want);
     }),
   );
 }
@@ -213,14 +218,7 @@ function expectAdopted(db: Database.Database, original: string): void {
 
 function expectBackupOf(backup: string, original: string): void {
   inspect(original, (want) =>
-    inspect(backup, (db) => {
-      expect(schemaOf(db)).toEqual(schemaOf(want));
-      expect(rowDifferences(exactRows(db, 'modules', MODULE_COLUMNS), exactRows(want, 'modules', MODULE_COLUMNS), MODULE_COLUMNS)).toEqual([]);
-      expect(
-        rowDifferences(exactRows(db, 'credentials', CREDENTIAL_COLUMNS), exactRows(want, 'credentials', CREDENTIAL_COLUMNS), CREDENTIAL_COLUMNS),
-      ).toEqual([]);
-      expect(checks(db)).toEqual({ integrity: 'ok', foreignKeys: [] });
-    }),
+    inspect(backup, (db) => expectSameLegacyFile(db, want)),
   );
 }
 
