@@ -34,6 +34,11 @@ function clientAddress(request: Request, serverContext: unknown, trustProxy: boo
 
 const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
 
+/** The token of an `Authorization: Bearer <token>` header, or undefined. */
+export function bearerToken(header: string | null): string | undefined {
+  return header === null ? undefined : BEARER.exec(header)?.[1];
+}
+
 /**
  * The auth boundary: `Authorization: Bearer <key>` becomes the request's principal before the
  * body is parsed (so no anonymous request reaches parsing, validation or a resolver), and the
@@ -52,7 +57,7 @@ export function useAuth(options: AuthPluginOptions): Plugin<Record<string, any>>
         options.onFailure?.('missing');
         throw unauthenticated('missing');
       }
-      const key = BEARER.exec(header)?.[1];
+      const key = bearerToken(header);
       const principal = key === undefined ? undefined : await authenticator.verify(key);
       if (!principal) {
         // Only failures are limited: a valid key always works, so one guesser behind a shared

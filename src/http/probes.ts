@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Plugin } from 'graphql-yoga';
+import { bearerToken } from '../auth/plugin.ts';
 import type { Logger } from '../logger.ts';
 import type { Store } from '../store/types.ts';
 import type { Metrics } from './metrics.ts';
@@ -53,7 +54,7 @@ export function useProbes({ store, logger, metrics, metricsToken }: ProbeOptions
 
   const scrape = async (request: Request, endResponse: (response: Response) => void, fetchAPI: { Response: typeof Response }) => {
     if (expected) {
-      const presented = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(request.headers.get('authorization') ?? '')?.[1];
+      const presented = bearerToken(request.headers.get('authorization'));
       if (presented === undefined || !timingSafeEqual(digest(presented), expected)) {
         endResponse(
           new fetchAPI.Response('metrics need the metrics token\n', {
