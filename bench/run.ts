@@ -306,7 +306,7 @@ async function main(): Promise<void> {
   buildServers();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantgate-bench-'));
   try {
-    const fixture = await seedFixture(dir, log);
+    const fixture = await seedFixture(dir, log, { scale: selected('scale') });
     const seedSeconds = (performance.now() - started) / 1000;
     const mainKeys = fixture.stores.main.keys;
 
@@ -339,7 +339,7 @@ async function main(): Promise<void> {
     );
 
     const scale: Row[] = [];
-    for (const store of selected('scale') ? [fixture.stores.scale10k, fixture.stores.scale1m] : []) {
+    for (const store of fixture.stores.scale ? [fixture.stores.scale.scale10k, fixture.stores.scale.scale1m] : []) {
       const targetKeys = store.keys.filter((k) => k.orgId === TARGET_ORG);
       const scenario = gatewayScenarios(targetKeys)[0];
       if (!scenario) throw new Error('no modules scenario');
