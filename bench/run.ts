@@ -300,6 +300,8 @@ function gatewayEnv(dir: string, fixture: Fixture, file: string): Record<string,
   };
 }
 
+const CACHE_OFF = { TENANTGATE_RESPONSE_CACHE_BYTES: '0' };
+
 async function main(): Promise<void> {
   const started = performance.now();
   const before = machine();
@@ -332,7 +334,21 @@ async function main(): Promise<void> {
       async (gateway) => {
         for (const scenario of scenarios) {
           const result = await measure(gateway, scenario);
-          rows.push({ kind: 'gateway', label: `gateway: ${scenario.name}`, result, peakRss: await gateway.peakRss() });
+          rows.push({ kind: 'gateway', label: `gateway: ${scenario.name}`, scenario: scenario.id, cache: true, result, peakRss: await gateway.peakRss() });
+        }
+      },
+      profile,
+    );
+
+    // The same page with the response cache off: what executing it costs.
+    const uncached = scenarios.filter((s) => s.id === 'modules');
+    if (uncached.length > 0) await withChild(
+      'gateway.ts',
+      { ...gatewayEnv(dir, fixture, fixture.stores.main.file), ...CACHE_OFF },
+      async (gateway) => {
+        for (const scenario of uncached) {
+          const result = await measure(gateway, { ...scenario, name: `${scenario.name}, response cache off` });
+          rows.push({ kind: 'gateway', label: `gateway, response cache off: ${scenario.name}`, scenario: scenario.id, cache: false, result, peakRss: await gateway.peakRss() });
         }
       },
       profile,
@@ -345,7 +361,8 @@ async function main(): Promise<void> {
       if (!scenario) throw new Error('no modules scenario');
       await withChild(
         'gateway.ts',
-        gatewayEnv(dir, fixture, store.file),
+        // Cache off: the pair measures what one org's query costs as the store grows.
+        { ...gatewayEnv(dir, fixture, store.file), ...CACHE_OFF },
         async (gateway) => {
           const result = await measure(gateway, { ...scenario, name: `${scenario.name} on ${store.modules.toLocaleString('en-US')} rows` });
           scale.push({ kind: 'gateway', label: `${store.modules.toLocaleString('en-US')} module rows (${store.orgs.toLocaleString('en-US')} orgs)`, result, peakRss: await gateway.peakRss() });

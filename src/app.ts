@@ -13,9 +13,16 @@ import { createObservability } from './http/observability.ts';
 import { useNoSuggestions, useOperationLimits } from './http/operation-limits.ts';
 import { useProbes } from './http/probes.ts';
 import { useRequestParams } from './http/request-params.ts';
+import { createResponseCache, type ResponseCache } from './http/response-cache.ts';
 import type { Logger } from './logger.ts';
 import { forOrg, systemRepos, type OrgRepos, type Services } from './repos/index.ts';
 import type { Store } from './store/types.ts';
+
+/**
+ * Root fields whose answers the response cache may keep: read-only queries that read nothing but
+ * the caller's org's modules and credentials, the data Store.dataVersion vouches for.
+ */
+const CACHEABLE_ROOT_FIELDS: ReadonlySet<string> = new Set(['modules', 'module']);
 
 /** Orgs whose repositories stay built (a bounded map; the oldest goes first). */
 const MAX_CACHED_ORGS = 10_000;
@@ -31,6 +38,7 @@ export type AppConfig = Pick<
   | 'limits'
   | 'metrics'
   | 'metricsToken'
+  | 'responseCacheBytes'
 >;
 
 export interface AppOptions {
@@ -45,6 +53,7 @@ export interface App {
   services: Services;
   /** The gateway's Prometheus metrics (also served at /metrics unless TENANTGATE_METRICS=false). */
   metrics: Metrics;
+  responseCache: ResponseCache;
   /** Flush buffered writes (key last-used times). The store is the caller's to close. */
   close(): Promise<void>;
 }
@@ -80,6 +89,25 @@ export function createApp({ store, secretBox, config, logger }: AppOptions): App
   const graphqlEndpoint = '/graphql';
   const observability = createObservability({ logger, metrics, schema, graphqlEndpoint });
   const masking = createMaskError({ logger, onStoreError: (kind) => metrics.storeError(kind) });
+  const auth = useAuth({
+    authenticator,
+    failuresPerMinute: config.authFailuresPerMinute,
+    trustProxy: config.trustProxy,
+    logger,
+    contextFor: (principal) => ({ repos: reposFor(principal.orgId), system }),
+    onFailure: (reason) => metrics.authFailure(reason),
+    onSuccess: (request, principal) => observability.authenticated(request, principal),
+  });
+  const dataVersion = store.dataVersion?.bind(store);
+  const responseCache = createResponseCache({
+    // Only with a store that can say when an org's data changed (SQLite can).
+    maxBytes: dataVersion ? config.responseCacheBytes : 0,
+    rootFields: CACHEABLE_ROOT_FIELDS,
+    dataVersion: dataVersion ?? (() => ''),
+    principalOf: auth.principalOf,
+    metaOf: observability.metaOf,
+    onLookup: observability.cached,
+  });
 
   const yoga = createYoga<Record<string, unknown>, Context>({
     schema,
@@ -113,19 +141,13 @@ export function createApp({ store, secretBox, config, logger }: AppOptions): App
       observability.plugin,
       useProbes({ store, logger, metrics: config.metrics ? metrics : undefined, metricsToken: config.metricsToken }),
       useBodyLimit(config.limits.maxBodyBytes),
-      useAuth({
-        authenticator,
-        failuresPerMinute: config.authFailuresPerMinute,
-        trustProxy: config.trustProxy,
-        logger,
-        contextFor: (principal) => ({ repos: reposFor(principal.orgId), system }),
-        onFailure: (reason) => metrics.authFailure(reason),
-        onSuccess: (request, principal) => observability.authenticated(request, principal),
-      }),
+      auth,
       useRequestParams(config.limits.maxVariableDepth),
       ...useOperationLimits(config.limits),
       ...useNoSuggestions(),
       ...(config.introspection ? [] : [useNoIntrospection()]),
+      // Last: a lookup happens only for a request every plugin above has let through.
+      responseCache.plugin,
     ],
   });
 
@@ -133,6 +155,7 @@ export function createApp({ store, secretBox, config, logger }: AppOptions): App
     yoga,
     services,
     metrics,
+    responseCache,
     close: () => authenticator.close(),
   };
 }

@@ -62,6 +62,8 @@ export interface Config {
   metrics: boolean;
   /** When set, /metrics wants `Authorization: Bearer <this>`; a secret, never logged. */
   metricsToken: string | undefined;
+  /** Characters of query answers the response cache keeps (all orgs together); 0 turns it off. */
+  responseCacheBytes: number;
 }
 
 export class ConfigError extends Error {
@@ -189,5 +191,6 @@ export function loadConfig(env: Env = process.env): Config {
     },
     metrics: readBool(env, 'TENANTGATE_METRICS', true),
     metricsToken: readMetricsToken(env),
+    responseCacheBytes: readInt(env, 'TENANTGATE_RESPONSE_CACHE_BYTES', 8 * 1_048_576, 0, 1024 * 1_048_576),
   };
 }

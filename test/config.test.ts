@@ -19,6 +19,7 @@ describe('configuration', () => {
       logLevel: 'info',
       introspection: true,
       graphiql: true,
+      responseCacheBytes: 8 * 1_048_576,
     });
   });
 
@@ -40,6 +41,7 @@ describe('configuration', () => {
     ['TENANTGATE_HOST', 'a b', 'TENANTGATE_HOST must be a host name or IP address'],
     ['TENANTGATE_DATABASE', 'postgres://u@h/db', 'TENANTGATE_DATABASE: PostgreSQL is not supported'],
     ['TENANTGATE_MASTER_KEY', 'c2hvcnQ=', 'TENANTGATE_MASTER_KEY must be 32 bytes encoded as base64'],
+    ['TENANTGATE_RESPONSE_CACHE_BYTES', '-1', 'TENANTGATE_RESPONSE_CACHE_BYTES must be a whole number from 0 to 1073741824'],
   ])('rejects %s=%s with a message naming it', (name, value, message) => {
     expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [name]: value })).toThrow(message);

@@ -45,12 +45,15 @@ export function bearerToken(header: string | null): string | undefined {
  * principal becomes the context. Keys in query strings or cookies are ignored.
  */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the context is assembled here
-export function useAuth(options: AuthPluginOptions): Plugin<Record<string, any>> {
+export function useAuth(options: AuthPluginOptions): Plugin<Record<string, any>> & { principalOf(request: Request): Principal | undefined } {
   const { authenticator, logger } = options;
   const principals = new WeakMap<Request, Principal>();
   const failures = new RateLimiterMemory({ points: options.failuresPerMinute, duration: 60 });
 
   return {
+    /** The verified principal of a request, once onRequestParse has passed. */
+    principalOf: (request) => principals.get(request),
+
     async onRequestParse({ request, serverContext }) {
       const header = request.headers.get('authorization');
       if (header === null || header.trim() === '') {

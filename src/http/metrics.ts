@@ -33,6 +33,8 @@ export class Metrics {
   readonly #cells = new Map<string, Map<string, Cell>>();
   readonly #authFailures: Counter<'reason'>;
   readonly #storeErrors: Counter<'kind'>;
+  /** Plain numbers on the request path, handed to prom-client on scrape (see above). */
+  readonly #cacheResults = { hit: 0, miss: 0 };
 
   #processMetrics = false;
 
@@ -91,6 +93,17 @@ export class Metrics {
       registers: [this.registry],
     });
     for (const kind of ['busy', 'readonly', 'full', 'io', 'corrupt', 'constraint', 'other'] as const) this.#storeErrors.inc({ kind }, 0);
+    const cacheResults = this.#cacheResults;
+    new Counter({
+      name: 'tenantgate_response_cache_total',
+      help: 'Cacheable queries by result: hit (answered from the response cache) or miss (executed)',
+      labelNames: ['result'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const result of ['hit', 'miss'] as const) this.inc({ result }, cacheResults[result]);
+      },
+    });
   }
 
   /** `operation` and `outcome` must come from bounded sets (see observability.ts). */
@@ -115,6 +128,10 @@ export class Metrics {
 
   storeError(kind: StoreErrorKind): void {
     this.#storeErrors.inc({ kind });
+  }
+
+  responseCache(hit: boolean): void {
+    this.#cacheResults[hit ? 'hit' : 'miss'] += 1;
   }
 
   get contentType(): string {

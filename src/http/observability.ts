@@ -2,6 +2,7 @@ import { getOperationAST, Kind, type ExecutionResult, type GraphQLSchema, type O
 import type { Plugin } from 'graphql-yoga';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from './metrics.ts';
+import type { OperationMeta } from './response-cache.ts';
 
 interface RequestState {
   start: number;
@@ -14,6 +15,8 @@ interface RequestState {
   /** extensions.code of the first error, if any. */
   code: string | undefined;
   errors: boolean;
+  /** Whether the response cache answered (`hit`) or executed a cacheable operation (`miss`). */
+  cache: 'hit' | 'miss' | undefined;
 }
 
 /** Error codes that become `outcome` as they are (lower-cased); any other code is `other`. */
@@ -95,6 +98,10 @@ export interface Observability {
   plugin: Plugin;
   /** Called by the auth plugin once the key is verified, so even a rejected operation names its org. */
   authenticated(request: Request, principal: { orgId: string; keyId: string }): void;
+  /** The operation as the log names it, once validated (the response cache keeps it with an answer). */
+  metaOf(request: Request): OperationMeta | undefined;
+  /** Called by the response cache for a cacheable operation: a hit carries the stored meta. */
+  cached(request: Request, hit: boolean, meta: OperationMeta | undefined): void;
 }
 
 /**
@@ -115,6 +122,7 @@ export function createObservability({ logger, metrics, schema, graphqlEndpoint }
         operationName: null,
         code: undefined,
         errors: false,
+        cache: undefined,
       });
     },
 
@@ -167,6 +175,7 @@ export function createObservability({ logger, metrics, schema, graphqlEndpoint }
           keyId: state.keyId,
           operation: state.operation,
           operationName: state.operationName,
+          ...(state.cache === undefined ? {} : { cache: state.cache }),
         });
       } else {
         logger.info('request', { method: request.method, path, status, durationMs: Math.round(ms * 100) / 100 });
@@ -182,6 +191,20 @@ export function createObservability({ logger, metrics, schema, graphqlEndpoint }
         state.orgId = principal.orgId;
         state.keyId = principal.keyId;
       }
+    },
+    metaOf(request) {
+      const state = states.get(request);
+      return state && { operation: state.operation, operationName: state.operationName };
+    },
+    cached(request, hit, meta) {
+      const state = states.get(request);
+      if (!state) return;
+      state.cache = hit ? 'hit' : 'miss';
+      if (meta) {
+        state.operation = meta.operation;
+        state.operationName = meta.operationName;
+      }
+      metrics.responseCache(hit);
     },
   };
 }

@@ -70,6 +70,15 @@ export interface Store {
     unhealthy(limit: number): Promise<ModuleRecord[]>;
   };
 
+  /**
+   * A token that changes whenever the org's modules or credentials may have changed: by a write
+   * through this store, or by a commit of any other connection to the same data (another
+   * process, the CLI). Read it before reading the data it vouches for. Synchronous and cheap, as
+   * the response cache asks on every request; a store that cannot tell leaves it out, and then
+   * nothing is cached.
+   */
+  dataVersion?(orgId: string): string;
+
   /** Store open, schema current and writable; a reason when not. */
   check(): Promise<{ ok: true } | { ok: false; reason: string }>;
   close(): Promise<void>;

@@ -83,6 +83,8 @@ const decodeField = (field: ModuleField, value: unknown): unknown =>
 
 /** At most this many distinct projections keep a prepared statement (queries select few shapes). */
 const MAX_PROJECTIONS = 64;
+/** Counters of this connection's writes, by hash of org id (see dataVersion). */
+const WRITE_BUCKETS = 4096;
 
 /**
  * The SQLite implementation of the storage seam. Hot statements are prepared once here (building
@@ -260,6 +262,29 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
     return row === undefined ? undefined : toModuleRecord(row);
   };
 
+  // Data versions (Store.dataVersion). This connection's own writes are counted in a fixed set of
+  // counters, one per hash bucket of org ids: bounded memory whatever the number of orgs; orgs
+  // that share a bucket only see each other's writes as changes, which is safe. SQLite's
+  // data_version changes when any other connection commits, in this process or another.
+  const writeCounts = new Float64Array(WRITE_BUCKETS);
+  const bucketOf = (orgId: string) => {
+    let hash = 0x811c9dc5;
+    for (let i = 0; i < orgId.length; i++) hash = Math.imul(hash ^ orgId.charCodeAt(i), 0x01000193);
+    return (hash >>> 0) % WRITE_BUCKETS;
+  };
+  const wrote = (orgId: string) => {
+    writeCounts[bucketOf(orgId)]! += 1;
+  };
+  /** Runs a write of the org's modules or credentials and counts it, whether or not it succeeds. */
+  const writing = <T>(orgId: string, write: () => T): T => {
+    try {
+      return write();
+    } finally {
+      wrote(orgId);
+    }
+  };
+  const externalVersion = sqlite.prepare('PRAGMA data_version').pluck();
+
   const touchMany = sqlite.transaction((entries: ReadonlyArray<readonly [string, string]>) => {
     for (const [id, at] of entries) q.keyTouch.run({ id, at });
   });
@@ -306,32 +331,35 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
           ? countModules.get(orgId)
           : countModulesEnabled.get(orgId, enabled ? 1 : 0)) as number,
       get: async (orgId, moduleId) => getModule(orgId, moduleId),
-      insert: async (row) => db.insert(modules).values(row).onConflictDoNothing().run().changes === 1,
+      insert: async (row) =>
+        writing(row.orgId, () => db.insert(modules).values(row).onConflictDoNothing().run().changes === 1),
       update: async (orgId, moduleId, patch: ModulePatch, at) => {
-        if (Object.keys(patch).length === 1 && patch.enabled !== undefined) {
-          q.moduleSetEnabled.run({ orgId, moduleId, enabled: patch.enabled ? 1 : 0, at });
-        } else {
-          db.update(modules)
-            .set({ ...patch, updatedAt: at })
-            .where(and(eq(modules.orgId, orgId), eq(modules.moduleId, moduleId)))
-            .run();
-        }
+        writing(orgId, () => {
+          if (Object.keys(patch).length === 1 && patch.enabled !== undefined) {
+            q.moduleSetEnabled.run({ orgId, moduleId, enabled: patch.enabled ? 1 : 0, at });
+          } else {
+            db.update(modules)
+              .set({ ...patch, updatedAt: at })
+              .where(and(eq(modules.orgId, orgId), eq(modules.moduleId, moduleId)))
+              .run();
+          }
+        });
         return getModule(orgId, moduleId);
       },
-      delete: async (orgId, moduleId) => q.moduleDelete.run({ orgId, moduleId }).changes === 1,
+      delete: async (orgId, moduleId) => writing(orgId, () => q.moduleDelete.run({ orgId, moduleId }).changes === 1),
     },
 
     credentials: {
       get: async (orgId, moduleId) => q.credentialGet.get({ orgId, moduleId }),
       list: async (orgId) => q.credentialList.all({ orgId }),
       has: async (orgId, moduleId) => q.credentialGet.get({ orgId, moduleId }) !== undefined,
-      upsert: async (row) => upsertCredential.immediate(row),
-      delete: async (orgId, moduleId) => q.credentialDelete.run({ orgId, moduleId }).changes === 1,
+      upsert: async (row) => writing(row.orgId, () => upsertCredential.immediate(row)),
+      delete: async (orgId, moduleId) => writing(orgId, () => q.credentialDelete.run({ orgId, moduleId }).changes === 1),
       keyIds: async () => q.credentialKeyIds.all().map((r) => r.keyId),
       notUnderKey: async (keyId, limit) =>
         db.select().from(credentials).where(ne(credentials.keyId, keyId)).limit(limit).all(),
       reseal: async (row, expectedIv) =>
-        db
+        writing(row.orgId, () => db
           .update(credentials)
           .set({ ciphertext: row.ciphertext, iv: row.iv, tag: row.tag, keyId: row.keyId })
           .where(
@@ -341,20 +369,23 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
               eq(credentials.iv, expectedIv),
             ),
           )
-          .run().changes === 1,
+          .run().changes === 1),
     },
 
     system: {
       reportHealth: async (orgId, moduleId, status, message, at) => {
-        q.health.run({ orgId, moduleId, status, message, at });
+        writing(orgId, () => q.health.run({ orgId, moduleId, status, message, at }));
         return getModule(orgId, moduleId);
       },
       recordUsage: async (orgId, moduleId, n, at) => {
-        q.usage.run({ orgId, moduleId, count: n, at });
+        writing(orgId, () => q.usage.run({ orgId, moduleId, count: n, at }));
         return getModule(orgId, moduleId);
       },
       unhealthy: async (limit) => q.unhealthy.values({ limit }).map(toModuleRecord),
     },
+
+    // Org keys and API keys are not in it: no cacheable field reads them (see response-cache.ts).
+    dataVersion: (orgId) => `${externalVersion.get() as number}:${writeCounts[bucketOf(orgId)]}`,
 
     check: async () => {
       try {

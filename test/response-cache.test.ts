@@ -1,0 +1,256 @@
+import Database from 'better-sqlite3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ok } from './helpers/api.ts';
+import { createTestGateway, ORG_A, ORG_B, type TestGateway } from './helpers/gateway.ts';
+
+/**
+ * The response cache answers a repeated read without executing it, and must never answer with
+ * something a fresh execution would not: not after a write (through the gateway or by another
+ * connection), not across orgs, not for a key with other scopes, not for a key that is no longer
+ * valid. Each case checks the answer against the store and which way it was served.
+ */
+
+const PAGE = '{ modules(first: 50) { edges { node { id name version enabled hasCredential usageCount health { status } } } totalCount } }';
+const ONE = 'query($id: ID!) { module(id: $id) { id name enabled } }';
+
+type Line = Record<string, unknown>;
+
+/** How the last GraphQL request was served: 'hit', 'miss', or undefined when not cacheable. */
+function lastCache(gw: TestGateway): unknown {
+  const lines = gw.logger.lines.map((l) => JSON.parse(l) as Line).filter((l) => l.msg === 'request');
+  return lines.at(-1)?.cache;
+}
+
+async function page(gw: TestGateway, key: string) {
+  const res = await gw.gql(key, PAGE);
+  const data = ok(res);
+  return { cache: lastCache(gw), nodes: data.modules.edges.map((e: { node: Record<string, unknown> }) => e.node), total: data.modules.totalCount };
+}
+
+const byId = (nodes: Array<Record<string, unknown>>, id: string) => nodes.find((n) => n.id === id);
+
+describe('response cache', () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await createTestGateway();
+  });
+  afterAll(async () => gw.close());
+
+  it('answers a repeated query from the cache, with the same bytes', async () => {
+    const first = await gw.gql(gw.keys.a, PAGE);
+    expect(lastCache(gw)).toBe('miss');
+    const second = await gw.gql(gw.keys.a, PAGE);
+    expect(lastCache(gw)).toBe('hit');
+    expect(second.status).toBe(200);
+    expect(second.text).toBe(first.text);
+    expect(second.headers.get('content-type')).toBe(first.headers.get('content-type'));
+    expect(gw.app.responseCache.entries).toBeGreaterThan(0);
+  });
+
+  it('names the operation of a hit in the request log and counts hits and misses', async () => {
+    await gw.gql(gw.keys.a, PAGE);
+    const line = gw.logger.lines.map((l) => JSON.parse(l) as Line).filter((l) => l.msg === 'request').at(-1)!;
+    expect(line).toMatchObject({ cache: 'hit', operation: 'modules', orgId: ORG_A, status: 200, outcome: 'ok' });
+    const metrics = await (await gw.fetch('/metrics')).text();
+    expect(Number(/tenantgate_response_cache_total\{result="hit"\} (\d+)/.exec(metrics)?.[1])).toBeGreaterThanOrEqual(2);
+    expect(Number(/tenantgate_response_cache_total\{result="miss"\} (\d+)/.exec(metrics)?.[1])).toBeGreaterThanOrEqual(1);
+  });
+
+  // Every write the API offers that changes what PAGE shows, each followed by a read.
+  const writes: Array<[string, (gw: TestGateway) => Promise<unknown>, (nodes: Array<Record<string, unknown>>) => void]> = [
+    ['installModule', (gw) => gw.gql(gw.keys.a, 'mutation { installModule(input: { id: "fresh", name: "Fresh", version: "1.0.0" }) { id } }'), (n) => expect(byId(n, 'fresh')).toBeDefined()],
+    ['updateModule', (gw) => gw.gql(gw.keys.a, 'mutation { updateModule(id: "fresh", input: { name: "Renamed" }) { id } }'), (n) => expect(byId(n, 'fresh')?.name).toBe('Renamed')],
+    ['disableModule', (gw) => gw.gql(gw.keys.a, 'mutation { disableModule(id: "fresh") { id } }'), (n) => expect(byId(n, 'fresh')?.enabled).toBe(false)],
+    ['enableModule', (gw) => gw.gql(gw.keys.a, 'mutation { enableModule(id: "fresh") { id } }'), (n) => expect(byId(n, 'fresh')?.enabled).toBe(true)],
+    ['setCredential', (gw) => gw.gql(gw.keys.a, 'mutation { setCredential(moduleId: "fresh", secret: { token: "t" }) { moduleId } }'), (n) => expect(byId(n, 'fresh')?.hasCredential).toBe(true)],
+    ['deleteCredential', (gw) => gw.gql(gw.keys.a, 'mutation { deleteCredential(moduleId: "fresh") }'), (n) => expect(byId(n, 'fresh')?.hasCredential).toBe(false)],
+    ['recordModuleUsage (admin)', (gw) => gw.gql(gw.keys.admin, `mutation { recordModuleUsage(orgId: "${ORG_A}", moduleId: "fresh", count: 7) { id } }`), (n) => expect(byId(n, 'fresh')?.usageCount).toBe(7)],
+    ['reportModuleHealth (admin)', (gw) => gw.gql(gw.keys.admin, `mutation { reportModuleHealth(orgId: "${ORG_A}", moduleId: "fresh", status: UNHEALTHY) { id } }`), (n) => expect(byId(n, 'fresh')?.health).toEqual({ status: 'UNHEALTHY' })],
+    ['uninstallModule', (gw) => gw.gql(gw.keys.a, 'mutation { uninstallModule(id: "fresh") { id } }'), (n) => expect(byId(n, 'fresh')).toBeUndefined()],
+  ];
+  for (const [name, write, check] of writes) {
+    it(`shows the effect of ${name} on the next read`, async () => {
+      await page(gw, gw.keys.a);
+      expect((await page(gw, gw.keys.a)).cache).toBe('hit');
+      const res = (await write(gw)) as { body: { errors?: unknown } };
+      expect(res.body.errors).toBeUndefined();
+      const after = await page(gw, gw.keys.a);
+      expect(after.cache).toBe('miss');
+      check(after.nodes);
+      expect(after.total).toBe(after.nodes.length);
+    });
+  }
+
+  it('shows a write made by another connection (another process, the CLI) on the next read', async () => {
+    await page(gw, gw.keys.a);
+    expect((await page(gw, gw.keys.a)).cache).toBe('hit');
+    const other = new Database(gw.config.database);
+    try {
+      other.pragma('busy_timeout = 5000');
+      expect(other.prepare('UPDATE modules SET name = ? WHERE org_id = ? AND module_id = ?').run('Changed elsewhere', ORG_A, 'slack').changes).toBe(1);
+    } finally {
+      other.close();
+    }
+    const after = await page(gw, gw.keys.a);
+    expect(after.cache).toBe('miss');
+    expect(byId(after.nodes, 'slack')?.name).toBe('Changed elsewhere');
+  });
+
+  it('keeps each org its own answer to the same text, and one org writing leaves the other cached', async () => {
+    const a1 = await page(gw, gw.keys.a);
+    const b1 = await page(gw, gw.keys.b);
+    const b2 = await page(gw, gw.keys.b);
+    expect(b2.cache).toBe('hit');
+    expect(byId(a1.nodes, `only-${ORG_A}`)).toBeDefined();
+    expect(byId(a1.nodes, `only-${ORG_B}`)).toBeUndefined();
+    expect(byId(b1.nodes, `only-${ORG_B}`)).toBeDefined();
+    expect(byId(b1.nodes, `only-${ORG_A}`)).toBeUndefined();
+    expect(b2.nodes).toEqual(b1.nodes);
+
+    ok(await gw.gql(gw.keys.a, 'mutation { disableModule(id: "github") { id } }'));
+    const b3 = await page(gw, gw.keys.b);
+    expect(b3.nodes).toEqual(b1.nodes);
+    expect(byId(b3.nodes, 'github')?.enabled).toBe(true);
+    // Control: the writing org sees its write.
+    const a2 = await page(gw, gw.keys.a);
+    expect(a2.cache).toBe('miss');
+    expect(byId(a2.nodes, 'github')?.enabled).toBe(false);
+  });
+
+  it('never serves an answer to a key with other scopes', async () => {
+    await page(gw, gw.keys.a);
+    expect((await page(gw, gw.keys.a)).cache).toBe('hit');
+    const noRead = await gw.key(ORG_A, ['credentials:write']);
+    const denied = await gw.gql(noRead, PAGE);
+    expect(denied.body.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
+    expect(denied.body.data?.modules ?? null).toBeNull();
+    // Asked again: a refusal is not kept either.
+    expect((await gw.gql(noRead, PAGE)).body.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
+    expect(lastCache(gw)).toBe('miss');
+
+    const readOnly = await gw.key(ORG_A, ['modules:read']);
+    const first = await page(gw, readOnly);
+    expect(first.cache).toBe('miss');
+    expect((await page(gw, readOnly)).cache).toBe('hit');
+  });
+
+  it('never serves an answer to a key that is revoked, expired or unknown', async () => {
+    const key = await gw.key(ORG_A, ['modules:read', 'keys:manage']);
+    await page(gw, key);
+    expect((await page(gw, key)).cache).toBe('hit');
+    const id = ok(await gw.gql(key, '{ viewer { apiKey { id } } }')).viewer.apiKey.id;
+    ok(await gw.gql(key, 'mutation($id: ID!) { revokeApiKey(id: $id) { id } }', { id }));
+    const res = await gw.gql(key, PAGE);
+    expect(res.status).toBe(401);
+    expect(res.body.data).toBeUndefined();
+    expect((await gw.gql(`${key.slice(0, -8)}AAAAAAAA`, PAGE)).status).toBe(401);
+  });
+
+  it('keys answers by variables and operation name', async () => {
+    const github = ok(await gw.gql(gw.keys.a, ONE, { id: 'github' })).module;
+    const slack = ok(await gw.gql(gw.keys.a, ONE, { id: 'slack' })).module;
+    expect(ok(await gw.gql(gw.keys.a, ONE, { id: 'github' })).module).toEqual(github);
+    expect(lastCache(gw)).toBe('hit');
+    expect(ok(await gw.gql(gw.keys.a, ONE, { id: 'slack' })).module).toEqual(slack);
+    expect(github.id).toBe('github');
+    expect(slack.id).toBe('slack');
+
+    const two = 'query First { module(id: "github") { id } } query Second { module(id: "slack") { id } }';
+    const first = await gw.gql(gw.keys.a, two, undefined, { body: JSON.stringify({ query: two, operationName: 'First' }) });
+    const second = await gw.gql(gw.keys.a, two, undefined, { body: JSON.stringify({ query: two, operationName: 'Second' }) });
+    expect(ok(first).module.id).toBe('github');
+    expect(ok(second).module.id).toBe('slack');
+  });
+
+  it('keeps no mutation, no other root field and no answer with errors', async () => {
+    const before = gw.app.responseCache.entries;
+    await gw.gql(gw.keys.a, '{ viewer { scopes } }');
+    await gw.gql(gw.keys.a, '{ viewer { scopes } }');
+    expect(lastCache(gw)).toBeUndefined();
+    await gw.gql(gw.keys.a, '{ modules(first: 1) { totalCount } viewer { scopes } }');
+    expect(lastCache(gw)).toBeUndefined();
+    await gw.gql(gw.keys.a, 'mutation { enableModule(id: "github") { id } }');
+    expect(lastCache(gw)).toBeUndefined();
+    // A query that fails validation, and one that fails in a resolver.
+    await gw.gql(gw.keys.a, '{ modules(first: -1) { totalCount } }');
+    await gw.gql(gw.keys.a, '{ modules(first: -1) { totalCount } }');
+    expect(lastCache(gw)).not.toBe('hit');
+    expect(gw.app.responseCache.entries).toBe(before);
+  });
+});
+
+describe('response cache across orgs', () => {
+  it('answers org B with B\'s page right after org A asked the same text (same data version)', async () => {
+    // A fresh gateway: both orgs were seeded with the same writes, so their versions are equal
+    // and only the org in the cache key tells their answers apart.
+    const gw = await createTestGateway();
+    try {
+      expect(gw.opened.store.dataVersion!(ORG_A)).toBe(gw.opened.store.dataVersion!(ORG_B));
+      const a = await page(gw, gw.keys.a);
+      const b = await page(gw, gw.keys.b);
+      expect(b.cache).toBe('miss');
+      expect(a.nodes.map((n: { id: string }) => n.id)).toContain(`only-${ORG_A}`);
+      expect(b.nodes.map((n: { id: string }) => n.id)).toEqual(['github', `only-${ORG_B}`, 'slack']);
+      // Control: each org's own repeat is a hit, with its own page.
+      expect(await page(gw, gw.keys.a)).toEqual({ ...a, cache: 'hit' });
+      expect(await page(gw, gw.keys.b)).toEqual({ ...b, cache: 'hit' });
+    } finally {
+      await gw.close();
+    }
+  });
+});
+
+describe('response cache bounds', () => {
+  it('holds at most TENANTGATE_RESPONSE_CACHE_BYTES, dropping the least recently used', async () => {
+    const gw = await createTestGateway({ env: { TENANTGATE_RESPONSE_CACHE_BYTES: '4000' } });
+    try {
+      for (let i = 0; i < 40; i++) await gw.gql(gw.keys.a, `{ modules(first: ${i + 1}) { edges { node { id name } } } }`);
+      expect(gw.app.responseCache.bytes).toBeLessThanOrEqual(4000);
+      expect(gw.app.responseCache.entries).toBeGreaterThan(0);
+      expect(gw.app.responseCache.entries).toBeLessThan(40);
+      // The newest is still there; the first was dropped.
+      await gw.gql(gw.keys.a, '{ modules(first: 40) { edges { node { id name } } } }');
+      expect(lastCache(gw)).toBe('hit');
+      await gw.gql(gw.keys.a, '{ modules(first: 1) { edges { node { id name } } } }');
+      expect(lastCache(gw)).toBe('miss');
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it('is off with TENANTGATE_RESPONSE_CACHE_BYTES=0', async () => {
+    const gw = await createTestGateway({ env: { TENANTGATE_RESPONSE_CACHE_BYTES: '0' } });
+    try {
+      for (let i = 0; i < 3; i++) expect(ok(await gw.gql(gw.keys.a, PAGE)).modules.totalCount).toBe(3);
+      expect(lastCache(gw)).toBeUndefined();
+      expect(gw.app.responseCache.entries).toBe(0);
+    } finally {
+      await gw.close();
+    }
+  });
+});
+
+describe('data version', () => {
+  it('changes for an org on its own writes and on any other connection’s commit, not on another org’s writes', async () => {
+    const gw = await createTestGateway();
+    try {
+      const version = gw.opened.store.dataVersion!;
+      const a0 = version(ORG_A);
+      const b0 = version(ORG_B);
+      expect(version(ORG_A)).toBe(a0);
+      ok(await gw.gql(gw.keys.a, 'mutation { disableModule(id: "slack") { id } }'));
+      expect(version(ORG_A)).not.toBe(a0);
+      expect(version(ORG_B)).toBe(b0);
+
+      const other = new Database(gw.config.database);
+      try {
+        other.prepare("UPDATE orgs SET name = 'x' WHERE id = ?").run(ORG_B);
+      } finally {
+        other.close();
+      }
+      expect(version(ORG_B)).not.toBe(b0);
+    } finally {
+      await gw.close();
+    }
+  });
+});
