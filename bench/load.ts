@@ -33,31 +33,47 @@ function percentile(sorted: Float64Array, p: number): number {
 }
 
 /**
- * One autocannon run. The request list is built once and each connection cycles through it, so
- * rotating keys costs the load generator nothing per request. autocannon's own histogram rounds
+ * One autocannon run. The request list is built once and each connection cycles through it from
+ * its own starting point, so rotating keys costs the load generator nothing per request. autocannon's own histogram rounds
  * latencies to whole milliseconds; these percentiles come from its per-response hrtime instead.
  */
 function run(
   url: string,
   requests: LoadRequest[],
   connections: number,
-  seconds: number,
+  /** Seconds to run, or `{ amount }`: stop after that many requests. */
+  length: number | { amount: number },
   record: boolean,
 ): Promise<Omit<LoadResult, 'cpuMicrosPerRequest'>> {
   return new Promise((resolve, reject) => {
     let latencies = new Float64Array(1 << 16);
     let n = 0;
+    const list = requests.map((r) => ({
+      method: 'POST' as const,
+      headers: { 'content-type': 'application/json', ...r.headers },
+      body: r.body,
+    }));
+    // autocannon starts every connection at the first request: 50 connections would then ask for
+    // the same key (and org) at the same moment and reach only the first few hundred of the list
+    // in a run. Each connection starts at its own place instead, evenly spread over the list.
+    const stride = Math.max(1, Math.floor(list.length / connections));
+    let clients = 0;
     const instance = autocannon(
       {
         url,
         connections,
-        duration: seconds,
+        ...(typeof length === 'number' ? { duration: length } : { amount: length.amount }),
         timeout: 10,
-        requests: requests.map((r) => ({
-          method: 'POST' as const,
-          headers: { 'content-type': 'application/json', ...r.headers },
-          body: r.body,
-        })),
+        requests: list,
+        // The iterator's position is internal to autocannon (pinned at 9.0.0): setRequests with a
+        // rotated copy would build every request again, per connection, inside the timed run.
+        setupClient: (client: autocannon.Client) => {
+          const iterator = (client as unknown as { requestIterator: { requests: unknown[]; currentRequestIndex: number; currentRequest: unknown } })
+            .requestIterator;
+          const offset = ((clients++ % connections) * stride) % iterator.requests.length;
+          iterator.currentRequestIndex = offset;
+          iterator.currentRequest = iterator.requests[offset];
+        },
         // A GraphQL error still answers 200: count it as a failure, not as throughput.
         verifyBody: (body: string) => !body.includes('"errors"'),
       } as autocannon.Options,
@@ -92,7 +108,8 @@ function run(
 }
 
 /**
- * A short unrecorded warm-up (JIT, caches, connections), then the measured run. `serverCpu`
+ * An unrecorded warm-up (one pass over the request list, then `warmupSeconds` more: JIT, caches,
+ * connections), then the measured run. `serverCpu`
  * reads the server's CPU time in µs; it is called just before and just after the measured run.
  */
 export async function drive(
@@ -101,7 +118,12 @@ export async function drive(
   options: LoadOptions,
   serverCpu: () => Promise<number>,
 ): Promise<LoadResult> {
-  if (options.warmupSeconds > 0) await run(url, requests, options.connections, options.warmupSeconds, false);
+  if (options.warmupSeconds > 0) {
+    // First one pass over the whole list, so that every key (and, in the gateway, every cached
+    // answer) has been seen once before the measured run, whatever the server's speed.
+    await run(url, requests, options.connections, { amount: requests.length }, false);
+    await run(url, requests, options.connections, options.warmupSeconds, false);
+  }
   const cpuBefore = await serverCpu();
   const result = await run(url, requests, options.connections, options.durationSeconds, true);
   const cpu = (await serverCpu()) - cpuBefore;

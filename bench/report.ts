@@ -69,7 +69,7 @@ export function formatReport(r: Report): string {
     `- Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB.toFixed(0)} GiB; Node ${m.node}; ${m.os}`,
     `- Load average (1 min) at start ${m.loadAverage.toFixed(2)}, at end ${r.loadAverageAfter.toFixed(2)} (the load generator itself keeps one core busy)`,
     `- Commit ${m.commit}, ${m.date}; whole run ${r.totalSeconds.toFixed(0)} s (seeding ${r.seedSeconds.toFixed(0)} s)`,
-    `- Load: autocannon, ${r.load.connections} connections on 127.0.0.1, ${r.load.warmupSeconds} s warm-up then ${r.load.durationSeconds} s measured per row; each server in its own process`,
+    `- Load: autocannon, ${r.load.connections} connections on 127.0.0.1, warm-up of one pass over each scenario's requests and ${r.load.warmupSeconds} s, then ${r.load.durationSeconds} s measured per row; each server in its own process`,
     `- Store: ${int(s.main.modules)} modules across ${int(s.main.orgs)} orgs, ${int(s.main.keys.length)} keys (rotated on every request), ${int(s.main.credentials)} sealed credentials; gateway in production mode, logging at warn`,
     '',
   );
@@ -87,7 +87,7 @@ export function formatReport(r: Report): string {
   lines.push(
     '### Scale invariance: one org (100 modules), `modules(first: 20)`, as the store grows',
     '',
-    'Response cache off, so that every request reads the store.',
+    'Response cache off, so that every request reads the store. Both gateways run at once and are driven in three interleaved rounds (10k, 1M, 10k, 1M, ...; 1 s warm-up, half the measured time each); each row is the round with the median throughput.',
     '',
   );
   lines.push('| store | req/s | p50 ms | p99 ms | server CPU µs/req | failures | gateway peak RSS |');
