@@ -62,7 +62,7 @@ export interface Config {
   metrics: boolean;
   /** When set, /metrics wants `Authorization: Bearer <this>`; a secret, never logged. */
   metricsToken: string | undefined;
-  /** Characters of query answers the response cache keeps (all orgs together); 0 turns it off. */
+  /** Bytes (estimated) of query answers the response cache keeps, all orgs together; 0 turns it off. */
   responseCacheBytes: number;
 }
 

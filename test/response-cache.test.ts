@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ok } from './helpers/api.ts';
+import { ok, sleep } from './helpers/api.ts';
 import { createTestGateway, ORG_A, ORG_B, type TestGateway } from './helpers/gateway.ts';
 
 /**
@@ -109,6 +109,7 @@ describe('response cache', () => {
 
     ok(await gw.gql(gw.keys.a, 'mutation { disableModule(id: "github") { id } }'));
     const b3 = await page(gw, gw.keys.b);
+    expect(b3.cache).toBe('hit');
     expect(b3.nodes).toEqual(b1.nodes);
     expect(byId(b3.nodes, 'github')?.enabled).toBe(true);
     // Control: the writing org sees its write.
@@ -134,7 +135,17 @@ describe('response cache', () => {
     expect((await page(gw, readOnly)).cache).toBe('hit');
   });
 
-  it('never serves an answer to a key that is revoked, expired or unknown', async () => {
+  it('never serves an answer to a key that has expired', async () => {
+    const key = await gw.key(ORG_A, ['modules:read'], new Date(Date.now() + 1500));
+    await page(gw, key);
+    expect((await page(gw, key)).cache).toBe('hit');
+    await sleep(1600);
+    const res = await gw.gql(key, PAGE);
+    expect(res.status).toBe(401);
+    expect(res.body.data).toBeUndefined();
+  });
+
+  it('never serves an answer to a key that is revoked or unknown', async () => {
     const key = await gw.key(ORG_A, ['modules:read', 'keys:manage']);
     await page(gw, key);
     expect((await page(gw, key)).cache).toBe('hit');
@@ -171,11 +182,51 @@ describe('response cache', () => {
     expect(lastCache(gw)).toBeUndefined();
     await gw.gql(gw.keys.a, 'mutation { enableModule(id: "github") { id } }');
     expect(lastCache(gw)).toBeUndefined();
-    // A query that fails validation, and one that fails in a resolver.
-    await gw.gql(gw.keys.a, '{ modules(first: -1) { totalCount } }');
-    await gw.gql(gw.keys.a, '{ modules(first: -1) { totalCount } }');
-    expect(lastCache(gw)).not.toBe('hit');
+    // A query that fails validation, and one that fails in a resolver, each asked twice.
+    for (const [query, code] of [['{ modules(first: 1) { nope } }', 'GRAPHQL_VALIDATION_FAILED'], ['{ modules(first: -1) { totalCount } }', 'BAD_USER_INPUT']]) {
+      for (let i = 0; i < 2; i++) {
+        const res = await gw.gql(gw.keys.a, query!);
+        expect(res.body.errors?.[0]?.extensions?.code).toBe(code);
+        expect(lastCache(gw)).not.toBe('hit');
+      }
+    }
     expect(gw.app.responseCache.entries).toBe(before);
+  });
+
+  // Inputs that JSON or a template string would fold into a cached one: each must answer as a
+  // fresh execution does, never with the cached page.
+  it('answers an empty or non-string operation name as a fresh execution would', async () => {
+    const query = 'query Q { modules(first: 2) { totalCount } }';
+    ok(await gw.gql(gw.keys.a, query));
+    ok(await gw.gql(gw.keys.a, query));
+    expect(lastCache(gw)).toBe('hit');
+    for (const operationName of ['', ['Q'], 7]) {
+      const res = await gw.gql(gw.keys.a, query, undefined, { body: JSON.stringify({ query, operationName }) });
+      expect(res.body?.data?.modules, JSON.stringify(operationName)).toBeUndefined();
+      expect(res.body?.errors?.length, JSON.stringify(operationName)).toBeGreaterThan(0);
+      expect(lastCache(gw)).not.toBe('hit');
+    }
+  });
+
+  it('answers a variable JSON cannot key (1e400) as a fresh execution would', async () => {
+    const query = 'query($f: Int) { modules(first: $f) { totalCount } }';
+    ok(await gw.gql(gw.keys.a, query, { f: null }));
+    ok(await gw.gql(gw.keys.a, query, { f: null }));
+    expect(lastCache(gw)).toBe('hit');
+    const res = await gw.gql(gw.keys.a, query, undefined, { body: `{"query": ${JSON.stringify(query)}, "variables": {"f": 1e400}}` });
+    expect(res.body.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+    expect(lastCache(gw)).not.toBe('hit');
+  });
+
+  it('answers GET as POST does, from the same cache', async () => {
+    const query = '{ modules(first: 3) { edges { node { id } } } }';
+    const post = ok(await gw.gql(gw.keys.a, query));
+    const get = () => gw.fetch(`/graphql?query=${encodeURIComponent(query)}`, { headers: { authorization: `Bearer ${gw.keys.a}`, accept: 'application/graphql-response+json' } });
+    const first = await get();
+    expect(first.status).toBe(200);
+    expect(first.headers.get('content-type')).toMatch(/^application\/graphql-response\+json/);
+    expect((await first.json()).data).toEqual(post);
+    expect(lastCache(gw)).toBe('hit');
   });
 });
 
@@ -201,18 +252,40 @@ describe('response cache across orgs', () => {
 });
 
 describe('response cache bounds', () => {
-  it('holds at most TENANTGATE_RESPONSE_CACHE_BYTES, dropping the least recently used', async () => {
-    const gw = await createTestGateway({ env: { TENANTGATE_RESPONSE_CACHE_BYTES: '4000' } });
+  const query = (i: number) => `{ modules(first: ${i + 1}) { edges { node { id name } } } }`;
+
+  it('holds at most TENANTGATE_RESPONSE_CACHE_BYTES, an org at most an eighth, dropping the least recently used', async () => {
+    const gw = await createTestGateway({ env: { TENANTGATE_RESPONSE_CACHE_BYTES: '64000' } });
     try {
-      for (let i = 0; i < 40; i++) await gw.gql(gw.keys.a, `{ modules(first: ${i + 1}) { edges { node { id name } } } }`);
-      expect(gw.app.responseCache.bytes).toBeLessThanOrEqual(4000);
-      expect(gw.app.responseCache.entries).toBeGreaterThan(0);
+      // Org B's page first; then org A asks 40 different pages.
+      await gw.gql(gw.keys.b, query(0));
+      for (let i = 0; i < 40; i++) await gw.gql(gw.keys.a, query(i));
+      expect(gw.app.responseCache.bytes).toBeLessThanOrEqual(64000);
+      expect(gw.app.responseCache.entries).toBeGreaterThan(1);
       expect(gw.app.responseCache.entries).toBeLessThan(40);
-      // The newest is still there; the first was dropped.
-      await gw.gql(gw.keys.a, '{ modules(first: 40) { edges { node { id name } } } }');
+      // A's newest is still there; A's first was dropped; B's page outlived A's flood.
+      await gw.gql(gw.keys.a, query(39));
       expect(lastCache(gw)).toBe('hit');
-      await gw.gql(gw.keys.a, '{ modules(first: 1) { edges { node { id name } } } }');
+      await gw.gql(gw.keys.a, query(0));
       expect(lastCache(gw)).toBe('miss');
+      await gw.gql(gw.keys.b, query(0));
+      expect(lastCache(gw)).toBe('hit');
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it('counts non-Latin-1 answers at two bytes a character', async () => {
+    const gw = await createTestGateway({ env: { TENANTGATE_RESPONSE_CACHE_BYTES: '1000000' } });
+    try {
+      const ascii = '{ modules(first: 1) { edges { node { name } } } }';
+      ok(await gw.gql(gw.keys.a, ascii));
+      const one = gw.app.responseCache.bytes;
+      ok(await gw.gql(gw.keys.a, 'mutation { updateModule(id: "github", input: { name: "名前名前名前名前名前" }) { id } }'));
+      ok(await gw.gql(gw.keys.a, ascii));
+      expect(JSON.stringify(ok(await gw.gql(gw.keys.a, ascii)))).toContain('名前');
+      // Same shape, ten two-byte characters in place of "github for org-a": the whole answer counts double.
+      expect(gw.app.responseCache.bytes).toBeGreaterThan(one + 40);
     } finally {
       await gw.close();
     }

@@ -670,7 +670,17 @@ async function checkAll(model: Model, real: Real): Promise<void> {
     expect(ok(await real.gw.gql(real.keys[org], CACHED_VIEW)), `what ${org} sees (cacheable)`).toEqual({ modules: expected.modules });
     expect(ok(await real.gw.gql(real.keys[org], VIEW)), `what ${org} sees`).toEqual(expected);
     expect(ok(await real.gw.gql(real.keys[org], CACHED_VIEW)), `what ${org} sees (cacheable, again)`).toEqual({ modules: expected.modules });
+    // Nothing was written since the first read: the cache answered, so the check above checked it.
+    expect(lastCacheOf(real.gw), `how ${org}'s second read was served`).toBe('hit');
   }
+}
+
+function lastCacheOf(gw: TestGateway): unknown {
+  for (let i = gw.logger.lines.length - 1; i >= 0; i--) {
+    const line = JSON.parse(gw.logger.lines[i]!) as { msg?: string; cache?: unknown };
+    if (line.msg === 'request') return line.cache;
+  }
+  return undefined;
 }
 
 abstract class Op implements fc.AsyncCommand<Model, Real> {

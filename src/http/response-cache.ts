@@ -14,7 +14,7 @@ export interface OperationMeta {
 }
 
 export interface ResponseCacheOptions {
-  /** Characters of answers and keys kept, all orgs together; 0 turns the cache off. */
+  /** Bytes of answers kept (estimated), all orgs together; 0 turns the cache off. */
   maxBytes: number;
   /** Root fields whose answers may be kept: read-only, and reading nothing but the org's own data. */
   rootFields: ReadonlySet<string>;
@@ -29,15 +29,38 @@ export interface ResponseCacheOptions {
 
 export interface ResponseCache {
   plugin: Plugin;
-  /** Characters held now (answers and keys). */
+  /** Bytes held now (estimated: answers, keys and a fixed cost per entry). */
   readonly bytes: number;
   readonly entries: number;
 }
 
 /** Longer operation texts or variables are not looked up (a dashboard's poll is short). */
 const MAX_KEYED_TEXT = 16 * 1024;
+/** What an entry costs besides its strings: the map slot, the entry and meta objects, the version. */
+const ENTRY_OVERHEAD_BYTES = 320;
+/** One org may hold at most this share of the cache, so one busy org cannot empty it for the rest. */
+const ORG_SHARE = 1 / 8;
+
+/** Heap bytes of a string: one per character if all are Latin-1, else two. */
+const stringBytes = (s: string): number => (/[^\u0000-\u00ff]/.test(s) ? 2 * s.length : s.length);
+
+/**
+ * The variables as a cache key, or undefined when they cannot be one: JSON drops the difference
+ * between a non-finite number and null, and between a missing value and undefined, which
+ * coercion does not.
+ */
+function variablesKey(variables: unknown): string | undefined {
+  if (variables === undefined || variables === null) return 'null';
+  let keyable = true;
+  const text = JSON.stringify(variables, (_key, value: unknown) => {
+    if ((typeof value === 'number' && !Number.isFinite(value)) || value === undefined) keyable = false;
+    return value;
+  });
+  return keyable && text.length <= MAX_KEYED_TEXT ? text : undefined;
+}
 
 interface Entry {
+  orgId: string;
   version: string;
   json: string;
   bytes: number;
@@ -47,6 +70,7 @@ interface Entry {
 interface Pending {
   key: string;
   version: string;
+  orgId: string;
 }
 
 /**
@@ -77,11 +101,14 @@ class CachedResult {
  * with one set of scopes is never served to a key with another. Only answers without errors
  * are kept, and only for operations whose every root field is in `rootFields`.
  *
- * Memory is bounded by `maxBytes` (serialised answers plus their keys); the least recently used
- * answer goes first.
+ * Memory is bounded by `maxBytes` (an estimate: the strings of answers and keys, and a fixed
+ * cost per entry); the least recently used answer goes first, and one org may hold at most an
+ * eighth of it, its own least recently used answers going first past that.
  */
 export function createResponseCache(options: ResponseCacheOptions): ResponseCache {
   const entries = new Map<string, Entry>();
+  const orgBytes = new Map<string, number>();
+  const orgLimit = Math.max(1, Math.floor(options.maxBytes * ORG_SHARE));
   const pending = new WeakMap<Request, Pending>();
   const cacheable = new WeakMap<DocumentNode, Map<string, boolean>>();
   const scopeKeys = new WeakMap<ReadonlySet<string>, string>();
@@ -115,14 +142,25 @@ export function createResponseCache(options: ResponseCacheOptions): ResponseCach
   const drop = (key: string, entry: Entry) => {
     entries.delete(key);
     bytes -= entry.bytes;
+    const held = (orgBytes.get(entry.orgId) ?? 0) - entry.bytes;
+    if (held > 0) orgBytes.set(entry.orgId, held);
+    else orgBytes.delete(entry.orgId);
   };
 
   const store = (key: string, entry: Entry) => {
-    if (entry.bytes > options.maxBytes / 4) return;
+    if (entry.bytes > orgLimit) return;
     const old = entries.get(key);
     if (old) drop(key, old);
     entries.set(key, entry);
     bytes += entry.bytes;
+    orgBytes.set(entry.orgId, (orgBytes.get(entry.orgId) ?? 0) + entry.bytes);
+    // Over the org's share: its own least recently used answers go first.
+    if (orgBytes.get(entry.orgId)! > orgLimit) {
+      for (const [oldestKey, oldest] of entries) {
+        if ((orgBytes.get(entry.orgId) ?? 0) <= orgLimit) break;
+        if (oldest.orgId === entry.orgId) drop(oldestKey, oldest);
+      }
+    }
     for (const [oldestKey, oldest] of entries) {
       if (bytes <= options.maxBytes) break;
       drop(oldestKey, oldest);
@@ -132,11 +170,16 @@ export function createResponseCache(options: ResponseCacheOptions): ResponseCach
   const plugin: Plugin = {
     onParams({ params, request, setResult }) {
       if (options.maxBytes <= 0 || typeof params.query !== 'string' || params.query.length > MAX_KEYED_TEXT) return;
+      // An operation name is a non-empty string or absent; anything else is not looked up (and
+      // fails resolution when executed).
+      const { operationName } = params;
+      if (operationName !== undefined && operationName !== null && (typeof operationName !== 'string' || operationName === '')) return;
       const principal = options.principalOf(request);
       if (!principal) return;
-      const variables = params.variables === undefined || params.variables === null ? '' : JSON.stringify(params.variables);
-      if (variables.length > MAX_KEYED_TEXT) return;
-      const key = `${principal.orgId}\0${scopeKey(principal.scopes)}\0${params.operationName ?? ''}\0${variables}\0${params.query}`;
+      const variables = variablesKey(params.variables);
+      if (variables === undefined) return;
+      // JSON, so no part can run into the next whatever characters it holds.
+      const key = JSON.stringify([principal.orgId, scopeKey(principal.scopes), operationName ?? null, params.query]) + variables;
       const version = options.dataVersion(principal.orgId);
       const entry = entries.get(key);
       if (entry !== undefined) {
@@ -150,7 +193,7 @@ export function createResponseCache(options: ResponseCacheOptions): ResponseCach
         }
         drop(key, entry);
       }
-      pending.set(request, { key, version });
+      pending.set(request, { key, version, orgId: principal.orgId });
     },
 
     onExecute({ args }) {
@@ -165,7 +208,9 @@ export function createResponseCache(options: ResponseCacheOptions): ResponseCach
           if (Symbol.asyncIterator in result) return;
           if ((result.errors && result.errors.length > 0) || result.extensions !== undefined) return;
           const json = JSON.stringify(result);
-          store(wanted.key, { version: wanted.version, json, bytes: json.length + wanted.key.length, meta: options.metaOf(request) });
+          const orgId = wanted.orgId;
+          const size = stringBytes(json) + stringBytes(wanted.key) + ENTRY_OVERHEAD_BYTES;
+          store(wanted.key, { orgId, version: wanted.version, json, bytes: size, meta: options.metaOf(request) });
           // Written as it was measured: serialised once.
           setResult(new CachedResult(json) as unknown as ExecutionResult);
         },

@@ -83,8 +83,8 @@ const decodeField = (field: ModuleField, value: unknown): unknown =>
 
 /** At most this many distinct projections keep a prepared statement (queries select few shapes). */
 const MAX_PROJECTIONS = 64;
-/** Counters of this connection's writes, by hash of org id (see dataVersion). */
-const WRITE_BUCKETS = 4096;
+/** Orgs whose writes on this connection are counted before the counts start over (see dataVersion). */
+const MAX_COUNTED_ORGS = 100_000;
 
 /**
  * The SQLite implementation of the storage seam. Hot statements are prepared once here (building
@@ -262,18 +262,19 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
     return row === undefined ? undefined : toModuleRecord(row);
   };
 
-  // Data versions (Store.dataVersion). This connection's own writes are counted in a fixed set of
-  // counters, one per hash bucket of org ids: bounded memory whatever the number of orgs; orgs
-  // that share a bucket only see each other's writes as changes, which is safe. SQLite's
-  // data_version changes when any other connection commits, in this process or another.
-  const writeCounts = new Float64Array(WRITE_BUCKETS);
-  const bucketOf = (orgId: string) => {
-    let hash = 0x811c9dc5;
-    for (let i = 0; i < orgId.length; i++) hash = Math.imul(hash ^ orgId.charCodeAt(i), 0x01000193);
-    return (hash >>> 0) % WRITE_BUCKETS;
-  };
+  // Data versions (Store.dataVersion). This connection's own writes are counted per org, exactly:
+  // a bucketed counter would let one org see another's writes come and go. The map is bounded;
+  // when full it starts over under a new epoch, which changes every org's version at once (safe:
+  // a spurious change only costs a cache miss). SQLite's data_version changes when any other
+  // connection commits, in this process or another.
+  const writeCounts = new Map<string, number>();
+  let writeEpoch = 0;
   const wrote = (orgId: string) => {
-    writeCounts[bucketOf(orgId)]! += 1;
+    if (!writeCounts.has(orgId) && writeCounts.size >= MAX_COUNTED_ORGS) {
+      writeCounts.clear();
+      writeEpoch += 1;
+    }
+    writeCounts.set(orgId, (writeCounts.get(orgId) ?? 0) + 1);
   };
   /** Runs a write of the org's modules or credentials and counts it, whether or not it succeeds. */
   const writing = <T>(orgId: string, write: () => T): T => {
@@ -385,7 +386,7 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
     },
 
     // Org keys and API keys are not in it: no cacheable field reads them (see response-cache.ts).
-    dataVersion: (orgId) => `${externalVersion.get() as number}:${writeCounts[bucketOf(orgId)]}`,
+    dataVersion: (orgId) => `${externalVersion.get() as number}:${writeEpoch}:${writeCounts.get(orgId) ?? 0}`,
 
     check: async () => {
       try {
