@@ -121,7 +121,7 @@ export async function drive(
   if (options.warmupSeconds > 0) {
     // First one pass over the whole list, so that every key (and, in the gateway, every cached
     // answer) has been seen once before the measured run, whatever the server's speed.
-    await run(url, requests, options.connections, { amount: requests.length }, false);
+    await run(url, requests, options.connections, { amount: Math.max(requests.length, options.connections) }, false);
     await run(url, requests, options.connections, options.warmupSeconds, false);
   }
   const cpuBefore = await serverCpu();
