@@ -378,6 +378,8 @@ describe('migrations on an empty store', () => {
     expect(checks(sqlite)).toEqual({ integrity: 'ok', foreignKeys: [] });
     expect(sqlite.pragma('foreign_keys', { simple: true })).toBe(1);
     expect(sqlite.pragma('journal_mode', { simple: true })).toBe('wal');
+    expect(sqlite.pragma('synchronous', { simple: true })).toBe(2);
+    expect(sqlite.pragma('cache_size', { simple: true })).toBe(-8192);
   });
 
   it('have a journal with strictly increasing timestamps, each entry with its .sql file', () => {
