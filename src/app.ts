@@ -108,6 +108,7 @@ export function createApp({ store, secretBox, config, logger }: AppOptions): App
     metaOf: observability.metaOf,
     onLookup: observability.cached,
   });
+  metrics.watchResponseCache(() => ({ bytes: responseCache.bytes, entries: responseCache.entries }));
 
   const yoga = createYoga<Record<string, unknown>, Context>({
     schema,

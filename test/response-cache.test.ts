@@ -54,6 +54,9 @@ describe('response cache', () => {
     const metrics = await (await gw.fetch('/metrics')).text();
     expect(Number(/tenantgate_response_cache_total\{result="hit"\} (\d+)/.exec(metrics)?.[1])).toBeGreaterThanOrEqual(2);
     expect(Number(/tenantgate_response_cache_total\{result="miss"\} (\d+)/.exec(metrics)?.[1])).toBeGreaterThanOrEqual(1);
+    expect(Number(/tenantgate_response_cache_entries (\d+)/.exec(metrics)?.[1])).toBe(gw.app.responseCache.entries);
+    expect(Number(/tenantgate_response_cache_bytes (\d+)/.exec(metrics)?.[1])).toBe(gw.app.responseCache.bytes);
+    expect(gw.app.responseCache.entries).toBeGreaterThan(0);
   });
 
   // Every write the API offers that changes what PAGE shows, each followed by a read.

@@ -1,4 +1,4 @@
-import { collectDefaultMetrics, Counter, Registry, type Metric } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client';
 import type { StoreErrorKind } from './mask-error.ts';
 
 /** Latency buckets in seconds: a gateway answer takes a millisecond or two; the tail matters. */
@@ -132,6 +132,26 @@ export class Metrics {
 
   responseCache(hit: boolean): void {
     this.#cacheResults[hit ? 'hit' : 'miss'] += 1;
+  }
+
+  /** Reports the response cache's size on every scrape. */
+  watchResponseCache(size: () => { bytes: number; entries: number }): void {
+    new Gauge({
+      name: 'tenantgate_response_cache_bytes',
+      help: 'Memory held by the response cache (estimated: answers, their keys and a fixed cost per entry)',
+      registers: [this.registry],
+      collect() {
+        this.set(size().bytes);
+      },
+    });
+    new Gauge({
+      name: 'tenantgate_response_cache_entries',
+      help: 'Answers held by the response cache',
+      registers: [this.registry],
+      collect() {
+        this.set(size().entries);
+      },
+    });
   }
 
   get contentType(): string {
