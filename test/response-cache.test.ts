@@ -176,6 +176,25 @@ describe('response cache', () => {
     expect(ok(second).module.id).toBe('slack');
   });
 
+  it('decides per operation name in a document holding a query and a mutation', async () => {
+    const doc = 'query Q { module(id: "slack") { id enabled } } mutation M($on: Boolean!) { updateModule(id: "slack", input: { name: "Slack" }) @include(if: $on) { id } disableModule(id: "slack") { enabled } }';
+    const send = (operationName: string, variables?: Record<string, unknown>) =>
+      gw.gql(gw.keys.a, doc, undefined, { body: JSON.stringify({ query: doc, operationName, variables }) });
+    ok(await gw.gql(gw.keys.a, 'mutation { enableModule(id: "slack") { id } }'));
+    expect(ok(await send('M', { on: true })).disableModule.enabled).toBe(false);
+    expect(lastCache(gw)).toBeUndefined();
+    ok(await gw.gql(gw.keys.a, 'mutation { enableModule(id: "slack") { id } }'));
+    expect(ok(await send('Q')).module.enabled).toBe(true);
+    expect(lastCache(gw)).toBe('miss');
+    expect(ok(await send('Q')).module.enabled).toBe(true);
+    expect(lastCache(gw)).toBe('hit');
+    // The mutation still runs every time, and the query after it sees what it did.
+    expect(ok(await send('M', { on: false })).disableModule.enabled).toBe(false);
+    expect(lastCache(gw)).toBeUndefined();
+    expect(ok(await send('Q')).module.enabled).toBe(false);
+    expect(lastCache(gw)).toBe('miss');
+  });
+
   it('keeps no mutation, no other root field and no answer with errors', async () => {
     const before = gw.app.responseCache.entries;
     await gw.gql(gw.keys.a, '{ viewer { scopes } }');

@@ -36,6 +36,8 @@ export interface ResponseCache {
 
 /** Longer operation texts or variables are not looked up (a dashboard's poll is short). */
 const MAX_KEYED_TEXT = 16 * 1024;
+/** Operation texts whose verdict (may be kept or not) is remembered; past it, they start over. */
+const MAX_VERDICTS = 1024;
 /** What an entry costs besides its strings: the map slot, the entry and meta objects, the version. */
 const ENTRY_OVERHEAD_BYTES = 320;
 /** One org may hold at most this share of the cache, so one busy org cannot empty it for the rest. */
@@ -71,6 +73,7 @@ interface Pending {
   key: string;
   version: string;
   orgId: string;
+  query: string;
 }
 
 /**
@@ -110,7 +113,6 @@ export function createResponseCache(options: ResponseCacheOptions): ResponseCach
   const orgBytes = new Map<string, number>();
   const orgLimit = Math.max(1, Math.floor(options.maxBytes * ORG_SHARE));
   const pending = new WeakMap<Request, Pending>();
-  const cacheable = new WeakMap<DocumentNode, Map<string, boolean>>();
   const scopeKeys = new WeakMap<ReadonlySet<string>, string>();
   let bytes = 0;
 
@@ -120,23 +122,28 @@ export function createResponseCache(options: ResponseCacheOptions): ResponseCach
     return key;
   };
 
-  const isCacheable = (document: DocumentNode, operationName: string | null | undefined): boolean => {
-    let byName = cacheable.get(document);
-    if (byName === undefined) cacheable.set(document, (byName = new Map()));
-    const name = operationName ?? '';
-    let answer = byName.get(name);
-    if (answer === undefined) {
-      const operation = getOperationAST(document, operationName);
-      answer =
-        operation !== null &&
-        operation !== undefined &&
-        operation.operation === 'query' &&
-        operation.selectionSet.selections.every(
-          (s) => s.kind === Kind.FIELD && (s.name.value === '__typename' || options.rootFields.has(s.name.value)),
-        );
-      byName.set(name, answer);
-    }
-    return answer;
+  // Whether an operation (text and name) may be kept, decided from its document the first time it
+  // executes. A known "no" (a mutation, `viewer`) then skips the lookup before any work: no key,
+  // no data version, no serialised variables (a credential's can be a megabyte).
+  const verdicts = new Map<string, Map<string, boolean>>();
+  const verdictOf = (query: string, operationName: string | null | undefined): boolean | undefined =>
+    verdicts.get(query)?.get(operationName ?? '');
+  const decide = (query: string, document: DocumentNode, operationName: string | null | undefined): boolean => {
+    const known = verdictOf(query, operationName);
+    if (known !== undefined) return known;
+    const operation = getOperationAST(document, operationName);
+    const verdict =
+      operation !== null &&
+      operation !== undefined &&
+      operation.operation === 'query' &&
+      operation.selectionSet.selections.every(
+        (s) => s.kind === Kind.FIELD && (s.name.value === '__typename' || options.rootFields.has(s.name.value)),
+      );
+    if (verdicts.size >= MAX_VERDICTS) verdicts.clear();
+    let byName = verdicts.get(query);
+    if (byName === undefined) verdicts.set(query, (byName = new Map()));
+    byName.set(operationName ?? '', verdict);
+    return verdict;
   };
 
   const drop = (key: string, entry: Entry) => {
@@ -174,6 +181,7 @@ export function createResponseCache(options: ResponseCacheOptions): ResponseCach
       // fails resolution when executed).
       const { operationName } = params;
       if (operationName !== undefined && operationName !== null && (typeof operationName !== 'string' || operationName === '')) return;
+      if (verdictOf(params.query, operationName) === false) return;
       const principal = options.principalOf(request);
       if (!principal) return;
       const variables = variablesKey(params.variables);
@@ -193,7 +201,7 @@ export function createResponseCache(options: ResponseCacheOptions): ResponseCach
         }
         drop(key, entry);
       }
-      pending.set(request, { key, version, orgId: principal.orgId });
+      pending.set(request, { key, version, orgId: principal.orgId, query: params.query });
     },
 
     onExecute({ args }) {
@@ -201,7 +209,7 @@ export function createResponseCache(options: ResponseCacheOptions): ResponseCach
       const wanted = request && pending.get(request);
       if (!request || !wanted) return;
       pending.delete(request);
-      if (!isCacheable(args.document, args.operationName)) return;
+      if (!decide(wanted.query, args.document, args.operationName)) return;
       options.onLookup?.(request, false, undefined);
       return {
         onExecuteDone({ result, setResult }) {
