@@ -38,6 +38,8 @@ export interface ResponseCache {
 const MAX_KEYED_TEXT = 16 * 1024;
 /** Operation texts whose verdict (may be kept or not) is remembered; past it, they start over. */
 const MAX_VERDICTS = 1024;
+/** Longer texts are decided again each time (remembered texts then take at most 2 MiB). */
+const MAX_VERDICT_TEXT = 2048;
 /** What an entry costs besides its strings: the map slot, the entry and meta objects, the version. */
 const ENTRY_OVERHEAD_BYTES = 320;
 /** One org may hold at most this share of the cache, so one busy org cannot empty it for the rest. */
@@ -139,6 +141,7 @@ export function createResponseCache(options: ResponseCacheOptions): ResponseCach
       operation.selectionSet.selections.every(
         (s) => s.kind === Kind.FIELD && (s.name.value === '__typename' || options.rootFields.has(s.name.value)),
       );
+    if (query.length > MAX_VERDICT_TEXT) return verdict;
     if (verdicts.size >= MAX_VERDICTS) verdicts.clear();
     let byName = verdicts.get(query);
     if (byName === undefined) verdicts.set(query, (byName = new Map()));
