@@ -40,7 +40,8 @@ export class Authenticator {
   readonly #now: () => number;
   readonly #cache = new Map<string, CacheEntry>();
   readonly #hashByKeyId = new Map<string, string>();
-  #pendingUse = new Map<string, string>();
+  /** Key id → when it was last used (epoch ms), written in the next batch. */
+  #pendingUse = new Map<string, number>();
   readonly #timer: NodeJS.Timeout | undefined;
 
   constructor(store: Store, options: AuthenticatorOptions) {
@@ -55,23 +56,29 @@ export class Authenticator {
     }
   }
 
-  async verify(presented: string): Promise<Principal | undefined> {
+  /**
+   * The principal of a presented key, or undefined. Synchronous when the key is cached (nearly
+   * every request), so the request path awaits nothing; a promise when the store must be asked.
+   */
+  verify(presented: string): Principal | undefined | Promise<Principal | undefined> {
     if (!isWellFormedKey(presented)) return undefined;
     const hash = hashKey(presented);
     const now = this.#now();
     const cached = this.#cache.get(hash);
-    let principal: Principal | undefined;
-    if (cached && cached.until > now) {
-      principal = cached.principal;
-    } else {
-      const row = await this.#store.apiKeys.findByHash(hash);
+    if (cached && cached.until > now) return this.#admit(cached.principal, now);
+    return this.#store.apiKeys.findByHash(hash).then((row) => {
       if (!row || !timingSafeEqual(Buffer.from(row.hash, 'hex'), Buffer.from(hash, 'hex'))) return undefined;
       if (row.revokedAt !== null) return undefined;
-      principal = toPrincipal(row);
+      const principal = toPrincipal(row);
       this.#remember(hash, principal, now);
-    }
+      return this.#admit(principal, now);
+    });
+  }
+
+  /** An unexpired principal, its use noted for the next batch of last-used times. */
+  #admit(principal: Principal, now: number): Principal | undefined {
     if (principal.expiresAt !== null && principal.expiresAt <= now) return undefined;
-    this.#pendingUse.set(principal.keyId, new Date(now).toISOString());
+    this.#pendingUse.set(principal.keyId, now);
     return principal;
   }
 
@@ -88,7 +95,7 @@ export class Authenticator {
     const batch = this.#pendingUse;
     this.#pendingUse = new Map();
     try {
-      await this.#store.apiKeys.touch([...batch]);
+      await this.#store.apiKeys.touch([...batch].map(([id, at]) => [id, new Date(at).toISOString()] as const));
     } catch (error) {
       // Not worth failing requests over; keep them for the next flush unless newer ones arrived.
       for (const [id, at] of batch) if (!this.#pendingUse.has(id)) this.#pendingUse.set(id, at);
