@@ -66,7 +66,8 @@ function variablesKey(variables: unknown): string | undefined {
 interface Entry {
   orgId: string;
   version: string;
-  json: string;
+  /** The answer as Yoga writes it; one object for every hit (nothing in the pipeline changes it). */
+  result: CachedResult;
   bytes: number;
   meta: OperationMeta | undefined;
 }
@@ -199,7 +200,7 @@ export function createResponseCache(options: ResponseCacheOptions): ResponseCach
           entries.delete(key);
           entries.set(key, entry);
           options.onLookup?.(request, true, entry.meta);
-          setResult(new CachedResult(entry.json) as unknown as ExecutionResult);
+          setResult(entry.result as unknown as ExecutionResult);
           return;
         }
         drop(key, entry);
@@ -221,9 +222,10 @@ export function createResponseCache(options: ResponseCacheOptions): ResponseCach
           const json = JSON.stringify(result);
           const orgId = wanted.orgId;
           const size = stringBytes(json) + stringBytes(wanted.key) + ENTRY_OVERHEAD_BYTES;
-          store(wanted.key, { orgId, version: wanted.version, json, bytes: size, meta: options.metaOf(request) });
+          const cached = new CachedResult(json);
+          store(wanted.key, { orgId, version: wanted.version, result: cached, bytes: size, meta: options.metaOf(request) });
           // Written as it was measured: serialised once.
-          setResult(new CachedResult(json) as unknown as ExecutionResult);
+          setResult(cached as unknown as ExecutionResult);
         },
       };
     },
