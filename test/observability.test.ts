@@ -1,19 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.ts';
-import { createTestGateway, ORG_A, type TestGateway } from './helpers/gateway.ts';
+import { createTestGateway, ORG_A, requestLines, type LogLine, type TestGateway } from './helpers/gateway.ts';
 
 /**
  * One structured log line per request, and Prometheus metrics whose labels do not grow with the
  * number of orgs, keys or client-chosen operation names.
  */
-
-type Line = Record<string, unknown>;
-const requestLines = (gw: TestGateway, from = 0): Line[] =>
-  gw.logger.lines
-    .slice(from)
-    .map((l) => JSON.parse(l) as Line)
-    .filter((l) => l.msg === 'request');
 
 async function scrape(gw: TestGateway, headers: Record<string, string> = {}): Promise<string> {
   const res = await gw.fetch('/metrics', { headers });
@@ -72,7 +65,7 @@ describe('request log', () => {
     expect(lines).toHaveLength(responses.length);
     expect(lines.map((l) => l.status)).toEqual(responses.map((r) => r.status));
 
-    const [list, enable, notFound, uninstall, anonymous, invalid, deep, parse, badJson, tooBig, health, ready, nowhere] = lines as Line[];
+    const [list, enable, notFound, uninstall, anonymous, invalid, deep, parse, badJson, tooBig, health, ready, nowhere] = lines as LogLine[];
     expect(list).toMatchObject({ level: 'info', method: 'POST', path: '/graphql', status: 200, outcome: 'ok', orgId: ORG_A, operation: 'modules', operationName: 'ListThem' });
     expect(list!.keyId).toMatch(/^key_/);
     expect(typeof list!.durationMs).toBe('number');

@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ok, sleep } from './helpers/api.ts';
-import { createTestGateway, ORG_A, ORG_B, type TestGateway } from './helpers/gateway.ts';
+import { createTestGateway, lastCache, ORG_A, ORG_B, requestLines, type TestGateway } from './helpers/gateway.ts';
 
 /**
  * The response cache answers a repeated read without executing it, and must never answer with
@@ -12,14 +12,6 @@ import { createTestGateway, ORG_A, ORG_B, type TestGateway } from './helpers/gat
 
 const PAGE = '{ modules(first: 50) { edges { node { id name version enabled hasCredential usageCount health { status } } } totalCount } }';
 const ONE = 'query($id: ID!) { module(id: $id) { id name enabled } }';
-
-type Line = Record<string, unknown>;
-
-/** How the last GraphQL request was served: 'hit', 'miss', or undefined when not cacheable. */
-function lastCache(gw: TestGateway): unknown {
-  const lines = gw.logger.lines.map((l) => JSON.parse(l) as Line).filter((l) => l.msg === 'request');
-  return lines.at(-1)?.cache;
-}
 
 async function page(gw: TestGateway, key: string) {
   const res = await gw.gql(key, PAGE);
@@ -49,7 +41,7 @@ describe('response cache', () => {
 
   it('names the operation of a hit in the request log and counts hits and misses', async () => {
     await gw.gql(gw.keys.a, PAGE);
-    const line = gw.logger.lines.map((l) => JSON.parse(l) as Line).filter((l) => l.msg === 'request').at(-1)!;
+    const line = requestLines(gw).at(-1)!;
     expect(line).toMatchObject({ cache: 'hit', operation: 'modules', orgId: ORG_A, status: 200, outcome: 'ok' });
     const metrics = await (await gw.fetch('/metrics')).text();
     expect(Number(/tenantgate_response_cache_total\{result="hit"\} (\d+)/.exec(metrics)?.[1])).toBeGreaterThanOrEqual(2);
@@ -139,10 +131,13 @@ describe('response cache', () => {
   });
 
   it('never serves an answer to a key that has expired', async () => {
-    const key = await gw.key(ORG_A, ['modules:read'], new Date(Date.now() + 1500));
+    // Room for the two reads before expiry even on a loaded CI machine; then wait past it.
+    const expiresAt = Date.now() + 3000;
+    const key = await gw.key(ORG_A, ['modules:read'], new Date(expiresAt));
     await page(gw, key);
     expect((await page(gw, key)).cache).toBe('hit');
-    await sleep(1600);
+    expect(Date.now()).toBeLessThan(expiresAt);
+    await sleep(expiresAt - Date.now() + 100);
     const res = await gw.gql(key, PAGE);
     expect(res.status).toBe(401);
     expect(res.body.data).toBeUndefined();

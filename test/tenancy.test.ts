@@ -20,7 +20,7 @@ import { isObjectType } from 'graphql';
 import { afterEach, describe, expect, it } from 'vitest';
 import { schema } from '../src/graphql/schema.ts';
 import { failure, ok, SET_CREDENTIAL } from './helpers/api.ts';
-import { createTestGateway, ORG_A, ORG_B, TENANT_SCOPES, type GqlResponse, type TestGateway } from './helpers/gateway.ts';
+import { createTestGateway, lastCache, ORG_A, ORG_B, TENANT_SCOPES, type GqlResponse, type TestGateway } from './helpers/gateway.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 
@@ -671,16 +671,8 @@ async function checkAll(model: Model, real: Real): Promise<void> {
     expect(ok(await real.gw.gql(real.keys[org], VIEW)), `what ${org} sees`).toEqual(expected);
     expect(ok(await real.gw.gql(real.keys[org], CACHED_VIEW)), `what ${org} sees (cacheable, again)`).toEqual({ modules: expected.modules });
     // Nothing was written since the first read: the cache answered, so the check above checked it.
-    expect(lastCacheOf(real.gw), `how ${org}'s second read was served`).toBe('hit');
+    expect(lastCache(real.gw), `how ${org}'s second read was served`).toBe('hit');
   }
-}
-
-function lastCacheOf(gw: TestGateway): unknown {
-  for (let i = gw.logger.lines.length - 1; i >= 0; i--) {
-    const line = JSON.parse(gw.logger.lines[i]!) as { msg?: string; cache?: unknown };
-    if (line.msg === 'request') return line.cache;
-  }
-  return undefined;
 }
 
 abstract class Op implements fc.AsyncCommand<Model, Real> {

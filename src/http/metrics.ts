@@ -136,22 +136,20 @@ export class Metrics {
 
   /** Reports the response cache's size on every scrape. */
   watchResponseCache(size: () => { bytes: number; entries: number }): void {
-    new Gauge({
-      name: 'tenantgate_response_cache_bytes',
-      help: 'Memory held by the response cache (estimated: answers, their keys and a fixed cost per entry)',
-      registers: [this.registry],
-      collect() {
-        this.set(size().bytes);
-      },
-    });
-    new Gauge({
-      name: 'tenantgate_response_cache_entries',
-      help: 'Answers held by the response cache',
-      registers: [this.registry],
-      collect() {
-        this.set(size().entries);
-      },
-    });
+    const gauges = [
+      ['bytes', 'Memory held by the response cache (estimated: answers, their keys and a fixed cost per entry)'],
+      ['entries', 'Answers held by the response cache'],
+    ] as const;
+    for (const [field, help] of gauges) {
+      new Gauge({
+        name: `tenantgate_response_cache_${field}`,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.set(size()[field]);
+        },
+      });
+    }
   }
 
   get contentType(): string {

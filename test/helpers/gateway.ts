@@ -37,6 +37,22 @@ export interface TestGateway {
   close(): Promise<void>;
 }
 
+/** A line of the gateway's JSON log. */
+export type LogLine = Record<string, unknown>;
+
+/** The gateway's per-request log lines, from line `from` on. */
+export function requestLines(gw: TestGateway, from = 0): LogLine[] {
+  return gw.logger.lines
+    .slice(from)
+    .map((l) => JSON.parse(l) as LogLine)
+    .filter((l) => l.msg === 'request');
+}
+
+/** How the last request was served by the response cache: 'hit', 'miss', or undefined when not cacheable. */
+export function lastCache(gw: TestGateway): unknown {
+  return requestLines(gw).at(-1)?.cache;
+}
+
 export interface GatewayOptions {
   env?: Record<string, string>;
   /** Install look-alike modules and credentials in both orgs (default true). */
