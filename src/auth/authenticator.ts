@@ -66,6 +66,22 @@ export class Authenticator {
     const now = this.#now();
     const cached = this.#cache.get(hash);
     if (cached && cached.until > now) return this.#admit(cached.principal, now);
+    return this.#lookUp(hash, now);
+  }
+
+  /**
+   * The principal of a key verified within the cache TTL and still valid, or undefined; never
+   * asks the store. For the HTTP front, which answers only requests it can admit at once and
+   * leaves the rest (unknown keys, failures and their rate limit) to the full path.
+   */
+  cachedPrincipal(presented: string): Principal | undefined {
+    if (!isWellFormedKey(presented)) return undefined;
+    const now = this.#now();
+    const cached = this.#cache.get(hashKey(presented));
+    return cached && cached.until > now ? this.#admit(cached.principal, now) : undefined;
+  }
+
+  #lookUp(hash: string, now: number): Promise<Principal | undefined> {
     return this.#store.apiKeys.findByHash(hash).then((row) => {
       if (!row || !timingSafeEqual(Buffer.from(row.hash, 'hex'), Buffer.from(hash, 'hex'))) return undefined;
       if (row.revokedAt !== null) return undefined;

@@ -19,6 +19,9 @@ interface RequestState {
   cache: 'hit' | 'miss' | undefined;
 }
 
+/** What the request line says of who called and what ran. */
+type LoggedState = Pick<RequestState, 'orgId' | 'keyId' | 'operation' | 'operationName' | 'cache'>;
+
 /** Error codes that become `outcome` as they are (lower-cased); any other code is `other`. */
 const OUTCOMES = new Map(
   [
@@ -100,6 +103,15 @@ export interface Observability {
   authenticated(request: Request, principal: { orgId: string; keyId: string }): void;
   /** The operation as the log names it, once validated (the response cache keeps it with an answer). */
   metaOf(request: Request): OperationMeta | undefined;
+  /** Logs and counts a request the HTTP front answered from the response cache (200, ok). */
+  answeredFromCache(request: {
+    method: string;
+    path: string;
+    /** performance.now() when the request arrived. */
+    start: number;
+    principal: { orgId: string; keyId: string };
+    meta: OperationMeta | undefined;
+  }): void;
   /** Called by the response cache for a cacheable operation: a hit carries the stored meta. */
   cached(request: Request, hit: boolean, meta: OperationMeta | undefined): void;
 }
@@ -111,6 +123,22 @@ export interface Observability {
 export function createObservability({ logger, metrics, schema, graphqlEndpoint }: ObservabilityOptions): Observability {
   const states = new WeakMap<Request, RequestState>();
   const rootFields = rootFieldsOf(schema);
+
+  const recordGraphQL = (method: string, path: string, status: number, outcome: string, ms: number, state: LoggedState) => {
+    metrics.observeRequest(state.operation, outcome, ms / 1000);
+    logger.info('request', {
+      method,
+      path,
+      status,
+      outcome,
+      durationMs: Math.round(ms * 100) / 100,
+      orgId: state.orgId,
+      keyId: state.keyId,
+      operation: state.operation,
+      operationName: state.operationName,
+      ...(state.cache === undefined ? {} : { cache: state.cache }),
+    });
+  };
 
   const plugin: Plugin = {
     onRequest({ request }) {
@@ -163,20 +191,7 @@ export function createObservability({ logger, metrics, schema, graphqlEndpoint }
       const status = response.status;
       const path = pathOf(request.url);
       if (path === graphqlEndpoint) {
-        const outcome = outcomeOf(status, state);
-        metrics.observeRequest(state.operation, outcome, ms / 1000);
-        logger.info('request', {
-          method: request.method,
-          path,
-          status,
-          outcome,
-          durationMs: Math.round(ms * 100) / 100,
-          orgId: state.orgId,
-          keyId: state.keyId,
-          operation: state.operation,
-          operationName: state.operationName,
-          ...(state.cache === undefined ? {} : { cache: state.cache }),
-        });
+        recordGraphQL(request.method, path, status, outcomeOf(status, state), ms, state);
       } else {
         logger.info('request', { method: request.method, path, status, durationMs: Math.round(ms * 100) / 100 });
       }
@@ -195,6 +210,16 @@ export function createObservability({ logger, metrics, schema, graphqlEndpoint }
     metaOf(request) {
       const state = states.get(request);
       return state && { operation: state.operation, operationName: state.operationName };
+    },
+    answeredFromCache({ method, path, start, principal, meta }) {
+      metrics.responseCache(true);
+      recordGraphQL(method, path, 200, 'ok', performance.now() - start, {
+        orgId: principal.orgId,
+        keyId: principal.keyId,
+        operation: meta?.operation ?? 'none',
+        operationName: meta?.operationName ?? null,
+        cache: 'hit',
+      });
     },
     cached(request, hit, meta) {
       const state = states.get(request);

@@ -27,8 +27,27 @@ export interface ResponseCacheOptions {
   onLookup?: (request: Request, hit: boolean, meta: OperationMeta | undefined) => void;
 }
 
+/** The request parameters a cached answer is keyed by (besides the principal). */
+export interface CacheParams {
+  query?: unknown;
+  operationName?: unknown;
+  variables?: unknown;
+}
+
+/** A fresh cached answer: the response body as written, and the operation as the log names it. */
+export interface CachedAnswer {
+  /** UTF-8 JSON; not to be modified. */
+  body: Buffer;
+  meta: OperationMeta | undefined;
+}
+
 export interface ResponseCache {
   plugin: Plugin;
+  /**
+   * The fresh answer for a request that has passed every check the plugin's lookup runs behind
+   * (authentication, body limit, variables), or undefined; for the HTTP front (http-front.ts).
+   */
+  answer(principal: CachePrincipal, params: CacheParams): CachedAnswer | undefined;
   /** Bytes held now (estimated: answers, keys and a fixed cost per entry). */
   readonly bytes: number;
   readonly entries: number;
@@ -40,8 +59,11 @@ const MAX_KEYED_TEXT = 16 * 1024;
 const MAX_VERDICTS = 1024;
 /** Longer texts are decided again each time (remembered texts then take at most 2 MiB). */
 const MAX_VERDICT_TEXT = 2048;
-/** What an entry costs besides its strings: the map slot, the entry and meta objects, the version. */
-const ENTRY_OVERHEAD_BYTES = 320;
+/**
+ * What an entry costs besides its key and body bytes: the map slot, the entry and meta objects,
+ * the version, and the Buffer with its backing store.
+ */
+const ENTRY_OVERHEAD_BYTES = 480;
 /** One org may hold at most this share of the cache, so one busy org cannot empty it for the rest. */
 const ORG_SHARE = 1 / 8;
 
@@ -66,8 +88,8 @@ function variablesKey(variables: unknown): string | undefined {
 interface Entry {
   orgId: string;
   version: string;
-  /** The answer as Yoga writes it; one object for every hit (nothing in the pipeline changes it). */
-  result: CachedResult;
+  /** The response body, UTF-8: the HTTP front writes it as is (no copy, no encoding per hit). */
+  body: Buffer;
   bytes: number;
   meta: OperationMeta | undefined;
 }
@@ -80,10 +102,10 @@ interface Pending {
 }
 
 /**
- * An answer served from the cache. Yoga writes a result with its own `stringify` as is, so a hit
+ * An answer already serialised. Yoga writes a result with its own `stringify` as is, so a hit
  * costs no execution and no serialisation; `data` is parsed only if something asks for it.
  */
-class CachedResult {
+class SerialisedResult {
   readonly #json: string;
   constructor(json: string) {
     this.#json = json;
@@ -178,34 +200,46 @@ export function createResponseCache(options: ResponseCacheOptions): ResponseCach
     }
   };
 
+  /**
+   * A fresh answer for these parameters (moved to most recently used), or what to store one
+   * under once it has executed, or undefined when the request is not one the cache keeps.
+   */
+  const probe = (principal: CachePrincipal, params: CacheParams): { hit: Entry } | { miss: Pending } | undefined => {
+    const { query, operationName } = params;
+    if (options.maxBytes <= 0 || typeof query !== 'string' || query.length > MAX_KEYED_TEXT) return undefined;
+    // An operation name is a non-empty string or absent; anything else is not looked up (and
+    // fails resolution when executed).
+    if (operationName !== undefined && operationName !== null && (typeof operationName !== 'string' || operationName === '')) return undefined;
+    if (verdictOf(query, operationName) === false) return undefined;
+    const variables = variablesKey(params.variables);
+    if (variables === undefined) return undefined;
+    // JSON, so no part can run into the next whatever characters it holds.
+    const key = JSON.stringify([principal.orgId, scopeKey(principal.scopes), operationName ?? null, query]) + variables;
+    const version = options.dataVersion(principal.orgId);
+    const entry = entries.get(key);
+    if (entry !== undefined) {
+      if (entry.version === version) {
+        // Most recently used goes last; eviction takes from the front.
+        entries.delete(key);
+        entries.set(key, entry);
+        return { hit: entry };
+      }
+      drop(key, entry);
+    }
+    return { miss: { key, version, orgId: principal.orgId, query } };
+  };
+
   const plugin: Plugin = {
     onParams({ params, request, setResult }) {
-      if (options.maxBytes <= 0 || typeof params.query !== 'string' || params.query.length > MAX_KEYED_TEXT) return;
-      // An operation name is a non-empty string or absent; anything else is not looked up (and
-      // fails resolution when executed).
-      const { operationName } = params;
-      if (operationName !== undefined && operationName !== null && (typeof operationName !== 'string' || operationName === '')) return;
-      if (verdictOf(params.query, operationName) === false) return;
       const principal = options.principalOf(request);
-      if (!principal) return;
-      const variables = variablesKey(params.variables);
-      if (variables === undefined) return;
-      // JSON, so no part can run into the next whatever characters it holds.
-      const key = JSON.stringify([principal.orgId, scopeKey(principal.scopes), operationName ?? null, params.query]) + variables;
-      const version = options.dataVersion(principal.orgId);
-      const entry = entries.get(key);
-      if (entry !== undefined) {
-        if (entry.version === version) {
-          // Most recently used goes last; eviction takes from the front.
-          entries.delete(key);
-          entries.set(key, entry);
-          options.onLookup?.(request, true, entry.meta);
-          setResult(entry.result as unknown as ExecutionResult);
-          return;
-        }
-        drop(key, entry);
+      const found = principal && probe(principal, params);
+      if (!found) return;
+      if ('hit' in found) {
+        options.onLookup?.(request, true, found.hit.meta);
+        setResult(new SerialisedResult(found.hit.body.toString('utf8')) as unknown as ExecutionResult);
+        return;
       }
-      pending.set(request, { key, version, orgId: principal.orgId, query: params.query });
+      pending.set(request, found.miss);
     },
 
     onExecute({ args }) {
@@ -221,11 +255,13 @@ export function createResponseCache(options: ResponseCacheOptions): ResponseCach
           if ((result.errors && result.errors.length > 0) || result.extensions !== undefined) return;
           const json = JSON.stringify(result);
           const orgId = wanted.orgId;
-          const size = stringBytes(json) + stringBytes(wanted.key) + ENTRY_OVERHEAD_BYTES;
-          const cached = new CachedResult(json);
-          store(wanted.key, { orgId, version: wanted.version, result: cached, bytes: size, meta: options.metaOf(request) });
+          // Not from Buffer's shared pool: a kept slice would hold on to the whole 8 KiB slab.
+          const body = Buffer.allocUnsafeSlow(Buffer.byteLength(json));
+          body.write(json);
+          const size = body.byteLength + stringBytes(wanted.key) + ENTRY_OVERHEAD_BYTES;
+          store(wanted.key, { orgId, version: wanted.version, body, bytes: size, meta: options.metaOf(request) });
           // Written as it was measured: serialised once.
-          setResult(cached as unknown as ExecutionResult);
+          setResult(new SerialisedResult(json) as unknown as ExecutionResult);
         },
       };
     },
@@ -233,6 +269,10 @@ export function createResponseCache(options: ResponseCacheOptions): ResponseCach
 
   return {
     plugin,
+    answer(principal, params) {
+      const found = probe(principal, params);
+      return found && 'hit' in found ? { body: found.hit.body, meta: found.hit.meta } : undefined;
+    },
     get bytes() {
       return bytes;
     },
