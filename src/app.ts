@@ -7,6 +7,7 @@ import type { SecretBox } from './crypto/secret-box.ts';
 import type { Context } from './graphql/context.ts';
 import { schema } from './graphql/schema.ts';
 import { useBodyLimit } from './http/body-limit.ts';
+import { createHttpFront, type HttpFront } from './http/http-front.ts';
 import { createMaskError } from './http/mask-error.ts';
 import { Metrics } from './http/metrics.ts';
 import { createObservability } from './http/observability.ts';
@@ -50,6 +51,8 @@ export interface AppOptions {
 
 export interface App {
   yoga: YogaServerInstance<Record<string, unknown>, Context>;
+  /** What main.ts serves over node:http (`front.listener`): Yoga behind the HTTP front (http-front.ts). */
+  front: HttpFront;
   services: Services;
   /** The gateway's Prometheus metrics (also served at /metrics unless TENANTGATE_METRICS=false). */
   metrics: Metrics;
@@ -66,7 +69,7 @@ function useNoIntrospection(): Plugin {
   };
 }
 
-/** The gateway as a fetch handler: tests call `app.yoga.fetch`, main.ts serves it over HTTP. */
+/** The gateway: tests call `app.yoga.fetch` or serve `app.front.listener`, as main.ts does over HTTP. */
 export function createApp({ store, secretBox, config, logger }: AppOptions): App {
   const authenticator = new Authenticator(store, { cacheTtlMs: config.keyCacheTtlMs, logger });
   const services: Services = { store, secretBox, authenticator };
@@ -152,8 +155,20 @@ export function createApp({ store, secretBox, config, logger }: AppOptions): App
     ],
   });
 
+  const front = createHttpFront({
+    yoga,
+    graphqlEndpoint,
+    authenticator,
+    responseCache,
+    observability,
+    logger,
+    maxBodyBytes: config.limits.maxBodyBytes,
+    maxVariableDepth: config.limits.maxVariableDepth,
+  });
+
   return {
     yoga,
+    front,
     services,
     metrics,
     responseCache,

@@ -32,7 +32,7 @@ export async function bootstrapAdminKey(store: Store): Promise<string | undefine
 export async function startServer(config: Config, logger: Logger, out: NodeJS.WritableStream = process.stdout): Promise<RunningServer> {
   const opened = openStore(config, logger);
   const app = createApp({ store: opened.store, secretBox: opened.secretBox, config, logger });
-  const server = http.createServer(app.yoga);
+  const server = http.createServer(app.front.listener);
   server.keepAliveTimeout = 5000;
   // A client that trickles bytes holds a socket and a parser: headers must arrive within 20 s and
   // the whole request within 60 s (Node's defaults are 60 s and 300 s).
