@@ -22,7 +22,7 @@ const ROOT = path.resolve(BENCH_DIR, '..');
 /** The Node flags of the `start` script, so the bench's gateway runs as `npm start` runs it. */
 const START_NODE_FLAGS: string[] =
   (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start.match(
-    /--[a-z-]+=\S+/g,
+    /--[a-z-]+(=\S+)?/g,
   ) ?? [];
 
 /** Servers run compiled, as `npm start` runs the gateway: no TypeScript loader in their processes. */
