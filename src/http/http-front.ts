@@ -1,12 +1,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { handleErrorFromRequestHandler, sendNodeResponse } from '@whatwg-node/server';
+import { sendNodeResponse } from '@whatwg-node/server';
 import type { YogaServerInstance } from 'graphql-yoga';
 import type { Authenticator, Principal } from '../auth/authenticator.ts';
 import { bearerToken } from '../auth/plugin.ts';
 import type { Logger } from '../logger.ts';
 import type { Observability } from './observability.ts';
 import { checkVariables } from './request-params.ts';
-import type { CacheParams, ResponseCache } from './response-cache.ts';
+import type { CacheParams, CachedAnswer, ResponseCache } from './response-cache.ts';
 
 /**
  * The longest body the front reads. A request the cache can answer is short: its operation text
@@ -40,8 +40,12 @@ const JSON_CONTENT_TYPES: ReadonlySet<string> = new Set([
 ]);
 
 const DIGITS = /^\d+$/;
-/** A Host header that makes a valid URL (anything else is Yoga's to answer). */
-const HOST = /^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$/;
+
+/** What the front answers when the Host header and request target make no URL. */
+const BAD_TARGET = JSON.stringify({
+  errors: [{ message: 'The Host header and request target do not form a valid URL', extensions: { code: 'BAD_REQUEST' } }],
+});
+const INTERNAL = JSON.stringify({ errors: [{ message: 'Unexpected error.', extensions: { code: 'INTERNAL_SERVER_ERROR' } }] });
 
 export interface HttpFrontOptions {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- any server context and user context
@@ -68,9 +72,9 @@ export interface HttpFront {
  * builds a Fetch Request for it.
  *
  * Through Yoga a cache hit still costs a Fetch Request and Headers, the plugin chain and a Fetch
- * Response: about 250 µs of CPU per request here, three quarters of it outside the cache. The
- * front answers the same hit for the cost of node:http plus a JSON.parse. It answers only what it
- * can answer exactly as Yoga would, and hands everything else to Yoga:
+ * Response, several times the lookup itself; the front answers the same hit for the cost of
+ * node:http, a JSON.parse and the lookup (README, Performance, has the figures). It answers only
+ * what it can answer exactly as Yoga would, and hands everything else to Yoga:
  * - before reading the body: a POST to the endpoint with a JSON body of known length (at most
  *   40 KiB, and within the body limit), no Origin (CORS is Yoga's), no Content-Encoding, an Accept
  *   header from ANSWER_TYPES, and a key already verified and cached (authentication failures,
@@ -81,34 +85,49 @@ export interface HttpFront {
  *   response cache for the key's org and scopes. Otherwise Yoga gets the request with the body
  *   already read.
  * The answer is the same bytes and headers Yoga sends for a hit, and the request log line and
- * metrics are the same (test/http-front.test.ts compares them).
+ * metrics are the same (test/http-front.test.ts compares them). One deliberate difference, on
+ * every path: a Host header and target that make no URL get a 400 here, where Yoga's adapter
+ * would answer 500 with the stack.
  */
 export function createHttpFront(options: HttpFrontOptions): HttpFront {
   const { yoga, graphqlEndpoint, authenticator, responseCache, observability, logger } = options;
   const maxBody = Math.min(MAX_FRONT_BODY, options.maxBodyBytes);
 
-  /** Yoga's node listener, as if the front were not there. */
-  const toYoga: RequestListener = (req, res) => void yoga(req, res);
-
-  /** What Yoga's node listener does, for a request whose body has been read here. */
-  const toYogaWithBody = (req: IncomingMessage, res: ServerResponse, body: Buffer) => {
-    const context = { req, res };
+  /**
+   * Writes Yoga's response, as Yoga's node listener does; but an error outside Yoga's own handling
+   * becomes a plain 500, never the adapter's default (which sends the stack to the client).
+   */
+  const send = (req: IncomingMessage, res: ServerResponse, respond: () => Response | Promise<Response>) => {
     Promise.resolve()
-      .then(() => {
-        const request = new yoga.fetchAPI.Request(`http://${req.headers.host}${req.url}`, {
-          method: 'POST',
-          headers: req.headers as Record<string, string>,
-          body: body as Uint8Array<ArrayBuffer>,
-        });
-        return yoga.fetch(request, context);
-      })
-      .catch((error: unknown) => handleErrorFromRequestHandler(error, yoga.fetchAPI.Response))
-      .then((response) => sendNodeResponse(response, res, req, true))
+      .then(respond)
       .catch((error: unknown) => {
-        logger.error('could not answer a request', { error: { message: (error as Error).message } });
-        res.destroy();
-      });
+        logger.error('request failed outside GraphQL handling', { error: { name: (error as Error).name, message: (error as Error).message } });
+        return new yoga.fetchAPI.Response(INTERNAL, { status: 500, headers: { 'content-type': 'application/json; charset=utf-8' } });
+      })
+      .then((response) => sendNodeResponse(response, res, req, true))
+      .catch(() => res.destroy());
   };
+
+  /** Yoga, as if the front were not there; `arrivedAt` lets the request log count from arrival. */
+  const toYoga = (req: IncomingMessage, res: ServerResponse, arrivedAt: number) =>
+    send(req, res, () => yoga.handleNodeRequestAndResponse(req, res, { req, res, arrivedAt }));
+
+  /** Yoga, for a request whose body the front has read: what Yoga's node adapter builds, with that body. */
+  const toYogaWithBody = (req: IncomingMessage, res: ServerResponse, arrivedAt: number, body: Buffer) =>
+    send(req, res, () => {
+      // As the adapter does: the request's signal aborts when the client goes away first.
+      const controller = new AbortController();
+      const onClose = () => controller.abort();
+      res.once('close', onClose);
+      res.once('finish', () => res.off('close', onClose));
+      const request = new yoga.fetchAPI.Request(`http://${req.headers.host ?? 'localhost'}${req.url}`, {
+        method: 'POST',
+        headers: req.headers as HeadersInit,
+        body: body as Uint8Array<ArrayBuffer>,
+        signal: controller.signal,
+      });
+      return yoga.fetch(request, { req, res, arrivedAt });
+    });
 
   /** The principal and media type when the front may read this request's body, else undefined. */
   const admit = (req: IncomingMessage): { principal: Principal; contentType: string } | undefined => {
@@ -116,10 +135,10 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
     const { headers } = req;
     if (headers.origin !== undefined || headers['content-encoding'] !== undefined) return undefined;
     const type = headers['content-type'];
-    if (type === undefined || !JSON_CONTENT_TYPES.has(type.toLowerCase())) return undefined;
+    // Case as sent: Yoga matches it case-sensitively (and answers 415 to APPLICATION/JSON).
+    if (type === undefined || !JSON_CONTENT_TYPES.has(type)) return undefined;
     const length = headers['content-length'];
     if (length === undefined || !DIGITS.test(length) || Number(length) > maxBody) return undefined;
-    if (headers.host === undefined || !HOST.test(headers.host)) return undefined;
     const contentType = ANSWER_TYPES.get(headers.accept);
     if (contentType === undefined) return undefined;
     const token = bearerToken(headers.authorization ?? null);
@@ -151,21 +170,39 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
   let answered = 0;
   const listener: RequestListener = (req, res) => {
     const start = performance.now();
+    // Yoga's adapter would throw building the URL, and answer with the stack; no request that
+    // cannot form one goes further.
+    if (!URL.canParse(`http://${req.headers.host ?? 'localhost'}${req.url}`)) {
+      logger.info('request', { method: req.method, status: 400, outcome: 'bad_request' });
+      res.writeHead(400, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(BAD_TARGET) });
+      res.end(BAD_TARGET);
+      return;
+    }
     const admitted = admit(req);
-    if (admitted === undefined) return toYoga(req, res);
+    if (admitted === undefined) return toYoga(req, res, start);
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     // A client that goes away mid-body: there is no one to answer, and nothing to clean up.
     req.on('error', () => {});
     req.on('end', () => {
       const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-      const params = paramsOf(body);
-      const answer = params && responseCache.answer(admitted.principal, params);
-      if (answer === undefined) return toYogaWithBody(req, res, body);
-      res.writeHead(200, { 'content-type': admitted.contentType, 'content-length': answer.body.byteLength });
+      let answer: CachedAnswer | undefined;
+      try {
+        const params = paramsOf(body);
+        answer = params && responseCache.answer(admitted.principal, params);
+      } catch {
+        // Whatever failed (the store, say) fails again on Yoga's path, which answers it properly.
+        answer = undefined;
+      }
+      if (answer === undefined) return toYogaWithBody(req, res, start, body);
+      res.writeHead(200, { 'Content-Type': admitted.contentType, 'content-length': answer.body.byteLength });
       res.end(answer.body);
       answered++;
-      observability.answeredFromCache({ method: 'POST', path: graphqlEndpoint, start, principal: admitted.principal, meta: answer.meta });
+      try {
+        observability.answeredFromCache({ method: 'POST', path: graphqlEndpoint, start, principal: admitted.principal, meta: answer.meta });
+      } catch (error) {
+        logger.warn('could not record a request', { error: { name: (error as Error).name, message: (error as Error).message } });
+      }
     });
   };
 

@@ -141,9 +141,11 @@ export function createObservability({ logger, metrics, schema, graphqlEndpoint }
   };
 
   const plugin: Plugin = {
-    onRequest({ request }) {
+    onRequest({ request, serverContext }) {
+      // The HTTP front passes when the request arrived: it may have read the body before Yoga.
+      const arrivedAt = (serverContext as { arrivedAt?: unknown } | undefined)?.arrivedAt;
       states.set(request, {
-        start: performance.now(),
+        start: typeof arrivedAt === 'number' ? arrivedAt : performance.now(),
         orgId: null,
         keyId: null,
         operation: 'none',
