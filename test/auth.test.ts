@@ -198,6 +198,36 @@ describe('the authenticator', () => {
       await gw.close();
     }
   });
+
+  it('writes many last-used times in slices, with other work run between them, and every one lands', async () => {
+    const gw = await createTestGateway({ seed: false });
+    try {
+      const marks: string[] = [];
+      const original = gw.opened.store.apiKeys.touch;
+      const synchronous = () => gw.opened.sqlite.pragma('synchronous', { simple: true });
+      gw.opened.store.apiKeys.touch = (entries) => {
+        marks.push(`slice ${entries.length}`);
+        // Every other write stays synced (2 = FULL); only the last-used times are not.
+        expect(synchronous()).toBe(2);
+        // Queued now, it runs before the next slice only if the flush yields to the event loop.
+        setImmediate(() => marks.push('other work'));
+        return original(entries);
+      };
+      const auth = new Authenticator(gw.opened.store, { cacheTtlMs: 10_000, flushIntervalMs: 0, logger: captureLogger() });
+      const keys: string[] = [];
+      for (let i = 0; i < 450; i++) keys.push(await gw.key(ORG_A, ['modules:read']));
+      for (const key of keys) expect(await auth.verify(key)).toBeDefined();
+      // A second flush waits for the first instead of writing alongside it (it has nothing left).
+      await Promise.all([auth.flush(), auth.flush()]);
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(marks).toEqual(['slice 200', 'other work', 'slice 200', 'other work', 'slice 50', 'other work']);
+      const rows = await gw.opened.store.apiKeys.listForOrg(ORG_A);
+      expect(rows.filter((k) => k.lastUsedAt !== null).length).toBe(450);
+      expect(synchronous()).toBe(2);
+    } finally {
+      await gw.close();
+    }
+  });
 });
 
 describe('brute-force protection', () => {

@@ -19,6 +19,8 @@ interface CacheEntry {
 }
 
 const MAX_CACHED = 10_000;
+/** Last-used times written per transaction (see flush). */
+const TOUCH_SLICE = 200;
 
 export interface AuthenticatorOptions {
   cacheTtlMs: number;
@@ -43,6 +45,8 @@ export class Authenticator {
   /** Key id → when it was last used (epoch ms), written in the next batch. */
   #pendingUse = new Map<string, number>();
   readonly #timer: NodeJS.Timeout | undefined;
+  /** The flush under way, if any: the next waits for it (it never rejects). */
+  #flushing: Promise<void> = Promise.resolve();
 
   constructor(store: Store, options: AuthenticatorOptions) {
     this.#store = store;
@@ -105,13 +109,25 @@ export class Authenticator {
     this.#hashByKeyId.delete(keyId);
   }
 
-  /** Write collected last-used times; called on an interval and on shutdown. */
-  async flush(): Promise<void> {
+  /** Write collected last-used times; called on an interval and on shutdown. One at a time. */
+  flush(): Promise<void> {
+    const next = this.#flushing.then(() => this.#writePending());
+    this.#flushing = next;
+    return next;
+  }
+
+  async #writePending(): Promise<void> {
     if (this.#pendingUse.size === 0) return;
     const batch = this.#pendingUse;
     this.#pendingUse = new Map();
     try {
-      await this.#store.apiKeys.touch([...batch].map(([id, at]) => [id, new Date(at).toISOString()] as const));
+      const entries = [...batch].map(([id, at]) => [id, new Date(at).toISOString()] as const);
+      // In slices, each its own transaction, with requests served in between: one write of every
+      // key used in the last interval held the event loop for 10-15 ms with 2,000 keys.
+      for (let i = 0; i < entries.length; i += TOUCH_SLICE) {
+        if (i > 0) await new Promise((resolve) => setImmediate(resolve));
+        await this.#store.apiKeys.touch(entries.slice(i, i + TOUCH_SLICE));
+      }
     } catch (error) {
       // Not worth failing requests over; keep them for the next flush unless newer ones arrived.
       for (const [id, at] of batch) if (!this.#pendingUse.has(id)) this.#pendingUse.set(id, at);

@@ -320,7 +320,15 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
         return q.keyForOrg.get({ orgId, id });
       },
       touch: async (entries) => {
-        if (entries.length > 0) touchMany(entries);
+        if (entries.length === 0) return;
+        // Last-used times are best effort: their commit is not synced on its own (WAL with
+        // synchronous=NORMAL stays consistent; the next synced commit makes it durable too).
+        sqlite.pragma('synchronous = NORMAL');
+        try {
+          touchMany(entries);
+        } finally {
+          sqlite.pragma('synchronous = FULL');
+        }
       },
     },
 
