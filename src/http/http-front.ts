@@ -82,8 +82,8 @@ export interface HttpFront {
  *   here). Otherwise the request goes to Yoga untouched.
  * - after reading it: an object holding only `query`, `variables` and `operationName`, variables
  *   that pass the same checks as on Yoga's path (request-params.ts), and a fresh answer in the
- *   response cache for the key's org and scopes. Otherwise Yoga gets the request with the body
- *   already read.
+ *   response cache for the key's org and scopes. Otherwise the body is put back into the request
+ *   stream (before it ends) and Yoga reads the request as it came.
  * The answer is the same bytes and headers Yoga sends for a hit, and the request log line and
  * metrics are the same (test/http-front.test.ts compares them). One deliberate difference, on
  * every path: a Host header and target that make no URL get a 400 here, where Yoga's adapter
@@ -112,25 +112,8 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
   const toYoga = (req: IncomingMessage, res: ServerResponse, arrivedAt: number) =>
     send(req, res, () => yoga.handleNodeRequestAndResponse(req, res, { req, res, arrivedAt }));
 
-  /** Yoga, for a request whose body the front has read: what Yoga's node adapter builds, with that body. */
-  const toYogaWithBody = (req: IncomingMessage, res: ServerResponse, arrivedAt: number, body: Buffer) =>
-    send(req, res, () => {
-      // As the adapter does: the request's signal aborts when the client goes away first.
-      const controller = new AbortController();
-      const onClose = () => controller.abort();
-      res.once('close', onClose);
-      res.once('finish', () => res.off('close', onClose));
-      const request = new yoga.fetchAPI.Request(`http://${req.headers.host ?? 'localhost'}${req.url}`, {
-        method: 'POST',
-        headers: req.headers as HeadersInit,
-        body: body as Uint8Array<ArrayBuffer>,
-        signal: controller.signal,
-      });
-      return yoga.fetch(request, { req, res, arrivedAt });
-    });
-
-  /** The principal and media type when the front may read this request's body, else undefined. */
-  const admit = (req: IncomingMessage): { principal: Principal; contentType: string } | undefined => {
+  /** The principal, answer type and body length when the front may read this request's body, else undefined. */
+  const admit = (req: IncomingMessage): { principal: Principal; contentType: string; length: number } | undefined => {
     if (req.method !== 'POST' || req.url !== graphqlEndpoint) return undefined;
     const { headers } = req;
     if (headers.origin !== undefined || headers['content-encoding'] !== undefined) return undefined;
@@ -138,12 +121,12 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
     // Case as sent: Yoga matches it case-sensitively (and answers 415 to APPLICATION/JSON).
     if (type === undefined || !JSON_CONTENT_TYPES.has(type)) return undefined;
     const length = headers['content-length'];
-    if (length === undefined || !DIGITS.test(length) || Number(length) > maxBody) return undefined;
+    if (length === undefined || !DIGITS.test(length) || Number(length) > maxBody || length === '0') return undefined;
     const contentType = ANSWER_TYPES.get(headers.accept);
     if (contentType === undefined) return undefined;
     const token = bearerToken(headers.authorization ?? null);
     const principal = token === undefined ? undefined : authenticator.cachedPrincipal(token);
-    return principal && { principal, contentType };
+    return principal && { principal, contentType, length: Number(length) };
   };
 
   const variableDepth = options.maxVariableDepth;
@@ -180,11 +163,19 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
     }
     const admitted = admit(req);
     if (admitted === undefined) return toYoga(req, res, start);
+    // Read in paused mode, and only up to Content-Length: on a miss the body goes back into the
+    // stream (unshift) before the stream ends, and Yoga reads it as if nothing had been here.
     const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    // A client that goes away mid-body: there is no one to answer, and nothing to clean up.
-    req.on('error', () => {});
-    req.on('end', () => {
+    let received = 0;
+    const onReadable = () => {
+      let chunk: Buffer | null;
+      while ((chunk = req.read() as Buffer | null) !== null) {
+        chunks.push(chunk);
+        received += chunk.length;
+      }
+      // Node's parser never delivers more than Content-Length; less, until the rest arrives.
+      if (received < admitted.length) return;
+      req.off('readable', onReadable);
       const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
       let answer: CachedAnswer | undefined;
       try {
@@ -194,7 +185,12 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
         // Whatever failed (the store, say) fails again on Yoga's path, which answers it properly.
         answer = undefined;
       }
-      if (answer === undefined) return toYogaWithBody(req, res, start, body);
+      if (answer === undefined) {
+        req.unshift(body);
+        return toYoga(req, res, start);
+      }
+      // Let the request end (nothing is left to read), so the connection is reused as usual.
+      req.resume();
       res.writeHead(200, { 'Content-Type': admitted.contentType, 'content-length': answer.body.byteLength });
       res.end(answer.body);
       answered++;
@@ -203,7 +199,10 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
       } catch (error) {
         logger.warn('could not record a request', { error: { name: (error as Error).name, message: (error as Error).message } });
       }
-    });
+    };
+    req.on('readable', onReadable);
+    // A client that goes away mid-body: there is no one to answer, and nothing to clean up.
+    req.on('error', () => {});
   };
 
   return {
