@@ -301,8 +301,11 @@ describe('HTTP front', () => {
     expect(pieces).toContain('only-org-a');
     expect(gw.app.front.answered).toBe(before + 1);
 
+    const logged = gw.logger.lines.length;
     expect(await raw([text.slice(0, 20)], 10)).toBe('');
     await sleep(50);
+    // Logged as Yoga logs a body cut short.
+    expect(requestLines(gw, logged)).toMatchObject([{ status: 400, outcome: 'bad_request' }]);
     const next = await send(bearer(gw.keys.a), body(PAGE));
     expect(next.status).toBe(200);
     expect(next.byFront).toBe(true);

@@ -173,7 +173,8 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
         chunks.push(chunk);
         received += chunk.length;
       }
-      // Node's parser never delivers more than Content-Length; less, until the rest arrives.
+      // Node's parser never delivers more than Content-Length; less, until the rest arrives. The
+      // body goes back (below) before anything reads past its end, so the stream has not ended.
       if (received < admitted.length) return;
       req.off('readable', onReadable);
       const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
@@ -201,8 +202,12 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
       }
     };
     req.on('readable', onReadable);
-    // A client that goes away mid-body: there is no one to answer, and nothing to clean up.
-    req.on('error', () => {});
+    // A client that goes away mid-body: Yoga reads what there is and logs the request as it would.
+    req.once('close', () => {
+      if (received >= admitted.length) return;
+      req.off('readable', onReadable);
+      toYoga(req, res, start);
+    });
   };
 
   return {
