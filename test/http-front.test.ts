@@ -423,12 +423,20 @@ describe('HTTP front', () => {
   it('answers nothing itself when the response cache is off', async () => {
     const off = await createTestGateway({ env: { TENANTGATE_RESPONSE_CACHE_BYTES: '0' } });
     const server = await serve(off);
+    // Not even asked: with the cache off the front leaves every body to Yoga unread.
+    let asked = 0;
+    const answer = off.app.responseCache.answer;
+    off.app.responseCache.answer = (...args) => {
+      asked++;
+      return answer(...args);
+    };
     try {
       for (let i = 0; i < 3; i++) {
         const answer = await post(server.url, bearer(off.keys.a), body(PAGE));
         expect(ok({ status: answer.status, body: JSON.parse(answer.text) } as never).modules.totalCount).toBe(3);
       }
       expect(off.app.front.answered).toBe(0);
+      expect(asked).toBe(0);
     } finally {
       await server.close();
       await off.close();

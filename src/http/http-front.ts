@@ -114,7 +114,8 @@ export function createHttpFront(options: HttpFrontOptions): HttpFront {
 
   /** The principal, answer type and body length when the front may read this request's body, else undefined. */
   const admit = (req: IncomingMessage): { principal: Principal; contentType: string; length: number } | undefined => {
-    if (req.method !== 'POST' || req.url !== graphqlEndpoint) return undefined;
+    // With the cache off there is nothing to answer here: the body is Yoga's to read.
+    if (!responseCache.enabled || req.method !== 'POST' || req.url !== graphqlEndpoint) return undefined;
     const { headers } = req;
     if (headers.origin !== undefined || headers['content-encoding'] !== undefined) return undefined;
     const type = headers['content-type'];

@@ -43,6 +43,8 @@ export interface CachedAnswer {
 
 export interface ResponseCache {
   plugin: Plugin;
+  /** False when `maxBytes` is 0: nothing is ever kept or answered. */
+  readonly enabled: boolean;
   /**
    * The fresh answer for a request that has passed every check the plugin's lookup runs behind
    * (authentication, body limit, variables), or undefined; for the HTTP front (http-front.ts).
@@ -129,8 +131,8 @@ class SerialisedResult {
  * with one set of scopes is never served to a key with another. Only answers without errors
  * are kept, and only for operations whose every root field is in `rootFields`.
  *
- * Memory is bounded by `maxBytes` (an estimate: the strings of answers and keys, and a fixed
- * cost per entry); the least recently used answer goes first, and one org may hold at most an
+ * Memory is bounded by `maxBytes` (an estimate: the UTF-8 bytes of answers, the key strings, and
+ * a fixed cost per entry); the least recently used answer goes first, and one org may hold at most an
  * eighth of it, its own least recently used answers going first past that.
  */
 export function createResponseCache(options: ResponseCacheOptions): ResponseCache {
@@ -269,6 +271,7 @@ export function createResponseCache(options: ResponseCacheOptions): ResponseCach
 
   return {
     plugin,
+    enabled: options.maxBytes > 0,
     answer(principal, params) {
       const found = probe(principal, params);
       return found && 'hit' in found ? { body: found.hit.body, meta: found.hit.meta } : undefined;

@@ -323,11 +323,13 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
         if (entries.length === 0) return;
         // Last-used times are best effort: their commit is not synced on its own (WAL with
         // synchronous=NORMAL stays consistent; the next synced commit makes it durable too).
+        // Every other write keeps the connection's setting (connection.ts), restored here.
+        const synchronous = sqlite.pragma('synchronous', { simple: true }) as number;
         sqlite.pragma('synchronous = NORMAL');
         try {
           touchMany(entries);
         } finally {
-          sqlite.pragma('synchronous = FULL');
+          sqlite.pragma(`synchronous = ${synchronous}`);
         }
       },
     },
