@@ -4,11 +4,11 @@ import Database from 'better-sqlite3';
 import { prng } from './prng.ts';
 
 /**
- * Pre-tenant (v0) database files for the migration tests. The schema always comes from the shared
- * fixture itself, never from a copy, so the tests adopt exactly what the field has.
+ * Pre-tenant (v0) database files for the migration tests, built from the project's own
+ * description of that schema (test/fixtures/legacy-v0.sql), so a clone needs nothing beside it.
  */
 
-export const LEGACY_FIXTURE = fileURLToPath(new URL('../../../shared/fixtures/legacy-v0.sql', import.meta.url));
+export const LEGACY_FIXTURE = fileURLToPath(new URL('../fixtures/legacy-v0.sql', import.meta.url));
 
 /** Every secret value written by `generateLegacy` contains this, so a scan of the file bytes finds leftovers. */
 export const SECRET_MARKER = 'PLAINTEXT-SECRET-';
