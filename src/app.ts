@@ -7,6 +7,7 @@ import type { SecretBox } from './crypto/secret-box.ts';
 import type { Context } from './graphql/context.ts';
 import { schema } from './graphql/schema.ts';
 import { useBodyLimit } from './http/body-limit.ts';
+import { corsFor, useVaryOrigin } from './http/cors.ts';
 import { createHttpFront, type HttpFront } from './http/http-front.ts';
 import { createMaskError } from './http/mask-error.ts';
 import { Metrics } from './http/metrics.ts';
@@ -40,6 +41,7 @@ export type AppConfig = Pick<
   | 'metrics'
   | 'metricsToken'
   | 'responseCacheBytes'
+  | 'corsOrigins'
 >;
 
 export interface AppOptions {
@@ -125,6 +127,7 @@ export function createApp({ store, secretBox, config, logger }: AppOptions): App
       maskError: masking.maskError,
     },
     batching: false,
+    cors: corsFor(config.corsOrigins),
     // No file uploads in this API: one request parser fewer to attack.
     multipart: false,
     // Replaced by useBodyLimit: Yoga's streams every body through a TransformStream (2.7x slower).
@@ -143,6 +146,7 @@ export function createApp({ store, secretBox, config, logger }: AppOptions): App
     },
     plugins: [
       observability.plugin,
+      useVaryOrigin(config.corsOrigins),
       useProbes({ store, logger, metrics: config.metrics ? metrics : undefined, metricsToken: config.metricsToken }),
       useBodyLimit(config.limits.maxBodyBytes),
       auth,

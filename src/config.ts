@@ -64,6 +64,11 @@ export interface Config {
   metricsToken: string | undefined;
   /** Bytes (estimated) of query answers the response cache keeps, all orgs together; 0 turns it off. */
   responseCacheBytes: number;
+  /** Origins (scheme://host[:port]) whose browser pages may call the API; none by default. */
+  corsOrigins: string[];
+  /** A request's headers must arrive within this many ms, the whole request within requestTimeoutMs. */
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
 }
 
 export class ConfigError extends Error {
@@ -155,7 +160,39 @@ function readMetricsToken(env: Env): string | undefined {
   return token;
 }
 
+/**
+ * Browser origins allowed to call the API. Each must be an origin exactly as a browser sends it
+ * (`https://dash.example.com`, `http://localhost:5173`): no path, no wildcard, since keys travel in
+ * a header and an allowed origin is a page trusted to hold one.
+ */
+function readCorsOrigins(env: Env): string[] {
+  const raw = readString(env, 'TENANTGATE_CORS_ORIGINS', '').trim();
+  if (raw === '') return [];
+  return raw.split(',').map((part) => {
+    const origin = part.trim();
+    let parsed: URL | undefined;
+    try {
+      parsed = new URL(origin);
+    } catch {
+      parsed = undefined;
+    }
+    if (!parsed || !/^https?:$/.test(parsed.protocol) || parsed.origin !== origin || origin.includes('*')) {
+      throw new ConfigError(
+        `TENANTGATE_CORS_ORIGINS must be a comma-separated list of origins like https://dash.example.com (got "${origin}")`,
+      );
+    }
+    return origin;
+  });
+}
+
 export function loadConfig(env: Env = process.env): Config {
+  const headersTimeoutMs = readInt(env, 'TENANTGATE_HEADERS_TIMEOUT_MS', 20_000, 1000, 600_000);
+  const requestTimeoutMs = readInt(env, 'TENANTGATE_REQUEST_TIMEOUT_MS', 60_000, 1000, 3_600_000);
+  if (headersTimeoutMs > requestTimeoutMs) {
+    throw new ConfigError(
+      `TENANTGATE_HEADERS_TIMEOUT_MS (${headersTimeoutMs}) must not be longer than TENANTGATE_REQUEST_TIMEOUT_MS (${requestTimeoutMs})`,
+    );
+  }
   const dataDir = path.resolve(readString(env, 'TENANTGATE_DATA_DIR', './data'));
   const production = readBool(env, 'TENANTGATE_PRODUCTION', false);
   const masterKeyRaw = env.TENANTGATE_MASTER_KEY;
@@ -192,5 +229,8 @@ export function loadConfig(env: Env = process.env): Config {
     metrics: readBool(env, 'TENANTGATE_METRICS', true),
     metricsToken: readMetricsToken(env),
     responseCacheBytes: readInt(env, 'TENANTGATE_RESPONSE_CACHE_BYTES', 8 * 1_048_576, 0, 1024 * 1_048_576),
+    corsOrigins: readCorsOrigins(env),
+    headersTimeoutMs,
+    requestTimeoutMs,
   };
 }

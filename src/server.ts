@@ -32,12 +32,19 @@ export async function bootstrapAdminKey(store: Store): Promise<string | undefine
 export async function startServer(config: Config, logger: Logger, out: NodeJS.WritableStream = process.stdout): Promise<RunningServer> {
   const opened = openStore(config, logger);
   const app = createApp({ store: opened.store, secretBox: opened.secretBox, config, logger });
-  const server = http.createServer(app.front.listener);
-  server.keepAliveTimeout = 5000;
-  // A client that trickles bytes holds a socket and a parser: headers must arrive within 20 s and
-  // the whole request within 60 s (Node's defaults are 60 s and 300 s).
-  server.headersTimeout = 20_000;
-  server.requestTimeout = 60_000;
+  // A client that trickles bytes holds a socket and a parser: headers must arrive within
+  // TENANTGATE_HEADERS_TIMEOUT_MS and the whole request within TENANTGATE_REQUEST_TIMEOUT_MS. Node
+  // enforces both only when it sweeps its connections, every 30 s by default, which let a 20 s
+  // header timeout fire after 50 s; sweeping every second keeps them to within a second.
+  const server = http.createServer(
+    {
+      headersTimeout: config.headersTimeoutMs,
+      requestTimeout: config.requestTimeoutMs,
+      connectionsCheckingInterval: 1000,
+      keepAliveTimeout: 5000,
+    },
+    app.front.listener,
+  );
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

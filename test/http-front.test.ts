@@ -102,7 +102,7 @@ describe('HTTP front', () => {
   let gw: TestGateway;
   let served: Served;
   beforeAll(async () => {
-    gw = await createTestGateway();
+    gw = await createTestGateway({ env: { TENANTGATE_CORS_ORIGINS: 'https://dash.example' } });
     served = await serve(gw);
   });
   afterAll(async () => {
