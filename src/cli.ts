@@ -116,7 +116,7 @@ export async function cli(argv: string[]): Promise<void> {
       }
       case 'keys revoke': {
         if (!arg || !values.org) fail('usage: tenantgate keys revoke <key id> --org <id>');
-        const key = await system.apiKeys.revoke(values.org, arg, { keyId: null, scopes: 'all' });
+        const { apiKey: key } = await system.apiKeys.revoke(values.org, arg, { keyId: null, scopes: 'all' });
         process.stdout.write(`revoked ${key.id} at ${key.revokedAt}\n`);
         return;
       }

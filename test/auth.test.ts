@@ -175,6 +175,35 @@ describe('the authenticator', () => {
     }
   });
 
+  it('does not cache a row read before a revocation it overlapped', async () => {
+    const gw = await createTestGateway({ seed: false });
+    try {
+      const key = await gw.key(ORG_A, ['modules:read']);
+      const id = (await gw.opened.store.apiKeys.listForOrg(ORG_A)).find((k) => k.hash === hashKey(key))!.id;
+      let lookups = 0;
+      let release: () => void = () => {};
+      const original = gw.opened.store.apiKeys.findByHash;
+      // The row is read now, and handed over only when the test says: a revocation lands between.
+      gw.opened.store.apiKeys.findByHash = (hash) => {
+        lookups++;
+        const row = original(hash);
+        return lookups === 1 ? new Promise((resolve) => (release = () => resolve(row))) : row;
+      };
+      const auth = new Authenticator(gw.opened.store, { cacheTtlMs: 60_000, flushIntervalMs: 0, logger: captureLogger() });
+      const first = auth.verify(key);
+      await gw.opened.store.apiKeys.revoke(ORG_A, id, new Date().toISOString());
+      auth.forget(id);
+      release();
+      // The request that began before the revocation is admitted; the next one asks the store.
+      expect(await first).toMatchObject({ keyId: id });
+      expect(await auth.verify(key)).toBeUndefined();
+      expect(lookups).toBe(2);
+      await auth.close();
+    } finally {
+      await gw.close();
+    }
+  });
+
   it('writes last-used times in one batch, not per request, and flushes on close', async () => {
     const gw = await createTestGateway({ seed: false });
     try {

@@ -439,6 +439,30 @@ const CASES: Record<string, Case[]> = {
       ids: () => ({ b: ORG_B, missing: missingId('org'), own: ORG_A }),
       control: (res, f) => expect(ok(res).revokeApiKey.id).toBe(f.aSpareKeyId),
     },
+    {
+      kind: 'id',
+      // B's spare was made by B's main key, so a cascade on B's main key would revoke both.
+      title: "B's main key id, with cascade",
+      query: 'mutation($id: ID!) { revokeApiKey(id: $id, cascade: true) { id revokedAt descendants { id revokedAt } } }',
+      vars: (id) => ({ id }),
+      ids: (f) => ({ b: f.bKeyIds.find((id) => id !== f.bSpareKeyId) ?? '', missing: `key_${randomUUID()}`, own: f.aMainKeyId }),
+      control: async (res, f) => {
+        const revoked = ok(res).revokeApiKey;
+        expect(revoked.id).toBe(f.aMainKeyId);
+        expect(revoked.descendants.map((d: { id: string }) => d.id)).toEqual([f.aSpareKeyId]);
+        expect(revoked.descendants[0].revokedAt).toBe(revoked.revokedAt);
+        expect((await f.gw.gql(f.gw.keys.a, '{ viewer { org { id } } }')).status).toBe(401);
+        expect(ok(await f.gw.gql(f.gw.keys.b, '{ viewer { org { id } } }')).viewer.org.id).toBe(ORG_B);
+      },
+    },
+    {
+      kind: 'id',
+      title: 'naming org B, with cascade',
+      query: 'mutation($id: ID!, $org: ID) { revokeApiKey(id: $id, orgId: $org, cascade: true) { id descendants { id } } }',
+      vars: (org, f) => ({ id: f.aSpareKeyId, org }),
+      ids: () => ({ b: ORG_B, missing: missingId('org'), own: ORG_A }),
+      control: (res, f) => expect(ok(res).revokeApiKey).toEqual({ id: f.aSpareKeyId, descendants: [] }),
+    },
   ],
   'Mutation.createOrg': [
     {
@@ -493,6 +517,7 @@ const ADMIN_KEY_FIELDS_ON_MISSING_ORG: [string, string, (orgId: string, f: Fixtu
   ['apiKeys', 'query($org: ID) { apiKeys(orgId: $org) { id } }', (org) => ({ org })],
   ['createApiKey', 'mutation($org: ID) { createApiKey(input: { name: "x", scopes: ["modules:read"], orgId: $org }) { secret } }', (org) => ({ org })],
   ['revokeApiKey', 'mutation($id: ID!, $org: ID) { revokeApiKey(id: $id, orgId: $org) { id } }', (org, f) => ({ org, id: f.bSpareKeyId })],
+  ['revokeApiKey with cascade', 'mutation($id: ID!, $org: ID) { revokeApiKey(id: $id, orgId: $org, cascade: true) { id } }', (org, f) => ({ org, id: f.bSpareKeyId })],
 ];
 
 function rootFields(): string[] {

@@ -42,6 +42,8 @@ export class Authenticator {
   readonly #now: () => number;
   readonly #cache = new Map<string, CacheEntry>();
   readonly #hashByKeyId = new Map<string, string>();
+  /** Counts `forget` calls: a lookup that saw the store before one must not cache what it read. */
+  #forgotten = 0;
   /** Key id → when it was last used (epoch ms), written in the next batch. */
   #pendingUse = new Map<string, number>();
   readonly #timer: NodeJS.Timeout | undefined;
@@ -86,11 +88,14 @@ export class Authenticator {
   }
 
   #lookUp(hash: string, now: number): Promise<Principal | undefined> {
+    const forgotten = this.#forgotten;
     return this.#store.apiKeys.findByHash(hash).then((row) => {
       if (!row || !timingSafeEqual(Buffer.from(row.hash, 'hex'), Buffer.from(hash, 'hex'))) return undefined;
       if (row.revokedAt !== null) return undefined;
       const principal = toPrincipal(row);
-      this.#remember(hash, principal, now);
+      // A revocation landed while the row was being read: the row may predate it, so this
+      // request (which began before it) is admitted, but the row is not kept for the next.
+      if (forgotten === this.#forgotten) this.#remember(hash, principal, now);
       return this.#admit(principal, now);
     });
   }
@@ -104,6 +109,7 @@ export class Authenticator {
 
   /** Drop a key from the cache (after revoking it). */
   forget(keyId: string): void {
+    this.#forgotten += 1;
     const hash = this.#hashByKeyId.get(keyId);
     if (hash !== undefined) this.#cache.delete(hash);
     this.#hashByKeyId.delete(keyId);

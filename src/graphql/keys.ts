@@ -4,7 +4,9 @@ import { builder } from './builder.ts';
 import type { Context } from './context.ts';
 import { SCOPES } from '../auth/scopes.ts';
 
-export const ApiKey = builder.objectRef<ApiKeyRow>('ApiKey').implement({
+export const ApiKey = builder.objectRef<ApiKeyRow>('ApiKey');
+
+ApiKey.implement({
   description: 'An API key. The secret itself is shown once, by createApiKey, and never stored.',
   fields: (t) => ({
     id: t.exposeID('id', { description: 'Stable id, used to revoke the key.' }),
@@ -19,6 +21,19 @@ export const ApiKey = builder.objectRef<ApiKeyRow>('ApiKey').implement({
       nullable: true,
       description: 'When the key was last used (recorded in batches, so up to a few seconds behind).',
       resolve: (k) => k.lastUsedAt,
+    }),
+    descendants: t.field({
+      type: [ApiKey],
+      description:
+        'The keys this key created, directly or through keys it created, in its own org, revoked ones included, oldest first: ' +
+        'what revokeApiKey(cascade: true) revokes with it. Needs keys:manage.',
+      authScopes: { 'keys:manage': true },
+      resolve: (k, _args, ctx) => {
+        if (k.orgId === ctx.orgId) return ctx.repos.apiKeys.descendants(k.id);
+        // Only admin fields hand out another org's keys; this guards that, should it ever change.
+        if (!ctx.scopes.has('admin')) throw forbidden('only an admin key can manage another org\'s keys');
+        return ctx.system.apiKeys.descendants(k.orgId, k.id);
+      },
     }),
   }),
 });
@@ -80,17 +95,30 @@ builder.mutationField('createApiKey', (t) =>
 builder.mutationField('revokeApiKey', (t) =>
   t.field({
     type: ApiKey,
-    description: 'Revoke a key of the org; it stops working on the next request. NOT_FOUND for an unknown id.',
+    description:
+      'Revoke a key of the org; it stops working on the next request. With cascade, also every key it created, directly or ' +
+      'through keys it created (select descendants to see them), all in one transaction. NOT_FOUND for an unknown id; ' +
+      'FORBIDDEN, and nothing revoked, if any of those keys holds a scope the calling key lacks.',
     authScopes: { 'keys:manage': true },
     args: {
       id: t.arg.id({ required: true, description: 'The key id.' }),
+      cascade: t.arg.boolean({
+        defaultValue: false,
+        description:
+          'Also revoke the keys this key created, and theirs, in its org (after a leak: whatever the leaked key minted). ' +
+          'May be repeated on a key already revoked.',
+      }),
       orgId: t.arg.id({ description: 'Another org (admin only).' }),
     },
-    resolve: (_root, args, ctx) => {
+    resolve: async (_root, args, ctx) => {
       const other = targetOrg(ctx, args.orgId == null ? null : String(args.orgId));
       const revoker = { keyId: ctx.keyId, scopes: ctx.scopes };
-      if (other === undefined) return ctx.repos.apiKeys.revoke(String(args.id), revoker);
-      return ctx.system.apiKeys.revoke(other, String(args.id), revoker);
+      const options = { cascade: args.cascade === true };
+      const revocation =
+        other === undefined
+          ? await ctx.repos.apiKeys.revoke(String(args.id), revoker, options)
+          : await ctx.system.apiKeys.revoke(other, String(args.id), revoker, options);
+      return revocation.apiKey;
     },
   }),
 );

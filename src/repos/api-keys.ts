@@ -83,22 +83,64 @@ function scopesNotHeld(grantor: Grantor, scopes: readonly string[]): string[] {
   return scopes.filter((s) => !held.has(s));
 }
 
+export interface RevokeOptions {
+  /** Also revoke every key the key created, directly or through keys it created (in its org). */
+  cascade?: boolean;
+}
+
+/** What a revocation did: the key, and with `cascade` the descendants revoked with it. */
+export interface Revocation {
+  apiKey: ApiKeyRow;
+  /** The key's descendants, all revoked now (empty without `cascade`). */
+  descendants: ApiKeyRow[];
+  /** Ids of the keys (the key included) that were live until this revocation. */
+  revoked: string[];
+}
+
 /** Key management bound to one org. */
 export function apiKeysForOrg(store: Store, authenticator: Authenticator, orgId: string) {
   return {
     list: () => store.apiKeys.listForOrg(orgId),
     get: (id: string) => store.apiKeys.getForOrg(orgId, id),
+    /** Every key `id` created, directly or transitively, in this org; empty for a key of another org. */
+    descendants: (id: string) => store.apiKeys.descendants(orgId, id),
     create: (input: NewKeyInput, grantor: Grantor) => issueApiKey(store, orgId, input, grantor),
-    /** A key may revoke only keys whose scopes it holds (so no tenant key revokes an admin's). */
-    async revoke(id: string, revoker: Grantor): Promise<ApiKeyRow> {
-      const target = await store.apiKeys.getForOrg(orgId, id);
-      if (!target) throw notFound('API key', id);
-      const missing = scopesNotHeld(revoker, target.scopes);
-      if (missing.length > 0) throw forbidden(`a key cannot revoke a key with scopes it does not hold: ${missing.join(', ')}`);
-      const row = await store.apiKeys.revoke(orgId, id, new Date().toISOString());
-      if (!row) throw notFound('API key', id);
-      authenticator.forget(row.id);
-      return row;
+    /**
+     * A key may revoke only keys whose scopes it holds (so no tenant key revokes an admin's). With
+     * `cascade`, that holds for every live descendant too, and a cascade that would touch one the
+     * revoker may not revoke is refused whole: a partial cleanup would leave a key alive in a tree
+     * its owner believes is dead. (Keys made through the API never hold more than their maker, so
+     * a revoker that may revoke the key may revoke its tree; the check is for rows made otherwise.)
+     */
+    async revoke(id: string, revoker: Grantor, options: RevokeOptions = {}): Promise<Revocation> {
+      const at = new Date().toISOString();
+      if (!options.cascade) {
+        const target = await store.apiKeys.getForOrg(orgId, id);
+        if (!target) throw notFound('API key', id);
+        const missing = scopesNotHeld(revoker, target.scopes);
+        if (missing.length > 0) throw forbidden(`a key cannot revoke a key with scopes it does not hold: ${missing.join(', ')}`);
+        const row = await store.apiKeys.revoke(orgId, id, at);
+        if (!row) throw notFound('API key', id);
+        authenticator.forget(row.id);
+        return { apiKey: row, descendants: [], revoked: target.revokedAt === null ? [row.id] : [] };
+      }
+      const tree = await store.apiKeys.revokeTree(orgId, id, at, (key, descendants) => {
+        const missing = scopesNotHeld(revoker, key.scopes);
+        if (missing.length > 0) throw forbidden(`a key cannot revoke a key with scopes it does not hold: ${missing.join(', ')}`);
+        const live = descendants.filter((k) => k.revokedAt === null);
+        const stronger = live.filter((k) => scopesNotHeld(revoker, k.scopes).length > 0);
+        if (stronger.length > 0) {
+          const scopes = normalizeScopes(stronger.flatMap((k) => scopesNotHeld(revoker, k.scopes)) as Scope[]);
+          throw forbidden(
+            `a key cannot revoke keys with scopes it does not hold: ${stronger.length} of the ${live.length} live key(s) ` +
+              `created from this one hold ${scopes.join(', ')}; nothing was revoked`,
+          );
+        }
+      });
+      if (!tree) throw notFound('API key', id);
+      // Every key of the tree, revoked now or before: none may answer from this node's cache.
+      for (const key of [tree.key, ...tree.descendants]) authenticator.forget(key.id);
+      return { apiKey: tree.key, descendants: tree.descendants, revoked: tree.revoked };
     },
   };
 }

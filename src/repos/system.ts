@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { badInput, conflict, notFound } from '../errors.ts';
 import type { HealthStatus, ModuleRecord, OrgRow, Store } from '../store/types.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
-import { apiKeysForOrg, issueApiKey, type Grantor, type NewKeyInput } from './api-keys.ts';
+import { apiKeysForOrg, issueApiKey, type Grantor, type NewKeyInput, type RevokeOptions } from './api-keys.ts';
 import { displayName, MAX_LOOKUP_ID, newId, parseInput } from './validate.ts';
 
 const orgSchema = z.object({ id: newId('id'), name: displayName('name') });
@@ -43,10 +43,11 @@ export function systemRepos(store: Store, authenticator: Authenticator) {
         await requireOrg(orgId);
         return store.apiKeys.listForOrg(orgId);
       },
-      async revoke(orgId: string, id: string, revoker: Grantor) {
+      async revoke(orgId: string, id: string, revoker: Grantor, options?: RevokeOptions) {
         await requireOrg(orgId);
-        return apiKeysForOrg(store, authenticator, orgId).revoke(id, revoker);
+        return apiKeysForOrg(store, authenticator, orgId).revoke(id, revoker, options);
       },
+      descendants: (orgId: string, id: string) => store.apiKeys.descendants(orgId, id),
       /** Issue a key in any org (the operator's way to give a new org its first key). */
       async create(orgId: string, input: NewKeyInput, grantor: Grantor) {
         await requireOrg(orgId);

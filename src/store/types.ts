@@ -34,6 +34,23 @@ export interface Store {
     insert(row: ApiKeyRow): Promise<void>;
     /** Sets revoked_at unless already set; returns the row (undefined if not in this org). */
     revoke(orgId: string, id: string, at: string): Promise<ApiKeyRow | undefined>;
+    /**
+     * The keys `id` created, directly or through keys it created, oldest first. The walk follows
+     * created_by_key_id within `orgId` only: a key of another org is never reached, whatever its
+     * ids. Empty when the key has none or is not in this org.
+     */
+    descendants(orgId: string, id: string): Promise<ApiKeyRow[]>;
+    /**
+     * Revokes the key and all its descendants (as above) in one transaction. `check` sees the key
+     * and its descendants as they are inside that transaction and may throw: then nothing is
+     * revoked. Undefined (and `check` not called) when the key is not in this org.
+     */
+    revokeTree(
+      orgId: string,
+      id: string,
+      at: string,
+      check: (key: ApiKeyRow, descendants: readonly ApiKeyRow[]) => void,
+    ): Promise<KeyTree | undefined>;
     /** Batched last-used writes: one transaction for many keys. */
     touch(entries: ReadonlyArray<readonly [keyId: string, at: string]>): Promise<void>;
   };
@@ -82,6 +99,13 @@ export interface Store {
   /** Store open, schema current and writable; a reason when not. */
   check(): Promise<{ ok: true } | { ok: false; reason: string }>;
   close(): Promise<void>;
+}
+
+/** A key and its descendants, read after a revocation; `revoked` holds the ids that were live until it. */
+export interface KeyTree {
+  key: ApiKeyRow;
+  descendants: ApiKeyRow[];
+  revoked: string[];
 }
 
 export type HealthStatus = 'unknown' | 'healthy' | 'degraded' | 'unhealthy';

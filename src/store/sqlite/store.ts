@@ -2,10 +2,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { and, asc, count, eq, getTableColumns, isNull, ne, sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/better-sqlite3';
-import type { ModuleField, ModulePatch, ModuleRecord, Store } from '../types.ts';
+import type { KeyTree, ModuleField, ModulePatch, ModuleRecord, Store } from '../types.ts';
 import type Database from 'better-sqlite3';
 import { BUSY_TIMEOUT_MS, type SqliteDatabase } from './connection.ts';
-import { apiKeys, credentials, modules, orgs, type CredentialRow } from './schema.ts';
+import { apiKeys, credentials, modules, orgs, type ApiKeyRow, type CredentialRow } from './schema.ts';
 
 const p = sql.placeholder;
 
@@ -286,6 +286,37 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
   };
   const externalVersion = sqlite.prepare('PRAGMA data_version').pluck();
 
+  // A key's descendants: the walk follows created_by_key_id and every step stays in the org (its
+  // join names org_id), so another org's keys are never reached even if ids collide. UNION, not
+  // UNION ALL, so a cycle in hand-edited rows ends instead of looping.
+  const inKeyTree = (orgId: string, id: string, withRoot: boolean) => sql`${apiKeys.id} IN (
+    WITH RECURSIVE tree(id) AS (
+      SELECT r."id" FROM "api_keys" AS r WHERE r."org_id" = ${orgId} AND r."id" = ${id}
+      UNION
+      SELECT k."id" FROM "api_keys" AS k JOIN tree ON k."created_by_key_id" = tree."id" WHERE k."org_id" = ${orgId}
+    ) SELECT "id" FROM tree${withRoot ? sql`` : sql` WHERE "id" <> ${id}`})`;
+  const descendantsOf = (orgId: string, id: string) =>
+    db
+      .select()
+      .from(apiKeys)
+      .where(and(eq(apiKeys.orgId, orgId), inKeyTree(orgId, id, false)))
+      .orderBy(asc(apiKeys.createdAt), asc(apiKeys.id))
+      .all();
+  const revokeTree = sqlite.transaction(
+    (orgId: string, id: string, at: string, check: (key: ApiKeyRow, descendants: readonly ApiKeyRow[]) => void): KeyTree | undefined => {
+      const before = q.keyForOrg.get({ orgId, id });
+      if (!before) return undefined;
+      const beforeDescendants = descendantsOf(orgId, id);
+      check(before, beforeDescendants);
+      db.update(apiKeys)
+        .set({ revokedAt: at })
+        .where(and(eq(apiKeys.orgId, orgId), isNull(apiKeys.revokedAt), inKeyTree(orgId, id, true)))
+        .run();
+      const revoked = [before, ...beforeDescendants].filter((k) => k.revokedAt === null).map((k) => k.id);
+      return { key: q.keyForOrg.get({ orgId, id })!, descendants: descendantsOf(orgId, id), revoked };
+    },
+  );
+
   const touchMany = sqlite.transaction((entries: ReadonlyArray<readonly [string, string]>) => {
     for (const [id, at] of entries) q.keyTouch.run({ id, at });
   });
@@ -319,6 +350,8 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
         q.keyRevoke.run({ orgId, id, at });
         return q.keyForOrg.get({ orgId, id });
       },
+      descendants: async (orgId, id) => descendantsOf(orgId, id),
+      revokeTree: async (orgId, id, at, check) => revokeTree.immediate(orgId, id, at, check),
       touch: async (entries) => {
         if (entries.length === 0) return;
         // Last-used times are best effort: their commit is not synced on its own (WAL with
