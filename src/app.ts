@@ -8,6 +8,7 @@ import type { Context } from './graphql/context.ts';
 import { schema } from './graphql/schema.ts';
 import { useBodyLimit } from './http/body-limit.ts';
 import { corsFor, useVaryOrigin } from './http/cors.ts';
+import { useGraphiQLPage } from './http/graphiql.ts';
 import { createHttpFront, type HttpFront } from './http/http-front.ts';
 import { createMaskError } from './http/mask-error.ts';
 import { Metrics } from './http/metrics.ts';
@@ -120,7 +121,8 @@ export function createApp({ store, secretBox, config, logger }: AppOptions): App
     graphqlEndpoint,
     healthCheckEndpoint: '/health',
     landingPage: false,
-    graphiql: config.graphiql ? { title: 'tenantgate', headers: '{\n  "Authorization": "Bearer tgk_..."\n}' } : false,
+    // Served by useGraphiQLPage below, from the installed package (Yoga's own page loads a CDN).
+    graphiql: false,
     maskedErrors: {
       // isDev false: never attach stacks or original messages, whatever NODE_ENV says.
       isDev: false,
@@ -148,6 +150,9 @@ export function createApp({ store, secretBox, config, logger }: AppOptions): App
       observability.plugin,
       useVaryOrigin(config.corsOrigins),
       useProbes({ store, logger, metrics: config.metrics ? metrics : undefined, metricsToken: config.metricsToken }),
+      ...(config.graphiql
+        ? [useGraphiQLPage({ graphqlEndpoint, options: { title: 'tenantgate', headers: '{\n  "Authorization": "Bearer tgk_..."\n}' } })]
+        : []),
       useBodyLimit(config.limits.maxBodyBytes),
       auth,
       useRequestParams(config.limits.maxVariableDepth),
