@@ -1,5 +1,6 @@
 import { ConfigError, loadConfig } from './config.ts';
 import { createLogger } from './logger.ts';
+import { DataPathError } from './store/data-dir.ts';
 
 /** Process entry: load config, open and migrate the store, listen, stop cleanly on a signal. */
 export async function main(): Promise<void> {
@@ -25,7 +26,8 @@ export async function main(): Promise<void> {
   } catch (error) {
     const message = error instanceof ConfigError || (error as NodeJS.ErrnoException).code ? (error as Error).message : String(error);
     process.stderr.write(`tenantgate: could not start: ${message}\n`);
-    process.exit(1);
+    // A data path that cannot be used is a configuration error, like a bad variable: exit code 2.
+    process.exit(error instanceof DataPathError ? 2 : 1);
   }
   const running = server;
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ConfigError, decodeMasterKey, type Config } from '../config.ts';
+import { DataPathError } from '../store/data-dir.ts';
 import type { Logger } from '../logger.ts';
 import { SecretBox } from './secret-box.ts';
 
@@ -10,7 +11,8 @@ export const MASTER_KEY_FILE = 'master.key';
 /**
  * The master key comes from TENANTGATE_MASTER_KEY, or from `<data dir>/master.key`. On the embedded
  * default that file is generated (mode 0600) on first start; `mayGenerate` is false when the store
- * already holds credentials, since a new key could never decrypt them.
+ * already holds credentials, since a new key could never decrypt them. The data directory exists
+ * and is writable by then (openStore prepares it).
  */
 export function loadSecretBox(
   config: Pick<Config, 'masterKey' | 'previousMasterKeys' | 'dataDir'>,
@@ -23,7 +25,9 @@ export function loadSecretBox(
   try {
     raw = fs.readFileSync(file, 'utf8');
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === undefined) throw error;
+    if (code !== 'ENOENT') throw new DataPathError(`master key file ${file} cannot be read (${code})`);
   }
   if (raw === undefined) {
     if (!mayGenerate) {
@@ -31,7 +35,6 @@ export function loadSecretBox(
         `no master key: the store holds encrypted credentials but ${file} is missing and TENANTGATE_MASTER_KEY is not set`,
       );
     }
-    fs.mkdirSync(config.dataDir, { recursive: true });
     const key = randomBytes(32);
     // Written whole to a private temporary file, then linked into place: link fails if the name
     // exists, so two processes starting together agree on one key and neither reads a half file.

@@ -1,5 +1,3 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import Database from 'better-sqlite3';
 
 export type SqliteDatabase = Database.Database;
@@ -16,9 +14,9 @@ const PAGE_CACHE_KIB = 8192;
  * - foreign_keys=ON (better-sqlite3 12 defaults it on; we do not rely on that default);
  * - cache_size of 8 MiB (better-sqlite3 builds SQLite with 16 MiB): the page cache is part of the
  *   gateway's memory budget, and the OS page cache keeps the file's hot pages anyway.
+ * Its folder and file are made and checked first, by openStore (see data-dir.ts).
  */
 export function openDatabase(file: string): SqliteDatabase {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
   // Switching a file to WAL takes an exclusive lock without calling the busy handler (SQLite
   // 3.53), so two processes opening a new or pre-tenant file together can fail at once with
   // SQLITE_BUSY. Retry for as long as busy_timeout would have waited.

@@ -149,9 +149,10 @@ function createJournal(db: SqliteDatabase): void {
 function backup(db: SqliteDatabase, file: string): string {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   // The copy holds the plaintext secrets, and VACUUM INTO would create it 0644 (under the usual
-  // umask) whatever the original's mode: create it empty first, with the original's permissions.
-  // 'wx' also keeps two processes backing up in the same millisecond off one file.
-  const mode = fs.statSync(file).mode & 0o777;
+  // umask): create it empty first, 0600 whatever the umask, like the store itself (VACUUM INTO
+  // keeps an existing file's mode). 'wx' also keeps two processes backing up in the same
+  // millisecond off one file.
+  const mode = 0o600;
   for (let n = 0; ; n++) {
     const target = path.join(path.dirname(file), `${path.basename(file)}.pre-tenant-${stamp}${n > 0 ? `-${n}` : ''}.bak`);
     try {
