@@ -2,40 +2,255 @@ import { parseArgs } from 'node:util';
 import { SCOPES } from './auth/scopes.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import { createLogger } from './logger.ts';
-import { Authenticator } from './auth/authenticator.ts';
-import { systemRepos } from './repos/index.ts';
-import { openStore, type OpenedStore } from './store/open.ts';
-import { rekeyCredentials } from './maintenance/rekey.ts';
-import { main as serve } from './main.ts';
-import { GraphQLError } from 'graphql';
+import type { OpenedStore } from './store/open.ts';
+
+type OptionName = 'help' | 'org' | 'name' | 'scopes' | 'expires' | 'cascade';
+
+const OPTIONS = {
+  help: { type: 'boolean', short: 'h' },
+  org: { type: 'string' },
+  name: { type: 'string' },
+  scopes: { type: 'string' },
+  expires: { type: 'string' },
+  cascade: { type: 'boolean' },
+} as const satisfies Record<OptionName, { type: 'boolean' | 'string'; short?: string }>;
+
+interface Command {
+  /** `keys revoke`, or `serve` for a command outside a group. */
+  route: string;
+  /** What follows the route in the usage line. */
+  usage: string;
+  /** Lines of the description, the first beside the usage when it fits. */
+  text: string[];
+  /** How many positional arguments it takes after its route. */
+  args: number;
+  options: OptionName[];
+}
+
+const COMMANDS: Command[] = [
+  { route: 'serve', usage: '', text: ['start the gateway (same as npm start)'], args: 0, options: [] },
+  { route: 'migrate', usage: '', text: ['migrate the store (adopting a pre-tenant file) and exit'], args: 0, options: [] },
+  { route: 'orgs list', usage: '', text: ['list orgs'], args: 0, options: [] },
+  { route: 'orgs create', usage: '<id> --name <name>', text: ['create an org'], args: 1, options: ['name'] },
+  { route: 'keys list', usage: '--org <id>', text: ["list an org's keys (never secrets)"], args: 0, options: ['org'] },
+  {
+    route: 'keys create',
+    usage: '--org <id> --name <name> --scopes <a,b,...> [--expires <ISO time>]',
+    text: ['create a key and print its secret once'],
+    args: 0,
+    options: ['org', 'name', 'scopes', 'expires'],
+  },
+  {
+    route: 'keys revoke',
+    usage: '<key id> --org <id> [--cascade]',
+    text: [
+      'revoke a key; with --cascade also every key it created, directly',
+      'or through keys it created (after a leak). A running gateway stops',
+      'accepting them within TENANTGATE_KEY_CACHE_TTL_MS (10 s by default)',
+    ],
+    args: 1,
+    options: ['org', 'cascade'],
+  },
+  {
+    route: 'credentials rekey',
+    usage: '',
+    text: ['re-encrypt every credential under TENANTGATE_MASTER_KEY;', 'set TENANTGATE_MASTER_KEY_PREVIOUS to the old key(s)'],
+    args: 0,
+    options: [],
+  },
+];
+
+const GROUPS = [...new Set(COMMANDS.filter((c) => c.route.includes(' ')).map((c) => c.route.split(' ')[0]!))];
+const TOP_LEVEL = [...new Set(COMMANDS.map((c) => c.route.split(' ')[0]!))];
+
+const COLUMN = 42;
+function describe(commands: Command[]): string {
+  const lines: string[] = [];
+  for (const c of commands) {
+    const head = `  ${c.route}${c.usage ? ` ${c.usage}` : ''}`;
+    const [first, ...rest] = c.text;
+    if (head.length < COLUMN) lines.push(`${head.padEnd(COLUMN)}${first}`);
+    else lines.push(head, `${' '.repeat(COLUMN)}${first}`);
+    for (const line of rest) lines.push(`${' '.repeat(COLUMN)}${line}`);
+  }
+  return lines.join('\n');
+}
 
 const HELP = `tenantgate: a multi-tenant GraphQL gateway
 
 Usage: tenantgate <command> [options]        (from a checkout: npm run cli -- <command>)
 
-  serve                                   start the gateway (same as npm start)
-  migrate                                 migrate the store (adopting a pre-tenant file) and exit
-  orgs list                               list orgs
-  orgs create <id> --name <name>          create an org
-  keys list --org <id>                    list an org's keys (never secrets)
-  keys create --org <id> --name <name> --scopes <a,b,...> [--expires <ISO time>]
-                                          create a key and print its secret once
-  keys revoke <key id> --org <id>         revoke a key; a running gateway stops accepting it within
-                                          TENANTGATE_KEY_CACHE_TTL_MS (10 s by default)
-  credentials rekey                       re-encrypt every credential under TENANTGATE_MASTER_KEY;
-                                          set TENANTGATE_MASTER_KEY_PREVIOUS to the old key(s)
+${describe(COMMANDS)}
 
 Scopes: ${SCOPES.join(', ')}
 The CLI works on the store in TENANTGATE_DATA_DIR / TENANTGATE_DATABASE, with or without a
 running gateway. Example: tenantgate keys create --org acme --name ci --scopes modules:read`;
 
-function fail(message: string): never {
-  process.stderr.write(`tenantgate: ${message}\n`);
+const commandsOf = (group: string) => COMMANDS.filter((c) => c.route.startsWith(`${group} `)).map((c) => c.route.split(' ')[1]!);
+
+function groupHelp(group: string): string {
+  return `Usage: tenantgate ${group} <command> [options]\n\n${describe(COMMANDS.filter((c) => c.route.startsWith(`${group} `)))}`;
+}
+
+/** A mistake in how the CLI was called: one line on stderr, then `detail` (help text) if any, and exit code 2. */
+class UsageError extends Error {
+  constructor(
+    message: string,
+    readonly detail?: string,
+  ) {
+    super(message);
+  }
+}
+
+function fail(message: string, detail?: string): never {
+  process.stderr.write(`tenantgate: ${message}\n${detail ? `\n${detail}\n` : ''}`);
   process.exit(2);
+}
+
+/**
+ * Edit distance with adjacent transpositions (optimal string alignment): "scope" is 1 from
+ * "scopes", "nmae" 1 from "name".
+ */
+export function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let best = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) best = Math.min(best, d[i - 2]![j - 2]! + 1);
+      d[i]![j] = best;
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/** The candidate nearest to `input`, if it is near enough to be what was meant. */
+export function nearest(input: string, candidates: readonly string[]): string | undefined {
+  const allowed = Math.max(1, Math.min(2, Math.floor(input.length / 3)));
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const candidate of candidates) {
+    const distance = editDistance(input, candidate);
+    if (distance < bestDistance) [best, bestDistance] = [candidate, distance];
+  }
+  if (best !== undefined && bestDistance <= allowed) return best;
+  // A prefix of exactly one candidate: --exp for --expires.
+  const prefixed = input.length >= 2 ? candidates.filter((c) => c.startsWith(input)) : [];
+  return prefixed.length === 1 ? prefixed[0] : undefined;
+}
+
+const flags = (names: readonly string[]) => names.map((n) => `--${n}`).join(', ');
+
+/** The command the positionals name, or a usage error that says what would have been right. */
+function findCommand(positionals: readonly string[]): { command: Command; args: string[] } | { group: string } {
+  const [first, second] = positionals;
+  if (first === undefined) throw new UsageError('no command');
+  if (!TOP_LEVEL.includes(first)) {
+    const guess = nearest(first, TOP_LEVEL);
+    throw new UsageError(
+      `unknown command "${first}"${guess ? `; did you mean ${guess}?` : `; commands: ${TOP_LEVEL.join(', ')}`} (see tenantgate --help)`,
+    );
+  }
+  if (!GROUPS.includes(first)) return { command: COMMANDS.find((c) => c.route === first)!, args: positionals.slice(1) };
+  if (second === undefined) return { group: first };
+  const command = COMMANDS.find((c) => c.route === `${first} ${second}`);
+  if (!command) {
+    const names = commandsOf(first);
+    const guess = nearest(second, names);
+    throw new UsageError(
+      `unknown command "${first} ${second}"; ${guess ? `did you mean ${first} ${guess}?` : `${first} commands: ${names.join(', ')}`} (see tenantgate ${first} --help)`,
+    );
+  }
+  return { command, args: positionals.slice(2) };
+}
+
+/**
+ * Reads the arguments as parseArgs would (strict), but says what is wrong in words: Node's
+ * ERR_PARSE_ARGS messages name no alternative and quote unevenly. Unknown options are checked
+ * against the command's own options once the command is known.
+ */
+function readArgs(argv: string[]): { values: Partial<Record<OptionName, string | boolean>>; positionals: string[] } {
+  const positionals: string[] = [];
+  const given: { name: string; raw: string }[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') {
+      positionals.push(...argv.slice(i + 1));
+      break;
+    }
+    if (arg.startsWith('--')) {
+      const eq = arg.indexOf('=');
+      const name = arg.slice(2, eq < 0 ? undefined : eq);
+      given.push({ name, raw: `--${name}` });
+      const spec = (OPTIONS as Record<string, { type: string }>)[name];
+      if (spec?.type === 'string' && eq < 0) {
+        const value = argv[i + 1];
+        if (value === undefined || value.startsWith('-')) {
+          throw new UsageError(`--${name} needs a value${value === undefined ? '' : ` (for one starting with "-", write --${name}=<value>)`}`);
+        }
+        i++;
+      } else if (spec?.type === 'boolean' && eq >= 0) {
+        throw new UsageError(`--${name} takes no value`);
+      }
+    } else if (arg.startsWith('-') && arg.length > 1) {
+      for (const letter of arg.slice(1)) {
+        const long = Object.entries(OPTIONS).find(([, o]) => 'short' in o && o.short === letter)?.[0];
+        given.push({ name: long ?? `-${letter}`, raw: `-${letter}` });
+      }
+    } else {
+      positionals.push(arg);
+    }
+  }
+
+  let command: Command | undefined;
+  try {
+    const found = findCommand(positionals);
+    if ('command' in found) command = found.command;
+  } catch {
+    // Reported below, after any unknown option (which may have swallowed a positional).
+  }
+  const accepted: string[] = command ? command.options : Object.keys(OPTIONS).filter((n) => n !== 'help');
+  for (const { name, raw } of given) {
+    if (name === 'help' || accepted.includes(name)) continue;
+    const where = command ? ` for ${command.route}` : '';
+    if (name.startsWith('-') || !(name in OPTIONS)) {
+      const guess = name.startsWith('-') ? undefined : nearest(name, accepted);
+      if (guess) throw new UsageError(`unknown option ${raw}${where}; did you mean --${guess}?`);
+      throw new UsageError(
+        `unknown option ${raw}${where}; ${accepted.length > 0 ? `it takes ${flags(accepted)}` : 'it takes no options'}`,
+      );
+    }
+    throw new UsageError(`${command!.route} does not take --${name}; ${accepted.length > 0 ? `it takes ${flags(accepted)}` : 'it takes no options'}`);
+  }
+
+  try {
+    const parsed = parseArgs({ args: argv, allowPositionals: true, options: OPTIONS });
+    return { values: parsed.values, positionals: parsed.positionals };
+  } catch (error) {
+    // Not expected after the checks above; still a usage error, without Node's wording.
+    if ((error as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) {
+      throw new UsageError(`could not read the arguments: ${(error as Error).message.split('. ')[0]!.replace(/['"]/g, '')}`);
+    }
+    throw error;
+  }
+}
+
+/** The scopes of --scopes, each checked, naming the one that is not a scope. */
+function readScopes(text: string): string[] {
+  const scopes = text.split(',').map((s) => s.trim()).filter(Boolean);
+  if (scopes.length === 0) throw new UsageError(`--scopes needs at least one scope: ${SCOPES.join(', ')}`);
+  for (const scope of scopes) {
+    if ((SCOPES as readonly string[]).includes(scope)) continue;
+    const guess = nearest(scope, SCOPES);
+    throw new UsageError(`${scope} is not a scope${guess ? ` (did you mean ${guess}?)` : ''}; scopes are ${SCOPES.join(', ')}`);
+  }
+  return scopes;
 }
 
 async function withStore<T>(config: Config, fn: (opened: OpenedStore) => Promise<T>): Promise<T> {
   const logger = createLogger(config.logLevel === 'debug' ? 'debug' : 'warn');
+  const { openStore } = await import('./store/open.ts');
   const opened = openStore(config, logger);
   try {
     return await fn(opened);
@@ -53,31 +268,74 @@ function print(rows: Record<string, unknown>[]): void {
 }
 
 export async function cli(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      help: { type: 'boolean', short: 'h' },
-      org: { type: 'string' },
-      name: { type: 'string' },
-      scopes: { type: 'string' },
-      expires: { type: 'string' },
-    },
-  });
-  const [command, sub, arg] = positionals;
-  if (values.help || command === undefined || command === 'help') {
-    process.stdout.write(`${HELP}\n`);
-    return;
+  const { values, positionals } = readArgs(argv);
+  if (positionals[0] === 'help') {
+    const topic = positionals[1];
+    if (topic === undefined) return void process.stdout.write(`${HELP}\n`);
+    if (!GROUPS.includes(topic)) throw new UsageError(`no help on "${topic}"; groups: ${GROUPS.join(', ')} (see tenantgate --help)`);
+    return void process.stdout.write(`${groupHelp(topic)}\n`);
   }
-  if (command === 'serve') return serve();
+  if (positionals.length === 0) {
+    if (values.help) return void process.stdout.write(`${HELP}\n`);
+    throw new UsageError('which command? (tenantgate --help shows this on stdout)', HELP);
+  }
+  const found = findCommand(positionals);
+  if ('group' in found) {
+    if (values.help) return void process.stdout.write(`${groupHelp(found.group)}\n`);
+    throw new UsageError(`${found.group} needs a command: ${commandsOf(found.group).join(', ')}`, groupHelp(found.group));
+  }
+  const { command, args } = found;
+  if (values.help) {
+    const group = command.route.split(' ')[0]!;
+    return void process.stdout.write(`${GROUPS.includes(group) ? groupHelp(group) : HELP}\n`);
+  }
+  const usage = `usage: tenantgate ${command.route}${command.usage ? ` ${command.usage}` : ''}`;
+  if (args.length > command.args) throw new UsageError(`unexpected argument "${args[command.args]}"; ${usage}`);
+  const arg = args[0];
+  const text = (name: OptionName) => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
+
+  if (command.route === 'serve') return (await import('./main.ts')).main();
+  // Checked before the store is opened: a usage error touches nothing.
+  const need = (ok: unknown): void => {
+    if (!ok) throw new UsageError(usage);
+  };
+  const org = text('org');
+  const name = text('name');
+  let scopes: string[] = [];
+  let expiresAt: Date | null = null;
+  switch (command.route) {
+    case 'orgs create':
+      need(arg && name);
+      break;
+    case 'keys list':
+      need(org);
+      break;
+    case 'keys create': {
+      need(org && name && text('scopes'));
+      scopes = readScopes(text('scopes')!);
+      const expires = text('expires');
+      expiresAt = expires ? new Date(expires) : null;
+      if (expiresAt && Number.isNaN(expiresAt.getTime())) throw new UsageError('--expires must be an ISO-8601 time');
+      break;
+    }
+    case 'keys revoke':
+      need(arg && org);
+      break;
+  }
 
   const config = loadConfig();
   const logger = createLogger('warn');
+  // Loaded only now: a usage error answers without loading the store, GraphQL or the crypto.
+  const [{ Authenticator }, { systemRepos }, { rekeyCredentials }] = await Promise.all([
+    import('./auth/authenticator.ts'),
+    import('./repos/index.ts'),
+    import('./maintenance/rekey.ts'),
+  ]);
   await withStore(config, async (opened) => {
     const authenticator = new Authenticator(opened.store, { cacheTtlMs: 0, flushIntervalMs: 0, logger });
     const system = systemRepos(opened.store, authenticator);
-    const route = `${command} ${sub ?? ''}`.trim();
-    switch (route) {
+    const operator = { keyId: null, scopes: 'all' } as const;
+    switch (command.route) {
       case 'migrate': {
         const m = opened.migration;
         process.stdout.write(
@@ -89,35 +347,41 @@ export async function cli(argv: string[]): Promise<void> {
       }
       case 'orgs list':
         return print(await system.orgs.list());
-      case 'orgs create': {
-        if (!arg || !values.name) fail('usage: tenantgate orgs create <id> --name <name>');
-        return print([await system.orgs.create({ id: arg, name: values.name })]);
-      }
+      case 'orgs create':
+        return print([await system.orgs.create({ id: arg!, name: name! })]);
       case 'keys list': {
-        if (!values.org) fail('usage: tenantgate keys list --org <id>');
-        const keys = await system.apiKeys.list(values.org);
+        const keys = await system.apiKeys.list(org!);
         return print(keys.map(({ hash: _hash, ...key }) => key));
       }
       case 'keys create': {
-        if (!values.org || !values.name || !values.scopes) {
-          fail('usage: tenantgate keys create --org <id> --name <name> --scopes <a,b,...> [--expires <ISO time>]');
-        }
-        const expiresAt = values.expires ? new Date(values.expires) : null;
-        if (expiresAt && Number.isNaN(expiresAt.getTime())) fail('--expires must be an ISO-8601 time');
-        const scopes = values.scopes.split(',').map((s) => s.trim()).filter(Boolean);
-        const { apiKey, secret } = await system.apiKeys.create(
-          values.org,
-          { name: values.name, scopes, expiresAt },
-          { keyId: null, scopes: 'all' },
-        );
+        const { apiKey, secret } = await system.apiKeys.create(org!, { name: name!, scopes, expiresAt }, operator);
         process.stdout.write(`created key ${apiKey.id} in org "${apiKey.orgId}" with ${apiKey.scopes.join(', ')}\n`);
         process.stdout.write(`secret (shown once, store it now): ${secret}\n`);
         return;
       }
       case 'keys revoke': {
-        if (!arg || !values.org) fail('usage: tenantgate keys revoke <key id> --org <id>');
-        const { apiKey: key } = await system.apiKeys.revoke(values.org, arg, { keyId: null, scopes: 'all' });
-        process.stdout.write(`revoked ${key.id} at ${key.revokedAt}\n`);
+        const cascade = values.cascade === true;
+        const { apiKey, descendants, revoked } = await system.apiKeys.revoke(org!, arg!, operator, { cascade });
+        const now = revoked.includes(apiKey.id);
+        process.stdout.write(`${now ? 'revoked' : 'already revoked:'} ${apiKey.id} at ${apiKey.revokedAt}\n`);
+        if (cascade) {
+          process.stdout.write(
+            descendants.length === 0
+              ? 'it created no keys\n'
+              : `and the ${descendants.length} key(s) it created, directly or through keys it created:\n`,
+          );
+          for (const k of descendants) {
+            const when = revoked.includes(k.id) ? 'revoked now' : `already revoked at ${k.revokedAt}`;
+            process.stdout.write(`  ${k.id} "${k.name}" ${k.scopes.join(',')}: ${when}\n`);
+          }
+        } else {
+          const live = (await system.apiKeys.descendants(org!, apiKey.id)).filter((k) => k.revokedAt === null);
+          if (live.length > 0) {
+            process.stdout.write(
+              `note: it created ${live.length} key(s) that still work; tenantgate keys revoke ${apiKey.id} --org ${org} --cascade revokes them too\n`,
+            );
+          }
+        }
         return;
       }
       case 'credentials rekey': {
@@ -125,8 +389,6 @@ export async function cli(argv: string[]): Promise<void> {
         process.stdout.write(`re-encrypted ${result.resealed} credential(s) under ${opened.secretBox.currentKeyId}\n`);
         return;
       }
-      default:
-        fail(`unknown command "${route}"; see tenantgate --help`);
     }
   });
 }
@@ -136,8 +398,10 @@ export async function runCli(argv: string[]): Promise<void> {
   try {
     await cli(argv);
   } catch (error) {
-    if (error instanceof ConfigError || error instanceof GraphQLError) fail(error.message);
-    if ((error as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) fail((error as Error).message);
+    if (error instanceof UsageError) fail(error.message, error.detail);
+    if (error instanceof ConfigError) fail(error.message);
+    const { GraphQLError } = await import('graphql');
+    if (error instanceof GraphQLError) fail(error.message);
     fail(`failed: ${(error as Error).message}`);
   }
 }
