@@ -403,3 +403,142 @@ describe('request limits', () => {
     expect(res.status).toBe(415);
   });
 });
+
+describe('document limits, checked before validation', () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await createTestGateway({
+      env: { TENANTGATE_MAX_FIELDS: '28', TENANTGATE_MAX_FIELD_REPEATS: '3', TENANTGATE_MAX_FRAGMENT_SPREADS: '2', TENANTGATE_MAX_VARIABLE_DEPTH: '6' },
+    });
+  });
+  afterAll(async () => gw.close());
+
+  // Each case: a document at the limit (runs), one past it (refused), and the message's words.
+  const cases: Array<{ limit: string; ok: string; over: string; names: RegExp }> = [
+    {
+      limit: 'fields',
+      // 9 fields in each of the first two viewers, 2 in the third, and V's own 8 (it is validated too): 28.
+      ok: '{ viewer { ...V } a: viewer { ...V } b: viewer { scopes } } fragment V on Viewer { scopes org { id name } apiKey { id name prefix } }',
+      over: '{ viewer { ...V } a: viewer { ...V } b: viewer { scopes org { id } } } fragment V on Viewer { scopes org { id name } apiKey { id name prefix } }',
+      names: /field limit of 28 exceeded/i,
+    },
+    {
+      limit: 'fieldRepeats',
+      ok: '{ viewer { scopes scopes scopes } }',
+      over: '{ viewer { scopes scopes } viewer { scopes scopes } }',
+      names: /field repeat limit of 3 exceeded/i,
+    },
+    {
+      limit: 'fieldRepeats',
+      ok: '{ viewer { ...A ...B } } fragment A on Viewer { scopes } fragment B on Viewer { scopes scopes }',
+      over: '{ viewer { scopes ...A ...B } } fragment A on Viewer { scopes } fragment B on Viewer { scopes scopes }',
+      names: /field repeat limit of 3 exceeded/i,
+    },
+    {
+      limit: 'fragmentSpreads',
+      ok: '{ viewer { ...A ...B } } fragment A on Viewer { scopes } fragment B on Viewer { org { id } }',
+      over: '{ viewer { ...A ...B } } fragment A on Viewer { scopes ...C } fragment B on Viewer { org { id } } fragment C on Viewer { apiKey { id } }',
+      names: /fragment spread limit of 2 exceeded/i,
+    },
+    {
+      limit: 'variableDepth',
+      // The literal sits one level below the variables object, as a variable's value would.
+      ok: 'mutation { installModule(input: { id: "lit-ok", name: "x", version: "1.0.0", config: { a: [[[1]]] } }) { id } }',
+      over: 'mutation { installModule(input: { id: "lit-over", name: "x", version: "1.0.0", config: { a: [[[[1]]]] } }) { id } }',
+      names: /literal nesting limit of 6 exceeded/i,
+    },
+  ];
+
+  for (const c of cases) {
+    it(`${c.limit}: at the limit runs; past it answers LIMIT_EXCEEDED naming the limit, and nothing runs`, async () => {
+      const ok = await gw.gql(gw.keys.a, c.ok);
+      expect(ok.body.errors, ok.text).toBeUndefined();
+      const over = await gw.gql(gw.keys.a, c.over);
+      expect(over.body.data).toBeUndefined();
+      expect(over.body.errors, over.text).toHaveLength(1);
+      expect(over.body.errors[0].extensions).toMatchObject({ code: 'LIMIT_EXCEEDED', limit: c.limit });
+      expect(over.body.errors[0].message).toMatch(c.names);
+      const strict = await gw.gql(gw.keys.a, c.over, undefined, { headers: { accept: 'application/graphql-response+json' } });
+      expect(strict.status).toBe(400);
+    });
+  }
+
+  it('a literal nested past the limit installs nothing', async () => {
+    const before = await moduleCount(gw);
+    const res = await gw.gql(gw.keys.a, `mutation { installModule(input: { id: "lit-deep", name: "x", version: "1.0.0", config: { a: ${'['.repeat(500)}1${']'.repeat(500)} } }) { id } }`);
+    expect(res.body.errors[0].extensions).toMatchObject({ code: 'LIMIT_EXCEEDED', limit: 'variableDepth' });
+    expect(await moduleCount(gw)).toBe(before);
+  });
+
+  it('fragments that spread each other twice are counted as the fields they expand to', async () => {
+    // 2^30 fields expanded from a few hundred bytes.
+    const chain = Array.from({ length: 30 }, (_, i) => `fragment F${i} on Viewer { ...F${i + 1} ...F${i + 1} }`).join(' ');
+    const res = await gw.gql(gw.keys.a, `{ viewer { ...F0 } } ${chain} fragment F30 on Viewer { scopes }`);
+    expect(res.body.errors[0].extensions).toMatchObject({ code: 'LIMIT_EXCEEDED', limit: 'fields' });
+  });
+
+  it('a fragment cycle answers graphql-js’s cycle error', async () => {
+    const res = await gw.gql(gw.keys.a, '{ viewer { ...A } } fragment A on Viewer { ...B ...B } fragment B on Viewer { ...A scopes }');
+    expect(res.body.errors[0].extensions.code).toBe('GRAPHQL_VALIDATION_FAILED');
+    // (Fragment names are the client's: withheld, see request-echo.ts.)
+    expect(res.body.errors[0].message).toMatch(/^Cannot spread fragment "…" within itself/);
+  });
+});
+
+describe('the defaults of the document limits', () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await createTestGateway({ seed: false });
+  });
+  afterAll(async () => gw.close());
+
+  it('refuse one field repeated 1,990 times (6 KB), before validation', async () => {
+    const res = await gw.gql(gw.keys.a, `{ viewer { org { ${'id '.repeat(1990)}} } }`);
+    expect(res.body.errors[0].extensions).toMatchObject({ code: 'LIMIT_EXCEEDED', limit: 'fields' });
+  });
+
+  it('refuse 17 selections of one key', async () => {
+    const ok = await gw.gql(gw.keys.a, `{ viewer { org { ${'id '.repeat(16)}} } }`);
+    expect(ok.body.errors).toBeUndefined();
+    const res = await gw.gql(gw.keys.a, `{ viewer { org { ${'id '.repeat(17)}} } }`);
+    expect(res.body.errors[0].extensions).toMatchObject({ code: 'LIMIT_EXCEEDED', limit: 'fieldRepeats' });
+  });
+});
+
+describe('the cost limit counts pages asked for by variables', () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await createTestGateway({ seed: false });
+  });
+  afterAll(async () => gw.close());
+
+  const pages = (n: number, first: string) => `query($n: Int) { ${Array.from({ length: n }, (_, i) => `p${i}: ${FULL_PAGE.slice(2, -2).replace('first: 100', `first: ${first}`)}`).join(' ')} }`;
+
+  it('fifteen pages of first: $n with n = 100 are refused as first: 100 is, with the same cost', async () => {
+    const literal = await gw.gql(gw.keys.a, pages(15, '100'));
+    expect(literal.body.errors[0].extensions).toMatchObject({ code: 'LIMIT_EXCEEDED', limit: 'cost' });
+    const variable = await gw.gql(gw.keys.a, pages(15, '$n'), { n: 100 });
+    expect(variable.body.data).toBeUndefined();
+    expect(variable.body.errors, variable.text).toHaveLength(1);
+    expect(variable.body.errors[0].extensions).toMatchObject({ code: 'LIMIT_EXCEEDED', limit: 'cost' });
+    expect(variable.body.errors[0].message).toBe(literal.body.errors[0].message);
+    expect(variable.status).toBe(literal.status);
+    const strict = await gw.gql(gw.keys.a, pages(15, '$n'), { n: 100 }, { headers: { accept: 'application/graphql-response+json' } });
+    expect(strict.status).toBe(400);
+  });
+
+  it('small pages by variable still run; a missing page counts as the largest', async () => {
+    const small = await gw.gql(gw.keys.a, pages(15, '$n'), { n: 5 });
+    expect(small.body.errors, small.text).toBeUndefined();
+    const missing = await gw.gql(gw.keys.a, pages(15, '$n'), {});
+    expect(missing.body.errors[0].extensions).toMatchObject({ code: 'LIMIT_EXCEEDED', limit: 'cost' });
+    const two = await gw.gql(gw.keys.a, pages(2, '$n'), {});
+    expect(two.body.errors, two.text).toBeUndefined();
+  });
+
+  it('counts variables inside fragments and a variable’s default value', async () => {
+    const fragment = `query($n: Int = 100) { ${Array.from({ length: 15 }, (_, i) => `p${i}: modules(first: $n) { ...Page }`).join(' ')} } fragment Page on ModuleConnection { edges { node { ${MODULE_FIELDS} } } }`;
+    const res = await gw.gql(gw.keys.a, fragment, {});
+    expect(res.body.errors[0].extensions).toMatchObject({ code: 'LIMIT_EXCEEDED', limit: 'cost' });
+  });
+});
