@@ -8,6 +8,7 @@ import type { Context } from './graphql/context.ts';
 import { schema } from './graphql/schema.ts';
 import { useBodyLimit } from './http/body-limit.ts';
 import { corsFor, useVaryOrigin } from './http/cors.ts';
+import { useDocumentLimits } from './http/document-limits.ts';
 import { useGraphiQLPage } from './http/graphiql.ts';
 import { createHttpFront, type HttpFront } from './http/http-front.ts';
 import { createMaskError } from './http/mask-error.ts';
@@ -15,8 +16,10 @@ import { Metrics } from './http/metrics.ts';
 import { createObservability } from './http/observability.ts';
 import { useNoSuggestions, useOperationLimits } from './http/operation-limits.ts';
 import { useProbes } from './http/probes.ts';
+import { useNoRequestEcho } from './http/request-echo.ts';
 import { useRequestParams } from './http/request-params.ts';
 import { createResponseCache, type ResponseCache } from './http/response-cache.ts';
+import { useVariableCost } from './http/variable-cost.ts';
 import type { Logger } from './logger.ts';
 import { forOrg, systemRepos, type OrgRepos, type Services } from './repos/index.ts';
 import type { Store } from './store/types.ts';
@@ -156,8 +159,11 @@ export function createApp({ store, secretBox, config, logger }: AppOptions): App
       useBodyLimit(config.limits.maxBodyBytes),
       auth,
       useRequestParams(config.limits.maxVariableDepth),
+      useDocumentLimits(config.limits),
       ...useOperationLimits(config.limits),
+      useVariableCost(config.limits.maxCost),
       ...useNoSuggestions(),
+      useNoRequestEcho(schema),
       ...(config.introspection ? [] : [useNoIntrospection()]),
       // Last: a lookup happens only for a request every plugin above has let through.
       responseCache.plugin,

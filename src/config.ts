@@ -22,6 +22,13 @@ export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
  * |                              |         | costs about 9000, so two full pages fit, fifteen do not  |
  * | TENANTGATE_MAX_VARIABLE_DEPTH| 32      | nesting of objects and arrays in `variables` (a module   |
  * |                              |         | config deeper than this is refused, never half-handled)  |
+ * |                              |         | and of those written in the document                     |
+ * | TENANTGATE_MAX_FIELDS        | 1000    | fields per document, fragment spreads expanded (GraphiQL's|
+ * |                              |         | introspection query has 469, a full page of modules 26)  |
+ * | TENANTGATE_MAX_FIELD_REPEATS | 16      | selections merged into one key of the answer (validation |
+ * |                              |         | compares each pair of them)                              |
+ * | TENANTGATE_MAX_FRAGMENT_SPREADS | 32   | fragment spreads landing at one place of the answer      |
+ * |                              |         | (validation compares each pair of fragments spread there) |
  *
  * An operation over a limit fails validation with LIMIT_EXCEEDED (extensions.limit names it) and
  * nothing executes.
@@ -35,6 +42,9 @@ export interface Limits {
   maxDirectives: number;
   maxCost: number;
   maxVariableDepth: number;
+  maxFields: number;
+  maxFieldRepeats: number;
+  maxFragmentSpreads: number;
 }
 
 export interface Config {
@@ -225,6 +235,9 @@ export function loadConfig(env: Env = process.env): Config {
       maxDirectives: readInt(env, 'TENANTGATE_MAX_DIRECTIVES', 20, 0, 10_000),
       maxCost: readInt(env, 'TENANTGATE_MAX_COST', 20_000, 1, 10_000_000),
       maxVariableDepth: readInt(env, 'TENANTGATE_MAX_VARIABLE_DEPTH', 32, 1, 1000),
+      maxFields: readInt(env, 'TENANTGATE_MAX_FIELDS', 1000, 1, 1_000_000),
+      maxFieldRepeats: readInt(env, 'TENANTGATE_MAX_FIELD_REPEATS', 16, 1, 1_000_000),
+      maxFragmentSpreads: readInt(env, 'TENANTGATE_MAX_FRAGMENT_SPREADS', 32, 0, 1_000_000),
     },
     metrics: readBool(env, 'TENANTGATE_METRICS', true),
     metricsToken: readMetricsToken(env),

@@ -18,7 +18,7 @@ export type ErrorCode =
   | 'SERVICE_UNAVAILABLE';
 
 /** The operation limits (TENANTGATE_MAX_*) a rejected operation names in `extensions.limit`. */
-export type OperationLimit = 'depth' | 'aliases' | 'tokens' | 'directives' | 'cost' | 'variableDepth';
+export type OperationLimit = 'depth' | 'aliases' | 'tokens' | 'directives' | 'cost' | 'variableDepth' | 'fields' | 'fieldRepeats' | 'fragmentSpreads';
 
 function appError(
   code: ErrorCode,

@@ -21,6 +21,7 @@ describe('configuration', () => {
       graphiql: true,
       responseCacheBytes: 8 * 1_048_576,
     });
+    expect(config.limits).toMatchObject({ maxFields: 1000, maxFieldRepeats: 16, maxFragmentSpreads: 32, maxVariableDepth: 32 });
   });
 
   it('turns introspection and GraphiQL off in production unless asked for', () => {
@@ -41,6 +42,9 @@ describe('configuration', () => {
     ['TENANTGATE_HOST', 'a b', 'TENANTGATE_HOST must be a host name or IP address'],
     ['TENANTGATE_DATABASE', 'postgres://u@h/db', 'TENANTGATE_DATABASE: PostgreSQL is not supported'],
     ['TENANTGATE_MASTER_KEY', 'c2hvcnQ=', 'TENANTGATE_MASTER_KEY must be 32 bytes encoded as base64'],
+    ['TENANTGATE_MAX_FIELDS', '0', 'TENANTGATE_MAX_FIELDS must be a whole number from 1 to 1000000'],
+    ['TENANTGATE_MAX_FIELD_REPEATS', 'many', 'TENANTGATE_MAX_FIELD_REPEATS must be a whole number from 1 to 1000000'],
+    ['TENANTGATE_MAX_FRAGMENT_SPREADS', '-1', 'TENANTGATE_MAX_FRAGMENT_SPREADS must be a whole number from 0 to 1000000'],
     ['TENANTGATE_RESPONSE_CACHE_BYTES', '-1', 'TENANTGATE_RESPONSE_CACHE_BYTES must be a whole number from 0 to 1073741824'],
   ])('rejects %s=%s with a message naming it', (name, value, message) => {
     expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
