@@ -57,7 +57,9 @@ export interface AppOptions {
 
 export interface App {
   yoga: YogaServerInstance<Record<string, unknown>, Context>;
-  /** What main.ts serves over node:http (`front.listener`): Yoga behind the HTTP front (http-front.ts). */
+  /** What `npm start` serves over node:http (server.ts createHttpServer); tests serve it too. */
+  listener: HttpFront['listener'];
+  /** Yoga behind the HTTP front (http-front.ts). */
   front: HttpFront;
   services: Services;
   /** The gateway's Prometheus metrics (also served at /metrics unless TENANTGATE_METRICS=false). */
@@ -183,6 +185,7 @@ export function createApp({ store, secretBox, config, logger }: AppOptions): App
 
   return {
     yoga,
+    listener: front.listener,
     front,
     services,
     metrics,

@@ -1,6 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createApp } from './app.ts';
+import { createApp, type App } from './app.ts';
 import { SCOPES } from './auth/scopes.ts';
 import type { Config } from './config.ts';
 import type { Logger } from './logger.ts';
@@ -29,22 +29,30 @@ export async function bootstrapAdminKey(store: Store): Promise<string | undefine
   return secret;
 }
 
-export async function startServer(config: Config, logger: Logger, out: NodeJS.WritableStream = process.stdout): Promise<RunningServer> {
-  const opened = openStore(config, logger);
-  const app = createApp({ store: opened.store, secretBox: opened.secretBox, config, logger });
+/**
+ * The HTTP server `npm start` runs, around the app's listener; tests serve an app through it too,
+ * so that what they prove is what users get.
+ */
+export function createHttpServer(app: App, config: Pick<Config, 'headersTimeoutMs' | 'requestTimeoutMs'>): http.Server {
   // A client that trickles bytes holds a socket and a parser: headers must arrive within
   // TENANTGATE_HEADERS_TIMEOUT_MS and the whole request within TENANTGATE_REQUEST_TIMEOUT_MS. Node
   // enforces both only when it sweeps its connections, every 30 s by default, which let a 20 s
   // header timeout fire after 50 s; sweeping every second keeps them to within a second.
-  const server = http.createServer(
+  return http.createServer(
     {
       headersTimeout: config.headersTimeoutMs,
       requestTimeout: config.requestTimeoutMs,
       connectionsCheckingInterval: 1000,
       keepAliveTimeout: 5000,
     },
-    app.front.listener,
+    app.listener,
   );
+}
+
+export async function startServer(config: Config, logger: Logger, out: NodeJS.WritableStream = process.stdout): Promise<RunningServer> {
+  const opened = openStore(config, logger);
+  const app = createApp({ store: opened.store, secretBox: opened.secretBox, config, logger });
+  const server = createHttpServer(app, config);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
