@@ -1,6 +1,59 @@
-import type { ApiKeyRow, CredentialRow, ModuleRow, OrgRow } from './sqlite/schema.ts';
+// The store's own row types, whatever the dialect: each dialect's schema is checked against them
+// at compile time (src/store/sqlite/schema.ts). Timestamps are ISO-8601 UTC text.
 
-export type { ApiKeyRow, CredentialRow, ModuleRow, OrgRow };
+export type OrgRow = {
+  id: string;
+  name: string;
+  createdAt: string;
+};
+
+export type ApiKeyRow = {
+  id: string;
+  orgId: string;
+  name: string;
+  /** The key's first characters, for people to recognise it; never enough to use it. */
+  prefix: string;
+  /** SHA-256 of the key, hex; the key itself is never stored. */
+  hash: string;
+  scopes: string[];
+  createdAt: string;
+  expiresAt: string | null;
+  revokedAt: string | null;
+  lastUsedAt: string | null;
+  createdByKeyId: string | null;
+};
+
+export type ModuleRow = {
+  orgId: string;
+  moduleId: string;
+  name: string;
+  version: string;
+  description: string | null;
+  /** JSON object, as text. */
+  config: string;
+  enabled: boolean;
+  healthStatus: string;
+  healthMessage: string | null;
+  lastHealthCheck: string | null;
+  usageCount: number;
+  lastUsedAt: string | null;
+  installedAt: string;
+  updatedAt: string;
+};
+
+export type CredentialRow = {
+  orgId: string;
+  moduleId: string;
+  ciphertext: Buffer;
+  iv: Buffer;
+  tag: Buffer;
+  /** Which master key sealed it. */
+  keyId: string;
+  /** Field names only; never values. */
+  fields: string[];
+  createdAt: string;
+  updatedAt: string;
+};
 
 /** The org that exists after every migration: pre-tenant data and the operator's keys live here. */
 export const DEFAULT_ORG = { id: 'default', name: 'Default' } as const;

@@ -8,6 +8,7 @@ import {
   sqliteTable,
   text,
 } from 'drizzle-orm/sqlite-core';
+import type { ApiKeyRow, CredentialRow, ModuleRow, OrgRow } from '../types.ts';
 
 // Timestamps are ISO-8601 UTC text, as the pre-tenant registry wrote them, so adopted rows keep
 // their bytes and new rows sort the same way.
@@ -93,7 +94,13 @@ export const credentials = sqliteTable(
   ],
 );
 
-export type OrgRow = typeof orgs.$inferSelect;
-export type ApiKeyRow = typeof apiKeys.$inferSelect;
-export type ModuleRow = typeof modules.$inferSelect;
-export type CredentialRow = typeof credentials.$inferSelect;
+// The tables must read back exactly the store's row types: a column added here and not there (or
+// the other way round) fails to compile.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+type Assert<T extends true[]> = T;
+export type SchemaMatchesRowTypes = Assert<[
+  Same<typeof orgs.$inferSelect, OrgRow>,
+  Same<typeof apiKeys.$inferSelect, ApiKeyRow>,
+  Same<typeof modules.$inferSelect, ModuleRow>,
+  Same<typeof credentials.$inferSelect, CredentialRow>,
+]>;

@@ -2,10 +2,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { and, asc, count, eq, getTableColumns, isNull, ne, sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/better-sqlite3';
-import type { KeyTree, ModuleField, ModulePatch, ModuleRecord, Store } from '../types.ts';
+import type { ApiKeyRow, CredentialRow, KeyTree, ModuleField, ModulePatch, ModuleRecord, Store } from '../types.ts';
 import type Database from 'better-sqlite3';
 import { BUSY_TIMEOUT_MS, type SqliteDatabase } from './connection.ts';
-import { apiKeys, credentials, modules, orgs, type ApiKeyRow, type CredentialRow } from './schema.ts';
+import { apiKeys, credentials, modules, orgs } from './schema.ts';
 
 const p = sql.placeholder;
 
