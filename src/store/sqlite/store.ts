@@ -5,6 +5,7 @@ import { drizzle } from 'drizzle-orm/better-sqlite3';
 import type { ApiKeyRow, CredentialRow, KeyTree, ModuleField, ModulePatch, ModuleRecord, Store } from '../types.ts';
 import type Database from 'better-sqlite3';
 import { BUSY_TIMEOUT_MS, type SqliteDatabase } from './connection.ts';
+import { toStoreError } from './errors.ts';
 import { apiKeys, credentials, modules, orgs } from './schema.ts';
 
 const p = sql.placeholder;
@@ -328,7 +329,7 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
     return true;
   });
 
-  return {
+  const store: Store = {
     dialect: 'sqlite',
     location,
 
@@ -468,4 +469,12 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
       }
     },
   };
+  // Every method's SQLite failures leave the store as StoreErrors.
+  for (const part of [store.orgs, store.apiKeys, store.modules, store.credentials, store.system] as Record<string, unknown>[]) {
+    for (const [name, method] of Object.entries(part)) {
+      const run = method as (...args: unknown[]) => Promise<unknown>;
+      part[name] = (...args: unknown[]) => run(...args).catch((error: unknown) => Promise.reject(toStoreError(error)));
+    }
+  }
+  return store;
 }
