@@ -1,50 +1,23 @@
 import path from 'node:path';
+import { z } from 'zod';
+import type { OperationLimit } from './errors.ts';
 
 /**
- * The only place environment variables are read. Every setting is validated here, so a bad value
- * stops the start with one line naming the variable and what it accepts.
+ * The only place environment variables are read. Every setting is one entry of `environment`
+ * below: its default, what it accepts and what it means. A bad value stops the start with one
+ * line naming the variable and what it accepts; a secret's value is never repeated.
  */
 
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
 
-/**
- * Request and operation limits. Defaults, and why:
- *
- * | variable                     | default | meaning                                                  |
- * |------------------------------|---------|----------------------------------------------------------|
- * | TENANTGATE_MAX_BODY_BYTES    | 2097152 | request body bytes; more answers 413 (a full credential, |
- * |                              |         | 64 fields of 16 KiB, is about 1.05 MiB of JSON)          |
- * | TENANTGATE_MAX_DEPTH         | 10      | field nesting (the deepest useful query has 5)           |
- * | TENANTGATE_MAX_ALIASES       | 15      | aliased fields per operation                             |
- * | TENANTGATE_MAX_TOKENS        | 2000    | lexical tokens per document (introspection has ~180)     |
- * | TENANTGATE_MAX_DIRECTIVES    | 20      | directives per operation                                 |
- * | TENANTGATE_MAX_COST          | 20000   | GraphQL Armor cost; every field of modules(first: 100)   |
- * |                              |         | costs about 9000, so two full pages fit, fifteen do not  |
- * | TENANTGATE_MAX_VARIABLE_DEPTH| 32      | nesting of objects and arrays in `variables` (a module   |
- * |                              |         | config deeper than this is refused, never half-handled)  |
- * |                              |         | and of those written in the document                     |
- * | TENANTGATE_MAX_FIELDS        | 1000    | fields per document, fragment spreads expanded (GraphiQL's|
- * |                              |         | introspection query has 469, a full page of modules 26)  |
- * | TENANTGATE_MAX_FIELD_REPEATS | 16      | selections merged into one key of the answer (validation |
- * |                              |         | compares each pair of them)                              |
- * | TENANTGATE_MAX_FRAGMENT_SPREADS | 32   | fragment spreads landing at one place of the answer      |
- * |                              |         | (validation compares each pair of fragments spread there) |
- *
- * An operation over a limit fails validation with LIMIT_EXCEEDED (extensions.limit names it) and
- * nothing executes.
- */
-export interface Limits {
+/** `maxDepth`, `maxCost`, ...: one per limit an operation can be refused for (errors.ts). */
+type OperationLimits = { [L in OperationLimit as `max${Capitalize<L>}`]: number };
+
+/** Request and operation limits; over one, an operation fails with LIMIT_EXCEEDED naming it. */
+export interface Limits extends OperationLimits {
   /** Largest request body in bytes; larger answers 413. */
   maxBodyBytes: number;
-  maxDepth: number;
-  maxAliases: number;
-  maxTokens: number;
-  maxDirectives: number;
-  maxCost: number;
-  maxVariableDepth: number;
-  maxFields: number;
-  maxFieldRepeats: number;
-  maxFragmentSpreads: number;
 }
 
 export interface Config {
@@ -87,163 +60,280 @@ export class ConfigError extends Error {
 
 type Env = Record<string, string | undefined>;
 
-function readString(env: Env, name: string, fallback: string): string {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return fallback;
-  return raw;
+/** What a setting is, beside the schema that parses it. */
+export interface SettingInfo {
+  /** The value taken when the variable is unset or blank, as it would be written; none when it is computed. */
+  default?: string;
+  meaning: string;
+  /** The value is a secret: no message repeats it. */
+  secret?: true;
 }
 
-function readInt(env: Env, name: string, fallback: number, min: number, max: number): number {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return fallback;
-  if (!/^\d+$/.test(raw.trim())) {
-    throw new ConfigError(`${name} must be a whole number from ${min} to ${max} (got "${raw}")`);
-  }
-  const value = Number(raw.trim());
-  if (value < min || value > max) {
-    throw new ConfigError(`${name} must be a whole number from ${min} to ${max} (got "${raw}")`);
-  }
-  return value;
+/** Every setting's schema is registered here with its SettingInfo. */
+export const settingInfo = z.registry<SettingInfo>();
+
+// Each value is read without surrounding whitespace, and a blank one counts as unset.
+const blankIsUnset = (raw: unknown) => (typeof raw === 'string' ? raw.trim() || undefined : raw);
+
+function withDefault<T>(fallback: string, schema: z.ZodType<T, string>, info: Omit<SettingInfo, 'default'>) {
+  return z.preprocess(blankIsUnset, schema.prefault(fallback)).register(settingInfo, { ...info, default: fallback });
 }
 
-function readBool(env: Env, name: string, fallback: boolean): boolean {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = raw.trim().toLowerCase();
-  if (['1', 'true', 'yes', 'on'].includes(value)) return true;
-  if (['0', 'false', 'no', 'off'].includes(value)) return false;
-  throw new ConfigError(`${name} must be true or false (got "${raw}")`);
+function optional<T>(schema: z.ZodType<T, string>, info: Omit<SettingInfo, 'default'>) {
+  return z.preprocess(blankIsUnset, schema.optional()).register(settingInfo, info);
 }
 
-function readEnum<T extends string>(env: Env, name: string, fallback: T, allowed: readonly T[]): T {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = raw.trim().toLowerCase() as T;
-  if (!allowed.includes(value)) {
-    throw new ConfigError(`${name} must be one of ${allowed.join(', ')} (got "${raw}")`);
-  }
-  return value;
+// The messages below say what a variable accepts and follow its name; one that names the
+// variable itself (a rule with its own wording) is used as it is. See messageFor.
+
+function wholeNumber(min: number, max: number) {
+  const error = `must be a whole number from ${min} to ${max}`;
+  return z.string({ error }).regex(/^\d+$/).transform(Number).pipe(z.number({ error }).min(min).max(max));
 }
 
-/** Decodes a base64 master key; the error never repeats the value, since it is a secret. */
-export function decodeMasterKey(name: string, raw: string): Buffer {
-  const trimmed = raw.trim();
-  const key = /^[A-Za-z0-9+/]+={0,2}$/.test(trimmed) ? Buffer.from(trimmed, 'base64') : Buffer.alloc(0);
-  if (key.length !== 32) {
-    throw new ConfigError(
-      `${name} must be 32 bytes encoded as base64 (44 characters); generate one with: openssl rand -base64 32`,
-    );
-  }
-  return key;
+const trueOrFalse = z.stringbool({ truthy: ['1', 'true', 'yes', 'on'], falsy: ['0', 'false', 'no', 'off'], error: 'must be true or false' });
+
+function oneOf<const T extends readonly [string, ...string[]]>(values: T) {
+  return z.string().toLowerCase().pipe(z.enum(values, { error: `must be one of ${values.join(', ')}` }));
 }
 
-function readHost(env: Env): string {
-  const host = readString(env, 'TENANTGATE_HOST', '127.0.0.1').trim();
-  if (!/^[A-Za-z0-9.:_-]+$/.test(host) || host.length > 253) {
-    throw new ConfigError(`TENANTGATE_HOST must be a host name or IP address (got "${host}")`);
-  }
-  return host;
+const hostName = z.string({ error: 'must be a host name or IP address' }).max(253).regex(/^[A-Za-z0-9.:_-]+$/);
+
+const sqlitePath = z
+  .string()
+  .refine((value) => !/^postgres(ql)?:\/\//i.test(value), {
+    error: 'TENANTGATE_DATABASE: PostgreSQL is not supported by this version yet; use a SQLite file path',
+  })
+  .refine((value) => !value.includes('://'), { error: 'TENANTGATE_DATABASE must be a SQLite file path (got a URL)' });
+
+const MASTER_KEY_ACCEPTS = 'must be 32 bytes encoded as base64 (44 characters); generate one with: openssl rand -base64 32';
+
+const masterKey = z
+  .string({ error: MASTER_KEY_ACCEPTS })
+  .regex(/^[A-Za-z0-9+/]+={0,2}$/)
+  .transform((base64) => Buffer.from(base64, 'base64'))
+  .refine((key) => key.length === 32, { error: MASTER_KEY_ACCEPTS });
+
+const commaSeparated = z.string().transform((list) => list.split(',').map((part) => part.trim()));
+
+/**
+ * An origin exactly as a browser sends it (`https://dash.example.com`, `http://localhost:5173`):
+ * no path, no wildcard, since keys travel in a header and an allowed origin is a page trusted to
+ * hold one.
+ */
+function isOrigin(origin: string): boolean {
+  if (origin.includes('*') || !URL.canParse(origin)) return false;
+  const parsed = new URL(origin);
+  return /^https?:$/.test(parsed.protocol) && parsed.origin === origin;
 }
 
-function readDatabase(env: Env, dataDir: string): string {
-  const raw = readString(env, 'TENANTGATE_DATABASE', '');
-  if (raw === '') return path.join(dataDir, 'tenantgate.db');
-  if (/^postgres(ql)?:\/\//i.test(raw)) {
-    throw new ConfigError(
-      'TENANTGATE_DATABASE: PostgreSQL is not supported by this version yet; use a SQLite file path',
-    );
+const origin = z.string().refine(isOrigin, {
+  error: (issue) =>
+    `TENANTGATE_CORS_ORIGINS must be a comma-separated list of origins like https://dash.example.com (got ${quoted(issue.input)})`,
+});
+
+const MiB = 1_048_576;
+
+/** Every variable tenantgate reads. The README's Configuration table lists the same names (a test checks). */
+export const environment = z.object({
+  TENANTGATE_HOST: withDefault('127.0.0.1', hostName, { meaning: 'address to listen on' }),
+  TENANTGATE_PORT: withDefault('4000', wholeNumber(0, 65535), { meaning: 'port to listen on (0 picks a free one)' }),
+  TENANTGATE_DATA_DIR: withDefault('./data', z.string(), {
+    meaning: 'where the SQLite store, its backups and the generated master key live',
+  }),
+  TENANTGATE_DATABASE: optional(sqlitePath, { meaning: 'the SQLite file; <data dir>/tenantgate.db when unset' }),
+  TENANTGATE_MASTER_KEY: optional(masterKey, {
+    meaning: 'the key that encrypts credentials; generated into <data dir>/master.key when unset',
+    secret: true,
+  }),
+  TENANTGATE_MASTER_KEY_PREVIOUS: optional(commaSeparated.pipe(z.array(masterKey)), {
+    meaning: 'old master keys, still accepted for reading during a rotation',
+    secret: true,
+  }),
+  TENANTGATE_PRODUCTION: withDefault('false', trueOrFalse, {
+    meaning: 'production mode: introspection and GraphiQL off unless enabled, masked errors',
+  }),
+  TENANTGATE_INTROSPECTION: optional(trueOrFalse, { meaning: 'allow schema introspection; on unless in production' }),
+  TENANTGATE_GRAPHIQL: optional(trueOrFalse, { meaning: 'serve GraphiQL on GET /graphql; on unless in production' }),
+  TENANTGATE_LOG_LEVEL: withDefault('info', oneOf(LOG_LEVELS), { meaning: 'the lowest level of log line written' }),
+  TENANTGATE_AUTH_FAILURES_PER_MINUTE: withDefault('30', wholeNumber(1, 1_000_000), {
+    meaning: 'failed authentications one client address may make per minute before it gets 429',
+  }),
+  TENANTGATE_KEY_CACHE_TTL_MS: withDefault('10000', wholeNumber(0, 3_600_000), {
+    meaning: 'how long a verified key is cached in process; other processes see a revocation within this time',
+  }),
+  TENANTGATE_TRUST_PROXY: withDefault('false', trueOrFalse, {
+    meaning: 'take the client address from the last X-Forwarded-For entry (only behind a proxy you run)',
+  }),
+  TENANTGATE_MAX_BODY_BYTES: withDefault(String(2 * MiB), wholeNumber(1024, 100 * MiB), {
+    meaning: 'request body bytes; more answers 413 (a full credential, 64 fields of 16 KiB, is about 1.05 MiB of JSON)',
+  }),
+  TENANTGATE_MAX_DEPTH: withDefault('10', wholeNumber(1, 1000), {
+    meaning: 'field nesting of an operation (the deepest useful query has 5)',
+  }),
+  TENANTGATE_MAX_ALIASES: withDefault('15', wholeNumber(0, 10_000), { meaning: 'aliased fields per operation' }),
+  TENANTGATE_MAX_TOKENS: withDefault('2000', wholeNumber(10, 1_000_000), {
+    meaning: 'lexical tokens per document (introspection has about 180)',
+  }),
+  TENANTGATE_MAX_DIRECTIVES: withDefault('20', wholeNumber(0, 10_000), { meaning: 'directives per operation' }),
+  TENANTGATE_MAX_COST: withDefault('20000', wholeNumber(1, 10_000_000), {
+    meaning: "GraphQL Armor's cost of an operation; every field of modules(first: 100) costs about 9000, so two full pages fit",
+  }),
+  TENANTGATE_MAX_VARIABLE_DEPTH: withDefault('32', wholeNumber(1, 1000), {
+    meaning: 'nesting of objects and arrays in `variables` and in literals of the document (deeper is refused, never half-handled)',
+  }),
+  TENANTGATE_MAX_FIELDS: withDefault('1000', wholeNumber(1, 1_000_000), {
+    meaning: "fields per document, fragment spreads expanded (GraphiQL's introspection query has 469, a page of modules 26)",
+  }),
+  TENANTGATE_MAX_FIELD_REPEATS: withDefault('16', wholeNumber(1, 1_000_000), {
+    meaning: 'selections merged into one key of the answer (validation compares each pair of them)',
+  }),
+  TENANTGATE_MAX_FRAGMENT_SPREADS: withDefault('32', wholeNumber(0, 1_000_000), {
+    meaning: 'fragment spreads landing at one place of the answer (validation compares each pair of fragments there)',
+  }),
+  TENANTGATE_METRICS: withDefault('true', trueOrFalse, { meaning: 'serve Prometheus metrics on GET /metrics' }),
+  TENANTGATE_METRICS_TOKEN: optional(
+    z.string({ error: 'must be at least 16 printable characters without spaces' }).regex(/^[\x21-\x7e]{16,}$/),
+    { meaning: 'if set, /metrics wants Authorization: Bearer <token>', secret: true },
+  ),
+  TENANTGATE_RESPONSE_CACHE_BYTES: withDefault(String(8 * MiB), wholeNumber(0, 1024 * MiB), {
+    meaning: 'estimated bytes of modules/module answers kept in process, all orgs together; 0 turns the cache off',
+  }),
+  TENANTGATE_CORS_ORIGINS: optional(commaSeparated.pipe(z.array(origin)), {
+    meaning: 'origins whose browser pages may call the API; none when unset',
+  }),
+  TENANTGATE_HEADERS_TIMEOUT_MS: withDefault('20000', wholeNumber(1000, 600_000), {
+    meaning: "a request's headers must arrive within this time, else 408; at most TENANTGATE_REQUEST_TIMEOUT_MS",
+  }),
+  TENANTGATE_REQUEST_TIMEOUT_MS: withDefault('60000', wholeNumber(1000, 3_600_000), {
+    meaning: 'the whole request, body included, must arrive within this time, else 408',
+  }),
+});
+
+export type SettingName = keyof typeof environment.shape;
+export const SETTING_NAMES = Object.keys(environment.shape) as SettingName[];
+
+const config = environment.transform((env, ctx): Config => {
+  if (env.TENANTGATE_HEADERS_TIMEOUT_MS > env.TENANTGATE_REQUEST_TIMEOUT_MS) {
+    ctx.issues.push({
+      code: 'custom',
+      path: ['TENANTGATE_HEADERS_TIMEOUT_MS'],
+      input: env,
+      message: `TENANTGATE_HEADERS_TIMEOUT_MS (${env.TENANTGATE_HEADERS_TIMEOUT_MS}) must not be longer than TENANTGATE_REQUEST_TIMEOUT_MS (${env.TENANTGATE_REQUEST_TIMEOUT_MS})`,
+    });
+    return z.NEVER;
   }
-  if (raw.includes('://')) {
-    throw new ConfigError(`TENANTGATE_DATABASE must be a SQLite file path (got a URL)`);
-  }
-  return path.resolve(raw);
+  const dataDir = path.resolve(env.TENANTGATE_DATA_DIR);
+  const production = env.TENANTGATE_PRODUCTION;
+  return {
+    host: env.TENANTGATE_HOST,
+    port: env.TENANTGATE_PORT,
+    dataDir,
+    database: env.TENANTGATE_DATABASE === undefined ? path.join(dataDir, 'tenantgate.db') : path.resolve(env.TENANTGATE_DATABASE),
+    masterKey: env.TENANTGATE_MASTER_KEY,
+    previousMasterKeys: env.TENANTGATE_MASTER_KEY_PREVIOUS ?? [],
+    production,
+    logLevel: env.TENANTGATE_LOG_LEVEL,
+    introspection: env.TENANTGATE_INTROSPECTION ?? !production,
+    graphiql: env.TENANTGATE_GRAPHIQL ?? !production,
+    authFailuresPerMinute: env.TENANTGATE_AUTH_FAILURES_PER_MINUTE,
+    keyCacheTtlMs: env.TENANTGATE_KEY_CACHE_TTL_MS,
+    trustProxy: env.TENANTGATE_TRUST_PROXY,
+    limits: {
+      maxBodyBytes: env.TENANTGATE_MAX_BODY_BYTES,
+      maxDepth: env.TENANTGATE_MAX_DEPTH,
+      maxAliases: env.TENANTGATE_MAX_ALIASES,
+      maxTokens: env.TENANTGATE_MAX_TOKENS,
+      maxDirectives: env.TENANTGATE_MAX_DIRECTIVES,
+      maxCost: env.TENANTGATE_MAX_COST,
+      maxVariableDepth: env.TENANTGATE_MAX_VARIABLE_DEPTH,
+      maxFields: env.TENANTGATE_MAX_FIELDS,
+      maxFieldRepeats: env.TENANTGATE_MAX_FIELD_REPEATS,
+      maxFragmentSpreads: env.TENANTGATE_MAX_FRAGMENT_SPREADS,
+    },
+    metrics: env.TENANTGATE_METRICS,
+    metricsToken: env.TENANTGATE_METRICS_TOKEN,
+    responseCacheBytes: env.TENANTGATE_RESPONSE_CACHE_BYTES,
+    corsOrigins: env.TENANTGATE_CORS_ORIGINS ?? [],
+    headersTimeoutMs: env.TENANTGATE_HEADERS_TIMEOUT_MS,
+    requestTimeoutMs: env.TENANTGATE_REQUEST_TIMEOUT_MS,
+  };
+});
+
+/** A value as a message shows it: quoted, escaped (so the message stays one line), cut when long. */
+function quoted(value: unknown): string {
+  const text = String(value);
+  return JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}…` : text);
 }
 
-function readMetricsToken(env: Env): string | undefined {
-  const raw = env.TENANTGATE_METRICS_TOKEN;
-  if (raw === undefined || raw.trim() === '') return undefined;
-  const token = raw.trim();
-  // The value is a secret: the message never repeats it.
-  if (token.length < 16 || !/^[\x21-\x7e]+$/.test(token)) {
-    throw new ConfigError('TENANTGATE_METRICS_TOKEN must be at least 16 printable characters without spaces');
-  }
-  return token;
+function messageFor(issue: z.core.$ZodIssue, env: Env): string {
+  const name = String(issue.path[0]);
+  if (issue.message.startsWith(name)) return issue.message;
+  const info = settingInfo.get(environment.shape[name as SettingName]);
+  return info?.secret ? `${name} ${issue.message}` : `${name} ${issue.message} (got ${quoted(env[name])})`;
 }
 
 /**
- * Browser origins allowed to call the API. Each must be an origin exactly as a browser sends it
- * (`https://dash.example.com`, `http://localhost:5173`): no path, no wildcard, since keys travel in
- * a header and an allowed origin is a page trusted to hold one.
+ * Optimal string alignment distance (edits, adjacent swaps counting one): PROT is 1 from
+ * PORT.
  */
-function readCorsOrigins(env: Env): string[] {
-  const raw = readString(env, 'TENANTGATE_CORS_ORIGINS', '').trim();
-  if (raw === '') return [];
-  return raw.split(',').map((part) => {
-    const origin = part.trim();
-    let parsed: URL | undefined;
-    try {
-      parsed = new URL(origin);
-    } catch {
-      parsed = undefined;
+function editDistance(a: string, b: string): number {
+  let before: number[] = [];
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      let best = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) best = Math.min(best, before[j - 2]! + 1);
+      current[j] = best;
     }
-    if (!parsed || !/^https?:$/.test(parsed.protocol) || parsed.origin !== origin || origin.includes('*')) {
-      throw new ConfigError(
-        `TENANTGATE_CORS_ORIGINS must be a comma-separated list of origins like https://dash.example.com (got "${origin}")`,
-      );
-    }
-    return origin;
-  });
+    [before, previous] = [previous, current];
+  }
+  return previous[b.length]!;
+}
+
+const PREFIX = 'TENANTGATE_';
+
+/** The setting `name` was probably meant as: one or two edits from it (one for short names), letter case aside. */
+export function meantSetting(name: string): SettingName | undefined {
+  const upper = name.toUpperCase();
+  let meant: SettingName | undefined;
+  let closest = Infinity;
+  for (const setting of SETTING_NAMES) {
+    if (Math.abs(setting.length - upper.length) > 2) continue;
+    const allowed = Math.max(1, Math.min(2, Math.floor((setting.length - PREFIX.length) / 3)));
+    const distance = editDistance(upper, setting);
+    if (distance <= allowed && distance < closest) [meant, closest] = [setting, distance];
+  }
+  return meant;
+}
+
+/**
+ * A name one or two edits from a setting is refused rather than warned about: the setting it
+ * was meant to change would silently keep its default (a misspelt TENANTGATE_PRODUCTION leaves
+ * introspection on, a misspelt TENANTGATE_MASTER_KEY has a new key generated), and this runs
+ * before there is a logger whose warning someone might read. Names far from every setting are
+ * left alone: they may belong to other tools or to another version of tenantgate.
+ */
+function refuseMisspelt(env: Env): void {
+  for (const name of Object.keys(env)) {
+    if (Object.hasOwn(environment.shape, name)) continue;
+    const meant = meantSetting(name);
+    // Only names: the value may be a secret.
+    if (meant) throw new ConfigError(`${name} is not a tenantgate setting; did you mean ${meant}?`);
+  }
 }
 
 export function loadConfig(env: Env = process.env): Config {
-  const headersTimeoutMs = readInt(env, 'TENANTGATE_HEADERS_TIMEOUT_MS', 20_000, 1000, 600_000);
-  const requestTimeoutMs = readInt(env, 'TENANTGATE_REQUEST_TIMEOUT_MS', 60_000, 1000, 3_600_000);
-  if (headersTimeoutMs > requestTimeoutMs) {
-    throw new ConfigError(
-      `TENANTGATE_HEADERS_TIMEOUT_MS (${headersTimeoutMs}) must not be longer than TENANTGATE_REQUEST_TIMEOUT_MS (${requestTimeoutMs})`,
-    );
-  }
-  const dataDir = path.resolve(readString(env, 'TENANTGATE_DATA_DIR', './data'));
-  const production = readBool(env, 'TENANTGATE_PRODUCTION', false);
-  const masterKeyRaw = env.TENANTGATE_MASTER_KEY;
-  const previousRaw = env.TENANTGATE_MASTER_KEY_PREVIOUS;
-  return {
-    host: readHost(env),
-    port: readInt(env, 'TENANTGATE_PORT', 4000, 0, 65535),
-    dataDir,
-    database: readDatabase(env, dataDir),
-    masterKey:
-      masterKeyRaw === undefined || masterKeyRaw === ''
-        ? undefined
-        : decodeMasterKey('TENANTGATE_MASTER_KEY', masterKeyRaw),
-    previousMasterKeys:
-      previousRaw === undefined || previousRaw.trim() === ''
-        ? []
-        : previousRaw.split(',').map((part) => decodeMasterKey('TENANTGATE_MASTER_KEY_PREVIOUS', part)),
-    production,
-    logLevel: readEnum<LogLevel>(env, 'TENANTGATE_LOG_LEVEL', 'info', ['debug', 'info', 'warn', 'error']),
-    introspection: readBool(env, 'TENANTGATE_INTROSPECTION', !production),
-    graphiql: readBool(env, 'TENANTGATE_GRAPHIQL', !production),
-    authFailuresPerMinute: readInt(env, 'TENANTGATE_AUTH_FAILURES_PER_MINUTE', 30, 1, 1_000_000),
-    keyCacheTtlMs: readInt(env, 'TENANTGATE_KEY_CACHE_TTL_MS', 10_000, 0, 3_600_000),
-    trustProxy: readBool(env, 'TENANTGATE_TRUST_PROXY', false),
-    limits: {
-      maxBodyBytes: readInt(env, 'TENANTGATE_MAX_BODY_BYTES', 2 * 1_048_576, 1024, 100 * 1_048_576),
-      maxDepth: readInt(env, 'TENANTGATE_MAX_DEPTH', 10, 1, 1000),
-      maxAliases: readInt(env, 'TENANTGATE_MAX_ALIASES', 15, 0, 10_000),
-      maxTokens: readInt(env, 'TENANTGATE_MAX_TOKENS', 2000, 10, 1_000_000),
-      maxDirectives: readInt(env, 'TENANTGATE_MAX_DIRECTIVES', 20, 0, 10_000),
-      maxCost: readInt(env, 'TENANTGATE_MAX_COST', 20_000, 1, 10_000_000),
-      maxVariableDepth: readInt(env, 'TENANTGATE_MAX_VARIABLE_DEPTH', 32, 1, 1000),
-      maxFields: readInt(env, 'TENANTGATE_MAX_FIELDS', 1000, 1, 1_000_000),
-      maxFieldRepeats: readInt(env, 'TENANTGATE_MAX_FIELD_REPEATS', 16, 1, 1_000_000),
-      maxFragmentSpreads: readInt(env, 'TENANTGATE_MAX_FRAGMENT_SPREADS', 32, 0, 1_000_000),
-    },
-    metrics: readBool(env, 'TENANTGATE_METRICS', true),
-    metricsToken: readMetricsToken(env),
-    responseCacheBytes: readInt(env, 'TENANTGATE_RESPONSE_CACHE_BYTES', 8 * 1_048_576, 0, 1024 * 1_048_576),
-    corsOrigins: readCorsOrigins(env),
-    headersTimeoutMs,
-    requestTimeoutMs,
-  };
+  refuseMisspelt(env);
+  const parsed = config.safeParse(env);
+  if (!parsed.success) throw new ConfigError(messageFor(parsed.error.issues[0]!, env));
+  return parsed.data;
+}
+
+/** Decodes a base64 master key (from a variable or the key file); the error never repeats it. */
+export function decodeMasterKey(name: string, raw: string): Buffer {
+  const parsed = masterKey.safeParse(raw.trim());
+  if (!parsed.success) throw new ConfigError(`${name} ${MASTER_KEY_ACCEPTS}`);
+  return parsed.data;
 }
