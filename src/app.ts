@@ -1,26 +1,27 @@
 import { NoSchemaIntrospectionCustomRule } from 'graphql';
 import { createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import { Authenticator } from './auth/authenticator.ts';
-import { useAuth } from './auth/plugin.ts';
 import type { Config } from './config.ts';
 import type { SecretBox } from './crypto/secret-box.ts';
 import type { Context } from './graphql/context.ts';
 import { schema } from './graphql/schema.ts';
+import { useDocumentLimits } from './hardening/document-limits.ts';
+import { createMaskError } from './hardening/mask-error.ts';
+import { stripSuggestions, useNoSuggestions, useOperationLimits } from './hardening/operation-limits.ts';
+import { createErrorSanitizer, useSafeErrors } from './hardening/request-echo.ts';
+import { useRequestParams } from './hardening/request-params.ts';
+import { sanitizeVariableErrors } from './hardening/variable-errors.ts';
+import { useVariableCost } from './hardening/variable-cost.ts';
 import { useBodyLimit } from './http/body-limit.ts';
 import { corsFor, useVaryOrigin } from './http/cors.ts';
-import { useDocumentLimits } from './http/document-limits.ts';
 import { useGraphiQLPage } from './http/graphiql.ts';
-import { createHttpFront, type HttpFront } from './http/http-front.ts';
-import { createMaskError } from './http/mask-error.ts';
-import { Metrics } from './http/metrics.ts';
-import { createObservability } from './http/observability.ts';
-import { useNoSuggestions, useOperationLimits } from './http/operation-limits.ts';
 import { useProbes } from './http/probes.ts';
-import { useNoRequestEcho } from './http/request-echo.ts';
-import { useRequestParams } from './http/request-params.ts';
-import { createResponseCache, type ResponseCache } from './http/response-cache.ts';
-import { useVariableCost } from './http/variable-cost.ts';
 import type { Logger } from './logger.ts';
+import { Metrics } from './observability/metrics.ts';
+import { createListener, type GatewayListener, type RequestListener } from './pipeline/listener.ts';
+import { createPipeline, type Gate, type Recorder } from './pipeline/pipeline.ts';
+import { createResponseCache, type ResponseCache } from './pipeline/response-cache.ts';
+import { usePipeline, yogaPathOnly, type GatewayServerContext } from './pipeline/use-pipeline.ts';
 import { forOrg, systemRepos, type OrgRepos, type Services } from './repos/index.ts';
 import type { Store } from './store/types.ts';
 
@@ -53,14 +54,16 @@ export interface AppOptions {
   secretBox: SecretBox;
   config: AppConfig;
   logger: Logger;
+  /** More pipeline stages: gates after the built-in admission, recorders after the request log. */
+  stages?: { gates?: readonly Gate[]; recorders?: readonly Recorder[] };
 }
 
 export interface App {
-  yoga: YogaServerInstance<Record<string, unknown>, Context>;
+  yoga: YogaServerInstance<GatewayServerContext, Context>;
   /** What `npm start` serves over node:http (server.ts createHttpServer); tests serve it too. */
-  listener: HttpFront['listener'];
-  /** Yoga behind the HTTP front (http-front.ts). */
-  front: HttpFront;
+  listener: RequestListener;
+  /** The listener, with a count of the requests it answered on its own path (the rest went to Yoga). */
+  gateway: GatewayListener;
   services: Services;
   /** The gateway's Prometheus metrics (also served at /metrics unless TENANTGATE_METRICS=false). */
   metrics: Metrics;
@@ -77,8 +80,12 @@ function useNoIntrospection(): Plugin {
   };
 }
 
-/** The gateway: tests call `app.yoga.fetch` or serve `app.front.listener`, as main.ts does over HTTP. */
-export function createApp({ store, secretBox, config, logger }: AppOptions): App {
+/**
+ * The gateway: its listener (what `npm start` serves), and Yoga behind it. How a request flows:
+ * src/pipeline/pipeline.ts names the stages; src/pipeline/listener.ts and use-pipeline.ts are the
+ * two paths that run them.
+ */
+export function createApp({ store, secretBox, config, logger, stages }: AppOptions): App {
   const authenticator = new Authenticator(store, { cacheTtlMs: config.keyCacheTtlMs, logger });
   const services: Services = { store, secretBox, authenticator };
   const system = systemRepos(store, authenticator);
@@ -98,30 +105,27 @@ export function createApp({ store, secretBox, config, logger }: AppOptions): App
 
   const metrics = new Metrics();
   const graphqlEndpoint = '/graphql';
-  const observability = createObservability({ logger, metrics, schema, graphqlEndpoint });
   const masking = createMaskError({ logger, onStoreError: (kind) => metrics.storeError(kind) });
-  const auth = useAuth({
+  const pipeline = createPipeline({
     authenticator,
     failuresPerMinute: config.authFailuresPerMinute,
-    trustProxy: config.trustProxy,
     logger,
-    contextFor: (principal) => ({ repos: reposFor(principal.orgId), system }),
-    onFailure: (reason) => metrics.authFailure(reason),
-    onSuccess: (request, principal) => observability.authenticated(request, principal),
+    metrics,
+    gates: stages?.gates,
+    recorders: stages?.recorders,
   });
   const dataVersion = store.dataVersion?.bind(store);
   const responseCache = createResponseCache({
-    // Only with a store that can say when an org's data changed (SQLite can).
+    // Only with a store that can say when an org's data changed.
     maxBytes: dataVersion ? config.responseCacheBytes : 0,
     rootFields: CACHEABLE_ROOT_FIELDS,
-    dataVersion: dataVersion ?? (() => ''),
-    principalOf: auth.principalOf,
-    metaOf: observability.metaOf,
-    onLookup: observability.cached,
+    dataVersion: dataVersion ?? (() => undefined),
   });
   metrics.watchResponseCache(() => ({ bytes: responseCache.bytes, entries: responseCache.entries }));
+  const sanitizeErrors = createErrorSanitizer(schema, [stripSuggestions, sanitizeVariableErrors]);
+  const cors = corsFor(config.corsOrigins);
 
-  const yoga = createYoga<Record<string, unknown>, Context>({
+  const yoga = createYoga<GatewayServerContext, Context>({
     schema,
     graphqlEndpoint,
     healthCheckEndpoint: '/health',
@@ -134,7 +138,7 @@ export function createApp({ store, secretBox, config, logger }: AppOptions): App
       maskError: masking.maskError,
     },
     batching: false,
-    cors: corsFor(config.corsOrigins),
+    cors,
     // No file uploads in this API: one request parser fewer to attack.
     multipart: false,
     // Replaced by useBodyLimit: Yoga's streams every body through a TransformStream (2.7x slower).
@@ -151,42 +155,62 @@ export function createApp({ store, secretBox, config, logger }: AppOptions): App
         else logger.error(String(first), args[1] instanceof Error ? { error: args[1] } : undefined);
       },
     },
+    // The HTTP plugins (first) see only what the listener hands to Yoga; the GraphQL plugins
+    // (from useRequestParams on) run on both paths, inside Yoga's getResultForParams. A plugin
+    // that needs to see every request belongs in the pipeline instead (test/pipeline.test.ts
+    // fails on one that would be skipped).
     plugins: [
-      observability.plugin,
-      useVaryOrigin(config.corsOrigins),
-      useProbes({ store, logger, metrics: config.metrics ? metrics : undefined, metricsToken: config.metricsToken }),
+      // Before authentication: an anonymous client cannot make the gateway read a big body. The
+      // listener takes only bodies with a Content-Length within the limit.
+      yogaPathOnly('the listener hands over every body it does not take', useBodyLimit(config.limits.maxBodyBytes)),
+      yogaPathOnly('the pipeline itself, on Yoga\'s path', usePipeline({
+        pipeline,
+        schema,
+        graphqlEndpoint,
+        trustProxy: config.trustProxy,
+        logger,
+        contextFor: (principal) => ({
+          orgId: principal.orgId,
+          keyId: principal.keyId,
+          scopes: principal.scopes,
+          keyExpiresAt: principal.expiresAt,
+          repos: reposFor(principal.orgId),
+          system,
+        }),
+      })),
+      yogaPathOnly('the listener adds Vary: Origin itself', useVaryOrigin(config.corsOrigins)),
+      yogaPathOnly('other endpoints than GraphQL', useProbes({ store, logger, metrics: config.metrics ? metrics : undefined, metricsToken: config.metricsToken })),
       ...(config.graphiql
-        ? [useGraphiQLPage({ graphqlEndpoint, options: { title: 'tenantgate', headers: '{\n  "Authorization": "Bearer tgk_..."\n}' } })]
+        ? [yogaPathOnly('GET pages and assets', useGraphiQLPage({ graphqlEndpoint, options: { title: 'tenantgate', headers: '{\n  "Authorization": "Bearer tgk_..."\n}' } }))]
         : []),
-      useBodyLimit(config.limits.maxBodyBytes),
-      auth,
-      useRequestParams(config.limits.maxVariableDepth),
+      yogaPathOnly('the listener sanitizes its answers itself', useSafeErrors(sanitizeErrors)),
+      yogaPathOnly('its request-parse hook is for GET and form bodies, which the listener hands over', useRequestParams(config.limits.maxVariableDepth)),
       useDocumentLimits(config.limits),
       ...useOperationLimits(config.limits),
       useVariableCost(config.limits.maxCost),
       ...useNoSuggestions(),
-      useNoRequestEcho(schema),
       ...(config.introspection ? [] : [useNoIntrospection()]),
-      // Last: a lookup happens only for a request every plugin above has let through.
-      responseCache.plugin,
     ],
   });
 
-  const front = createHttpFront({
+  const gateway = createListener({
     yoga,
-    graphqlEndpoint,
-    authenticator,
+    pipeline,
     responseCache,
-    observability,
-    logger,
+    graphqlEndpoint,
+    cors,
+    varyOrigin: config.corsOrigins.length > 0,
+    trustProxy: config.trustProxy,
     maxBodyBytes: config.limits.maxBodyBytes,
-    maxVariableDepth: config.limits.maxVariableDepth,
+    maskError: masking.maskError,
+    sanitizeErrors,
+    logger,
   });
 
   return {
     yoga,
-    listener: front.listener,
-    front,
+    listener: gateway.listener,
+    gateway,
     services,
     metrics,
     responseCache,

@@ -6,7 +6,7 @@ import type { Config } from './config.ts';
 import type { Logger } from './logger.ts';
 import { issueApiKey } from './repos/api-keys.ts';
 import { openStore } from './store/open.ts';
-import { DEFAULT_ORG } from './store/sqlite/migrate.ts';
+import { DEFAULT_ORG } from './store/types.ts';
 import type { Store } from './store/types.ts';
 
 export interface RunningServer {

@@ -67,7 +67,7 @@ describe('revoking a key with cascade, over HTTP', () => {
 
   beforeAll(async () => {
     gw = await createTestGateway();
-    server = http.createServer(gw.app.front.listener);
+    server = http.createServer(gw.app.listener);
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/graphql`;
   });

@@ -179,7 +179,7 @@ describe('request limits', () => {
   let port: number;
   beforeAll(async () => {
     gw = await createTestGateway({ seed: false, env: { TENANTGATE_MAX_BODY_BYTES: String(LIMIT) } });
-    server = http.createServer(gw.app.front.listener);
+    server = http.createServer(gw.app.listener);
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     port = (server.address() as AddressInfo).port;
   });

@@ -61,7 +61,7 @@ for (const production of [false, true]) {
     let url: string;
     beforeAll(async () => {
       gw = await createTestGateway({ env: production ? { TENANTGATE_PRODUCTION: 'true' } : {} });
-      server = http.createServer(gw.app.front.listener);
+      server = http.createServer(gw.app.listener);
       await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
       url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/graphql`;
     });

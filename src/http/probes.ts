@@ -1,9 +1,9 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Plugin } from 'graphql-yoga';
-import { bearerToken } from '../auth/plugin.ts';
+import { bearerToken } from '../pipeline/pipeline.ts';
 import type { Logger } from '../logger.ts';
 import type { Store } from '../store/types.ts';
-import type { Metrics } from './metrics.ts';
+import type { Metrics } from '../observability/metrics.ts';
 
 export interface ProbeOptions {
   store: Store;

@@ -1,5 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client';
-import type { StoreErrorKind } from './mask-error.ts';
+import type { StoreErrorKind } from '../hardening/mask-error.ts';
 
 /** Latency buckets in seconds: a gateway answer takes a millisecond or two; the tail matters. */
 const BOUNDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];

@@ -1,24 +1,9 @@
 import { GraphQLError } from 'graphql';
 import { maskError as yogaMaskError } from 'graphql-yoga';
 import type { Logger } from '../logger.ts';
+import { StoreError, type StoreErrorKind } from '../store/errors.ts';
 
-/** SQLite failures grouped into a few kinds: a bounded metric label, and what the client is told. */
-export type StoreErrorKind = 'busy' | 'readonly' | 'full' | 'io' | 'corrupt' | 'constraint' | 'other';
-
-export function storeErrorKind(error: unknown): StoreErrorKind | undefined {
-  const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code !== 'string' || !code.startsWith('SQLITE_')) return undefined;
-  if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) return 'busy';
-  if (code.startsWith('SQLITE_READONLY') || code.startsWith('SQLITE_CANTOPEN') || code === 'SQLITE_PERM') return 'readonly';
-  if (code === 'SQLITE_FULL') return 'full';
-  if (code.startsWith('SQLITE_IOERR')) return 'io';
-  if (code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB') return 'corrupt';
-  if (code.startsWith('SQLITE_CONSTRAINT')) return 'constraint';
-  return 'other';
-}
-
-/** Store failures a client may retry: the store is there but cannot take the write right now. */
-const RETRYABLE: ReadonlySet<StoreErrorKind> = new Set(['busy', 'readonly', 'full', 'io']);
+export type { StoreErrorKind };
 
 function rootError(error: unknown): unknown {
   let current = error;
@@ -45,16 +30,16 @@ export function createMaskError({ logger, onStoreError }: MaskErrorOptions) {
     if (masked === error) return masked;
     if (typeof error === 'object' && error !== null) logged.add(error);
     const root = rootError(error);
-    const kind = storeErrorKind(root);
+    const kind = root instanceof StoreError ? root.kind : undefined;
     const path = error instanceof GraphQLError ? error.path?.join('.') : undefined;
     logger.error('unexpected error', {
       error: root instanceof Error ? { name: root.name, message: root.message } : String(root),
-      ...(kind ? { store: kind, code: (root as { code: string }).code } : {}),
+      ...(root instanceof StoreError ? { store: root.kind, code: root.code } : {}),
       ...(path ? { path } : {}),
     });
     if (!kind) return masked;
     onStoreError?.(kind);
-    if (!RETRYABLE.has(kind)) return masked;
+    if (!(root as StoreError).retryable) return masked;
     const fieldError = error instanceof GraphQLError && error.path !== undefined;
     return new GraphQLError('The store cannot take this request right now; try again later', {
       nodes: error instanceof GraphQLError ? error.nodes : undefined,

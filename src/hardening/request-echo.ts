@@ -137,20 +137,35 @@ export function withoutEchoes(errors: readonly Error[], sent: () => Sent, names:
   }
 }
 
-/** The plugin: runs on every answer with errors, just before it is written. */
-export function useNoRequestEcho(schema: GraphQLSchema): Plugin {
+/** The request parameters an answer's errors are checked against. */
+export interface SentParams {
+  query?: unknown;
+  variables?: unknown;
+}
+
+/**
+ * Takes out of an answer's errors anything the client sent (see withoutEchoes), and the schema
+ * hints and values graphql-js puts in them (operation-limits.ts, variable-errors.ts). Every path
+ * calls it on every answer with errors, just before it is written: the listener itself, Yoga's
+ * path through useSafeErrors.
+ */
+export function createErrorSanitizer(schema: GraphQLSchema, others: ReadonlyArray<(errors: readonly Error[]) => void>) {
   const names = schemaNames(schema);
-  const params = new WeakMap<Request, { query?: string; variables?: unknown }>();
+  return (errors: readonly Error[] | undefined, sent: SentParams | undefined): void => {
+    if (!errors || errors.length === 0) return;
+    for (const other of others) other(errors);
+    const query = typeof sent?.query === 'string' ? sent.query : undefined;
+    withoutEchoes(errors, () => sentBy(query, sent?.variables, names), names);
+  };
+}
+
+/** The sanitizer on Yoga's path: Yoga keeps the parameters it parsed on the server context. */
+export function useSafeErrors(sanitize: ReturnType<typeof createErrorSanitizer>): Plugin {
   return {
-    onParams({ request, params: p }) {
-      params.set(request, { query: p.query, variables: p.variables });
-    },
-    onResultProcess({ request, result }) {
+    onResultProcess({ result, serverContext }) {
       if (Array.isArray(result)) return;
       const errors = (result as { errors?: readonly Error[] }).errors;
-      if (!errors || errors.length === 0) return;
-      const sent = params.get(request);
-      withoutEchoes(errors, () => sentBy(sent?.query, sent?.variables, names), names);
+      sanitize(errors, (serverContext as { params?: SentParams }).params);
     },
   };
 }

@@ -1,5 +1,5 @@
 import { getOperationAST, Kind, type DocumentNode, type ExecutionResult } from 'graphql';
-import type { Plugin } from 'graphql-yoga';
+import type { OperationMeta } from './exchange.ts';
 
 /** What a cached answer was computed for: the caller's org and the scopes its key holds. */
 export interface CachePrincipal {
@@ -7,24 +7,16 @@ export interface CachePrincipal {
   scopes: ReadonlySet<string>;
 }
 
-/** What the request log and metrics say of an operation (see observability.ts). */
-export interface OperationMeta {
-  operation: string;
-  operationName: string | null;
-}
-
 export interface ResponseCacheOptions {
   /** Bytes of answers kept (estimated), all orgs together; 0 turns the cache off. */
   maxBytes: number;
   /** Root fields whose answers may be kept: read-only, and reading nothing but the org's own data. */
   rootFields: ReadonlySet<string>;
-  /** Changes whenever the org's data may have changed (Store.dataVersion). */
-  dataVersion: (orgId: string) => string;
-  principalOf: (request: Request) => CachePrincipal | undefined;
-  /** The operation as the request log names it, read when an answer is stored. */
-  metaOf: (request: Request) => OperationMeta | undefined;
-  /** Told of every lookup of a cacheable request; `meta` only for a hit. */
-  onLookup?: (request: Request, hit: boolean, meta: OperationMeta | undefined) => void;
+  /**
+   * Changes whenever the org's data may have changed (the store's change feed); undefined while
+   * the feed cannot vouch for it, when nothing is answered or kept.
+   */
+  dataVersion: (orgId: string) => string | undefined;
 }
 
 /** The request parameters a cached answer is keyed by (besides the principal). */
@@ -41,15 +33,28 @@ export interface CachedAnswer {
   meta: OperationMeta | undefined;
 }
 
+/** What to keep an answer under once it has executed: the key and the data version read before. */
+export interface Pending {
+  readonly key: string;
+  readonly version: string;
+  readonly orgId: string;
+  readonly query: string;
+}
+
 export interface ResponseCache {
-  plugin: Plugin;
   /** False when `maxBytes` is 0: nothing is ever kept or answered. */
   readonly enabled: boolean;
   /**
-   * The fresh answer for a request that has passed every check the plugin's lookup runs behind
-   * (authentication, body limit, variables), or undefined; for the HTTP front (http-front.ts).
+   * For an authenticated and admitted request: its fresh answer (`hit`), or what to keep its
+   * answer under once it has executed (`miss`), or undefined when it is not a request the cache
+   * keeps. Read before execution, so an answer that raced a write is never kept as fresh.
    */
-  answer(principal: CachePrincipal, params: CacheParams): CachedAnswer | undefined;
+  probe(principal: CachePrincipal, params: CacheParams): { hit: CachedAnswer; miss?: undefined } | { miss: Pending; hit?: undefined } | undefined;
+  /**
+   * Keeps an executed answer when the operation may be kept (a query whose every root field is
+   * cacheable) and the result has no errors; returns its bytes, the response body, when kept.
+   */
+  keep(pending: Pending, document: DocumentNode, operationName: unknown, result: ExecutionResult, meta: OperationMeta): Buffer | undefined;
   /** Bytes held now (estimated: answers, keys and a fixed cost per entry). */
   readonly bytes: number;
   readonly entries: number;
@@ -90,32 +95,10 @@ function variablesKey(variables: unknown): string | undefined {
 interface Entry {
   orgId: string;
   version: string;
-  /** The response body, UTF-8: the HTTP front writes it as is (no copy, no encoding per hit). */
+  /** The response body, UTF-8: the listener writes it as is (no copy, no encoding per hit). */
   body: Buffer;
   bytes: number;
   meta: OperationMeta | undefined;
-}
-
-interface Pending {
-  key: string;
-  version: string;
-  orgId: string;
-  query: string;
-}
-
-/**
- * An answer already serialised. Yoga writes a result with its own `stringify` as is, so a hit
- * costs no execution and no serialisation; `data` is parsed only if something asks for it.
- */
-class SerialisedResult {
-  readonly #json: string;
-  constructor(json: string) {
-    this.#json = json;
-  }
-  get data(): unknown {
-    return (JSON.parse(this.#json) as ExecutionResult).data;
-  }
-  readonly stringify = (): string => this.#json;
 }
 
 /**
@@ -139,7 +122,6 @@ export function createResponseCache(options: ResponseCacheOptions): ResponseCach
   const entries = new Map<string, Entry>();
   const orgBytes = new Map<string, number>();
   const orgLimit = Math.max(1, Math.floor(options.maxBytes * ORG_SHARE));
-  const pending = new WeakMap<Request, Pending>();
   const scopeKeys = new WeakMap<ReadonlySet<string>, string>();
   let bytes = 0;
 
@@ -206,7 +188,7 @@ export function createResponseCache(options: ResponseCacheOptions): ResponseCach
    * A fresh answer for these parameters (moved to most recently used), or what to store one
    * under once it has executed, or undefined when the request is not one the cache keeps.
    */
-  const probe = (principal: CachePrincipal, params: CacheParams): { hit: Entry } | { miss: Pending } | undefined => {
+  const probe: ResponseCache['probe'] = (principal, params) => {
     const { query, operationName } = params;
     if (options.maxBytes <= 0 || typeof query !== 'string' || query.length > MAX_KEYED_TEXT) return undefined;
     // An operation name is a non-empty string or absent; anything else is not looked up (and
@@ -218,6 +200,7 @@ export function createResponseCache(options: ResponseCacheOptions): ResponseCach
     // JSON, so no part can run into the next whatever characters it holds.
     const key = JSON.stringify([principal.orgId, scopeKey(principal.scopes), operationName ?? null, query]) + variables;
     const version = options.dataVersion(principal.orgId);
+    if (version === undefined) return undefined;
     const entry = entries.get(key);
     if (entry !== undefined) {
       if (entry.version === version) {
@@ -231,51 +214,22 @@ export function createResponseCache(options: ResponseCacheOptions): ResponseCach
     return { miss: { key, version, orgId: principal.orgId, query } };
   };
 
-  const plugin: Plugin = {
-    onParams({ params, request, setResult }) {
-      const principal = options.principalOf(request);
-      const found = principal && probe(principal, params);
-      if (!found) return;
-      if ('hit' in found) {
-        options.onLookup?.(request, true, found.hit.meta);
-        setResult(new SerialisedResult(found.hit.body.toString('utf8')) as unknown as ExecutionResult);
-        return;
-      }
-      pending.set(request, found.miss);
-    },
-
-    onExecute({ args }) {
-      const request = (args.contextValue as { request?: Request }).request;
-      const wanted = request && pending.get(request);
-      if (!request || !wanted) return;
-      pending.delete(request);
-      if (!decide(wanted.query, args.document, args.operationName)) return;
-      options.onLookup?.(request, false, undefined);
-      return {
-        onExecuteDone({ result, setResult }) {
-          if (Symbol.asyncIterator in result) return;
-          if ((result.errors && result.errors.length > 0) || result.extensions !== undefined) return;
-          const json = JSON.stringify(result);
-          const orgId = wanted.orgId;
-          // Not from Buffer's shared pool: a kept slice would hold on to the whole 8 KiB slab.
-          const body = Buffer.allocUnsafeSlow(Buffer.byteLength(json));
-          body.write(json);
-          const size = body.byteLength + stringBytes(wanted.key) + ENTRY_OVERHEAD_BYTES;
-          store(wanted.key, { orgId, version: wanted.version, body, bytes: size, meta: options.metaOf(request) });
-          // Written as it was measured: serialised once.
-          setResult(new SerialisedResult(json) as unknown as ExecutionResult);
-        },
-      };
-    },
+  const keep: ResponseCache['keep'] = (wanted, document, operationName, result, meta) => {
+    if (!decide(wanted.query, document, typeof operationName === 'string' ? operationName : undefined)) return undefined;
+    if ((result.errors && result.errors.length > 0) || result.extensions !== undefined) return undefined;
+    const json = JSON.stringify(result);
+    // Not from Buffer's shared pool: a kept slice would hold on to the whole 8 KiB slab.
+    const body = Buffer.allocUnsafeSlow(Buffer.byteLength(json));
+    body.write(json);
+    const size = body.byteLength + stringBytes(wanted.key) + ENTRY_OVERHEAD_BYTES;
+    store(wanted.key, { orgId: wanted.orgId, version: wanted.version, body, bytes: size, meta });
+    return body;
   };
 
   return {
-    plugin,
     enabled: options.maxBytes > 0,
-    answer(principal, params) {
-      const found = probe(principal, params);
-      return found && 'hit' in found ? { body: found.hit.body, meta: found.hit.meta } : undefined;
-    },
+    probe,
+    keep,
     get bytes() {
       return bytes;
     },

@@ -1,5 +1,4 @@
 import { blockFieldSuggestionsPlugin } from '@escape.tech/graphql-armor-block-field-suggestions';
-import { sanitizeVariableErrors } from './variable-errors.ts';
 import { costLimitPlugin } from '@escape.tech/graphql-armor-cost-limit';
 import { maxAliasesPlugin } from '@escape.tech/graphql-armor-max-aliases';
 import { maxDepthPlugin } from '@escape.tech/graphql-armor-max-depth';
@@ -33,7 +32,7 @@ function armorOptions(limit: OperationLimit) {
 // which come from execution, not validation.
 const SUGGESTION = /\s*Did you mean [^?]*\?/g;
 
-function stripSuggestions(errors: readonly Error[] | undefined): void {
+export function stripSuggestions(errors: readonly Error[] | undefined): void {
   if (!errors) return;
   for (const error of errors) {
     if (error.message.includes('Did you mean')) error.message = error.message.replace(SUGGESTION, '');
@@ -41,23 +40,11 @@ function stripSuggestions(errors: readonly Error[] | undefined): void {
 }
 
 /**
- * Hides schema hints in error messages: field, argument, type and enum value suggestions. Armor's
- * plugin handles validation errors; the second pass sees every answer once, just before it is
- * written, and costs nothing when there is no error. That pass also takes the values out of
- * variable errors (see variable-errors.ts).
+ * Hides schema hints in validation error messages (Armor's plugin); the answers' other errors go
+ * through stripSuggestions, from the error sanitizer (request-echo.ts), on every path.
  */
 export function useNoSuggestions(): Plugin[] {
-  return [
-    blockFieldSuggestionsPlugin({ mask: '' }),
-    {
-      onResultProcess({ result }) {
-        if (Array.isArray(result)) return;
-        const errors = (result as { errors?: readonly Error[] }).errors;
-        stripSuggestions(errors);
-        sanitizeVariableErrors(errors);
-      },
-    },
-  ];
+  return [blockFieldSuggestionsPlugin({ mask: '' })];
 }
 
 /**
