@@ -1,24 +1,58 @@
 import { GraphQLError } from 'graphql';
 
 /**
- * The closed list of error codes clients may see. Code throws only these; anything else is a bug,
- * and Yoga masks it as an internal error (no stack, no SQL, no secret).
+ * The closed list of error codes this code raises. Code throws only these; anything else is a
+ * bug, and Yoga masks it as an internal error (no stack, no SQL, no secret).
  */
-export type ErrorCode =
-  | 'UNAUTHENTICATED'
-  | 'FORBIDDEN'
-  | 'NOT_FOUND'
-  | 'CONFLICT'
-  | 'BAD_USER_INPUT'
-  | 'RATE_LIMITED'
-  | 'PAYLOAD_TOO_LARGE'
-  | 'LIMIT_EXCEEDED'
+export const ERROR_CODES = [
+  'UNAUTHENTICATED',
+  'FORBIDDEN',
+  'NOT_FOUND',
+  'CONFLICT',
+  'BAD_USER_INPUT',
+  'RATE_LIMITED',
+  'PAYLOAD_TOO_LARGE',
+  'LIMIT_EXCEEDED',
   // Yoga's own code for a malformed HTTP request (bad JSON, no query); reused for the same cases.
-  | 'BAD_REQUEST'
-  | 'SERVICE_UNAVAILABLE';
+  'BAD_REQUEST',
+  'SERVICE_UNAVAILABLE',
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
 
-/** The operation limits (TENANTGATE_MAX_*) a rejected operation names in `extensions.limit`. */
-export type OperationLimit = 'depth' | 'aliases' | 'tokens' | 'directives' | 'cost' | 'variableDepth' | 'fields' | 'fieldRepeats' | 'fragmentSpreads';
+/**
+ * The codes graphql-yoga 5.24 itself puts on errors that reach a client, beside BAD_REQUEST
+ * (above): a document that does not parse, one that fails validation, an operationName the
+ * document does not hold, and the masked internal error. Yoga's REQUEST_ENTITY_TOO_LARGE cannot
+ * occur: its body limit and multipart are off (app.ts). graphql-js sets no codes.
+ */
+export const YOGA_ERROR_CODES = [
+  'GRAPHQL_PARSE_FAILED',
+  'GRAPHQL_VALIDATION_FAILED',
+  'OPERATION_RESOLUTION_FAILURE',
+  'INTERNAL_SERVER_ERROR',
+] as const;
+export type YogaErrorCode = (typeof YOGA_ERROR_CODES)[number];
+
+/** Every `extensions.code` a client can see. */
+export const CLIENT_ERROR_CODES = [...ERROR_CODES, ...YOGA_ERROR_CODES] as const;
+export type ClientErrorCode = (typeof CLIENT_ERROR_CODES)[number];
+
+/**
+ * The operation limits (TENANTGATE_MAX_*) a rejected operation names in `extensions.limit`; each
+ * has its `max<Name>` in the configuration's Limits. PAYLOAD_TOO_LARGE names `body`.
+ */
+export const OPERATION_LIMITS = [
+  'depth',
+  'aliases',
+  'tokens',
+  'directives',
+  'cost',
+  'variableDepth',
+  'fields',
+  'fieldRepeats',
+  'fragmentSpreads',
+] as const;
+export type OperationLimit = (typeof OPERATION_LIMITS)[number];
 
 function appError(
   code: ErrorCode,
