@@ -58,8 +58,10 @@ function makeDirectory(dir: string): boolean {
 }
 
 /** Creates and removes a file in `dir`: the only test of writability that also holds for root. */
+const PROBE_PREFIX = '.tenantgate-write-check-';
+
 function probeWritable(dir: string): void {
-  const probe = path.join(dir, `.tenantgate-write-check-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const probe = path.join(dir, `${PROBE_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}`);
   fs.closeSync(fs.openSync(probe, 'wx', FILE_MODE));
   fs.rmSync(probe, { force: true });
 }
@@ -98,7 +100,7 @@ export function prepareDirectory(dir: string, label: string, logger: Logger, our
   }
   if ((stat.mode & 0o077) === 0) return;
   const mode = (stat.mode & 0o7777).toString(8).padStart(4, '0');
-  if (ownedByUs(stat) && (stat.mode & 0o1000) === 0 && fs.readdirSync(dir).every(ours)) {
+  if (ownedByUs(stat) && (stat.mode & 0o1000) === 0 && fs.readdirSync(dir).every((name) => name.startsWith(PROBE_PREFIX) || ours(name))) {
     fs.chmodSync(dir, DIR_MODE);
     logger.info('tightened the permissions of the data directory to 0700', { dir, was: mode });
   } else {
