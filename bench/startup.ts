@@ -1,12 +1,15 @@
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 
 /**
  * Start-up: the time from spawning the gateway as `npm start` runs it (node with the start
  * script's flags on dist/src/main.js, no prestart build) to its first `GET /ready` answering 200,
  * on the seeded store. Budget: 1 s. Each start is a new process on the same file; the median of
- * `rounds` is reported, with the fastest and slowest beside it.
+ * `rounds` is reported, with the fastest and slowest beside it, and the CPU time the process had
+ * used by then (from /proc; on a machine shared with other work it moves less than the wall time).
  */
 
 export interface ReadyResult {
@@ -14,6 +17,20 @@ export interface ReadyResult {
   medianMs: number;
   minMs: number;
   maxMs: number;
+  /** CPU time (user + system) of the median start, where /proc has it. */
+  cpuMs: number | undefined;
+  loadAverage: number;
+}
+
+/** utime + stime of a process, in ms (Linux; clock ticks are 100 Hz there). */
+function cpuMsOf(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return undefined;
+  }
 }
 
 const POLL_MS = 2;
@@ -31,7 +48,7 @@ function freePort(): Promise<number> {
   });
 }
 
-async function startOnce(root: string, nodeFlags: string[], env: Record<string, string>): Promise<number> {
+async function startOnce(root: string, nodeFlags: string[], env: Record<string, string>): Promise<{ ms: number; cpuMs: number | undefined }> {
   const port = await freePort();
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TENANTGATE_')));
   const started = performance.now();
@@ -54,7 +71,7 @@ async function startOnce(root: string, nodeFlags: string[], env: Record<string, 
       try {
         const res = await fetch(`http://127.0.0.1:${port}/ready`);
         await res.arrayBuffer();
-        if (res.status === 200) return performance.now() - started;
+        if (res.status === 200) return { ms: performance.now() - started, cpuMs: cpuMsOf(child.pid) };
       } catch {
         // not listening yet
       }
@@ -73,18 +90,22 @@ export async function measureReady(
   log: (line: string) => void,
   rounds = 5,
 ): Promise<ReadyResult> {
-  const times: number[] = [];
-  for (let i = 0; i < rounds; i++) times.push(await startOnce(root, nodeFlags, env));
-  const sorted = [...times].sort((a, b) => a - b);
+  const loadAverage = os.loadavg()[0] ?? 0;
+  const starts: Array<{ ms: number; cpuMs: number | undefined }> = [];
+  for (let i = 0; i < rounds; i++) starts.push(await startOnce(root, nodeFlags, env));
+  const sorted = [...starts].sort((a, b) => a.ms - b.ms);
+  const median = sorted[Math.floor(sorted.length / 2)]!;
   const result: ReadyResult = {
     rounds,
-    medianMs: sorted[Math.floor(sorted.length / 2)]!,
-    minMs: sorted[0]!,
-    maxMs: sorted[sorted.length - 1]!,
+    medianMs: median.ms,
+    minMs: sorted[0]!.ms,
+    maxMs: sorted[sorted.length - 1]!.ms,
+    cpuMs: median.cpuMs,
+    loadAverage,
   };
   log(
-    `start-up: /ready 200 after ${result.medianMs.toFixed(0)} ms (median of ${rounds} starts; ${result.minMs.toFixed(0)}-${result.maxMs.toFixed(0)} ms), ` +
-      `node ${nodeFlags.join(' ')} dist/src/main.js`,
+    `start-up: /ready 200 after ${result.medianMs.toFixed(0)} ms (median of ${rounds} starts; ${result.minMs.toFixed(0)}-${result.maxMs.toFixed(0)} ms; ` +
+      `${result.cpuMs ?? '?'} ms CPU; load average ${loadAverage.toFixed(2)}), node ${nodeFlags.join(' ')} dist/src/main.js`,
   );
   return result;
 }
@@ -92,14 +113,16 @@ export async function measureReady(
 export function formatReady(result: ReadyResult, store: string): string {
   return [
     '',
+    '',
     '## Start-up',
     '',
     `Spawn of \`node <start flags> dist/src/main.js\` (as \`npm start\` runs it, without its prestart check) to the first`,
-    `\`GET /ready\` 200, on ${store}: median of ${result.rounds} starts. Budget: 1000 ms.`,
+    `\`GET /ready\` 200, on ${store}: median of ${result.rounds} starts (load average ${result.loadAverage.toFixed(2)} before them).`,
+    'Budget: 1000 ms. CPU is what the median start had used by then.',
     '',
-    '| median | fastest | slowest |',
-    '|---:|---:|---:|',
-    `| ${result.medianMs.toFixed(0)} ms | ${result.minMs.toFixed(0)} ms | ${result.maxMs.toFixed(0)} ms |`,
+    '| median | fastest | slowest | CPU | budget |',
+    '|---:|---:|---:|---:|---|',
+    `| ${result.medianMs.toFixed(0)} ms | ${result.minMs.toFixed(0)} ms | ${result.maxMs.toFixed(0)} ms | ${result.cpuMs === undefined ? 'n/a' : `${result.cpuMs} ms`} | ${result.medianMs <= 1000 ? 'met' : '**missed**'} |`,
     '',
   ].join('\n');
 }
