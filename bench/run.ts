@@ -5,7 +5,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { drive, type LoadOptions, type LoadRequest, type LoadResult } from './load.ts';
 import { formatReport, type Machine, type Report, type Row } from './report.ts';
-import { moduleId, MODULES_PER_ORG, seedFixture, TARGET_ORG, type BenchKey, type Fixture } from './seed.ts';
+import { CREDENTIALS_PER_ORG, moduleId, MODULES_PER_ORG, seedFixture, TARGET_ORG, type BenchKey, type Fixture } from './seed.ts';
+import { formatHostileDocuments, measureHostileDocuments } from './hostile-documents.ts';
+import { formatReady, measureReady } from './startup.ts';
 import type { FromChild, ToChild } from './servers/child.ts';
 
 /**
@@ -13,7 +15,8 @@ import type { FromChild, ToChild } from './servers/child.ts';
  * load generator never shares the server's event loop) with autocannon on 127.0.0.1.
  * Flags: --seconds=N --warmup=N --connections=N (defaults 8, 2, 50), --profile (every server
  * writes a CPU profile to bench/profiles/), --no-write (leave bench/results.md alone),
- * --only=NAME,... (some of bare, yoga, modules, viewer, module, writes, scale; for profiling).
+ * --only=NAME,... (some of bare, yoga, modules, viewer, module, writes, scale, ready, hostile; for
+ * profiling). `npx tsx bench/hostile-documents.ts` runs the hostile documents alone.
  */
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
@@ -173,6 +176,9 @@ const MODULE = 'query Module($id: ID!) { module(id: $id) { id name version enabl
 const SET_CREDENTIAL =
   'mutation SetCredential($moduleId: ID!, $secret: JSONObject!) { setCredential(moduleId: $moduleId, secret: $secret) { moduleId fields updatedAt } }';
 const ENABLE = 'mutation EnableModule($id: ID!) { enableModule(id: $id) { id enabled } }';
+const AGENT_READ = 'query AgentRead($id: ID!) { module(id: $id) { id name version config enabled } credentialSecret(moduleId: $id) }';
+/** The origin of the dashboard in the mix (allowed by TENANTGATE_CORS_ORIGINS in gatewayEnv). */
+const DASHBOARD_ORIGIN = 'https://dashboard.bench.example';
 const DISABLE = 'mutation DisableModule($id: ID!) { disableModule(id: $id) { id enabled } }';
 
 interface Scenario {
@@ -222,6 +228,33 @@ function gatewayScenarios(keys: BenchKey[]): Scenario[] {
           default:
             return gql(k.secret, ENABLE, { id });
         }
+      }),
+      check: (d) => Object.values(d).every((v) => v !== null && typeof v === 'object'),
+    },
+    {
+      id: 'mix',
+      name: 'realistic mix (agents read a module and reveal its credential, dashboards poll with an Origin, 1 in 10 a write)',
+      // Per org, ten requests: six agent reads of distinct modules (each with a credential, so
+      // every one executes: credentialSecret is never cached), three dashboard polls of the module
+      // list from a browser origin, and one write to the same org, which makes its next poll a miss.
+      requests: writers.flatMap((k, i) => {
+        const id = (m: number) => moduleId(m % CREDENTIALS_PER_ORG);
+        const poll: LoadRequest = { headers: { ...gql(k.secret, MODULES).headers, origin: DASHBOARD_ORIGIN }, body: gql(k.secret, MODULES).body };
+        const write = i % 2 === 0
+          ? gql(k.secret, SET_CREDENTIAL, { moduleId: id(i), secret: { token: `tok-${i}`, user: 'bench' } })
+          : gql(k.secret, i % 4 === 1 ? DISABLE : ENABLE, { id: moduleId(CREDENTIALS_PER_ORG + (i % 40)) });
+        return [
+          gql(k.secret, AGENT_READ, { id: id(i) }),
+          poll,
+          gql(k.secret, AGENT_READ, { id: id(i + 1) }),
+          gql(k.secret, AGENT_READ, { id: id(i + 2) }),
+          poll,
+          gql(k.secret, AGENT_READ, { id: id(i + 3) }),
+          write,
+          gql(k.secret, AGENT_READ, { id: id(i + 4) }),
+          poll,
+          gql(k.secret, AGENT_READ, { id: id(i + 5) }),
+        ];
       }),
       check: (d) => Object.values(d).every((v) => v !== null && typeof v === 'object'),
     },
@@ -297,6 +330,7 @@ function gatewayEnv(dir: string, fixture: Fixture, file: string): Record<string,
     TENANTGATE_LOG_LEVEL: 'warn',
     TENANTGATE_HOST: '127.0.0.1',
     TENANTGATE_PORT: '0',
+    TENANTGATE_CORS_ORIGINS: DASHBOARD_ORIGIN,
   };
 }
 
@@ -328,6 +362,9 @@ async function main(): Promise<void> {
       requests: mainKeys.map((k) => gql(k.secret, '{ hello }')),
       check: (d) => d.hello === 'world',
     };
+    const ready = selected('ready')
+      ? await measureReady(ROOT, START_NODE_FLAGS, gatewayEnv(dir, fixture, fixture.stores.main.file), log)
+      : undefined;
     const rows: Row[] = [];
     if (selected('bare')) {
       rows.push({ kind: 'bare', label: 'node:http, fixed JSON body', result: await withChild('bare-http.ts', {}, (c) => measure(c, hello), profile) });
@@ -407,10 +444,14 @@ async function main(): Promise<void> {
       rows,
       scale,
     };
-    const markdown = formatReport(report);
-    process.stdout.write(`${markdown}\n`);
+    const seeded = fixture.stores.main;
+    const markdown = formatReport(report) + (ready ? formatReady(ready, `the main store (${seeded.modules.toLocaleString('en-US')} modules, ${seeded.orgs.toLocaleString('en-US')} orgs, ${seeded.keys.length.toLocaleString('en-US')} keys, ${seeded.credentials.toLocaleString('en-US')} credentials)`) : '');
+    // In this process, after the load: the costliest documents within the limits (bench/hostile-documents.ts).
+    const hostile = selected('hostile') ? await measureHostileDocuments() : undefined;
+    const output = hostile === undefined ? markdown : `${markdown}\n\n${formatHostileDocuments(hostile)}`;
+    process.stdout.write(`${output}\n`);
     if (writeResults) {
-      fs.writeFileSync(path.join(BENCH_DIR, 'results.md'), `${markdown}\n`);
+      fs.writeFileSync(path.join(BENCH_DIR, 'results.md'), `${output}\n`);
       log('wrote bench/results.md');
     }
   } finally {
