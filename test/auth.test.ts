@@ -61,9 +61,8 @@ describe('authentication over HTTP', () => {
     expect((await gw.gql(gw.keys.a, 'mutation($id: ID!) { revokeApiKey(id: $id) { revokedAt } }', { id: revokedId })).body.data.revokeApiKey.revokedAt).toBeTruthy();
 
     const expired = generateKey();
-    await gw.opened.store.apiKeys.insert({
+    await gw.opened.store.forOrg(ORG_A).apiKeys.insert({
       id: 'key_expired',
-      orgId: ORG_A,
       name: 'expired',
       prefix: expired.slice(0, 12),
       hash: hashKey(expired),
@@ -139,8 +138,8 @@ describe('the authenticator', () => {
     const gw = await createTestGateway({ seed: false });
     try {
       let lookups = 0;
-      const original = gw.opened.store.apiKeys.findByHash;
-      gw.opened.store.apiKeys.findByHash = (hash) => {
+      const original = gw.opened.store.auth.keyByHash;
+      gw.opened.store.auth.keyByHash = (hash) => {
         lookups++;
         return original(hash);
       };
@@ -179,19 +178,19 @@ describe('the authenticator', () => {
     const gw = await createTestGateway({ seed: false });
     try {
       const key = await gw.key(ORG_A, ['modules:read']);
-      const id = (await gw.opened.store.apiKeys.listForOrg(ORG_A)).find((k) => k.hash === hashKey(key))!.id;
+      const id = (await gw.opened.store.forOrg(ORG_A).apiKeys.list()).find((k) => k.hash === hashKey(key))!.id;
       let lookups = 0;
       let release: () => void = () => {};
-      const original = gw.opened.store.apiKeys.findByHash;
+      const original = gw.opened.store.auth.keyByHash;
       // The row is read now, and handed over only when the test says: a revocation lands between.
-      gw.opened.store.apiKeys.findByHash = (hash) => {
+      gw.opened.store.auth.keyByHash = (hash) => {
         lookups++;
         const row = original(hash);
         return lookups === 1 ? new Promise((resolve) => (release = () => resolve(row))) : row;
       };
       const auth = new Authenticator(gw.opened.store, { cacheTtlMs: 60_000, flushIntervalMs: 0, logger: captureLogger() });
       const first = auth.verify(key);
-      await gw.opened.store.apiKeys.revoke(ORG_A, id, new Date().toISOString());
+      await gw.opened.store.forOrg(ORG_A).apiKeys.revoke(id, new Date().toISOString());
       auth.forget(id);
       release();
       // The request that began before the revocation is admitted; the next one asks the store.
@@ -208,8 +207,8 @@ describe('the authenticator', () => {
     const gw = await createTestGateway({ seed: false });
     try {
       let batches = 0;
-      const original = gw.opened.store.apiKeys.touch;
-      gw.opened.store.apiKeys.touch = (entries) => {
+      const original = gw.opened.store.auth.touchKeys;
+      gw.opened.store.auth.touchKeys = (entries) => {
         batches++;
         return original(entries);
       };
@@ -217,11 +216,11 @@ describe('the authenticator', () => {
       const keys = [gw.keys.a, gw.keys.b];
       for (let i = 0; i < 50; i++) expect(await auth.verify(keys[i % 2]!)).toBeDefined();
       expect(batches).toBe(0);
-      const before = await gw.opened.store.apiKeys.listForOrg(ORG_A);
+      const before = await gw.opened.store.forOrg(ORG_A).apiKeys.list();
       expect(before.every((k) => k.lastUsedAt === null)).toBe(true);
       await auth.close();
       expect(batches).toBe(1);
-      const used = (await gw.opened.store.apiKeys.listForOrg(ORG_A)).find((k) => k.hash === hashKey(gw.keys.a));
+      const used = (await gw.opened.store.forOrg(ORG_A).apiKeys.list()).find((k) => k.hash === hashKey(gw.keys.a));
       expect(used?.lastUsedAt).toMatch(/^\d{4}-\d\d-\d\dT/);
     } finally {
       await gw.close();
@@ -232,9 +231,9 @@ describe('the authenticator', () => {
     const gw = await createTestGateway({ seed: false });
     try {
       const marks: string[] = [];
-      const original = gw.opened.store.apiKeys.touch;
+      const original = gw.opened.store.auth.touchKeys;
       const synchronous = () => gw.opened.sqlite.pragma('synchronous', { simple: true });
-      gw.opened.store.apiKeys.touch = (entries) => {
+      gw.opened.store.auth.touchKeys = (entries) => {
         marks.push(`slice ${entries.length}`);
         // Every other write stays synced (2 = FULL); only the last-used times are not.
         expect(synchronous()).toBe(2);
@@ -250,7 +249,7 @@ describe('the authenticator', () => {
       await Promise.all([auth.flush(), auth.flush()]);
       await new Promise((resolve) => setImmediate(resolve));
       expect(marks).toEqual(['slice 200', 'other work', 'slice 200', 'other work', 'slice 50', 'other work']);
-      const rows = await gw.opened.store.apiKeys.listForOrg(ORG_A);
+      const rows = await gw.opened.store.forOrg(ORG_A).apiKeys.list();
       expect(rows.filter((k) => k.lastUsedAt !== null).length).toBe(450);
       expect(synchronous()).toBe(2);
     } finally {
@@ -326,7 +325,7 @@ const OPERATIONS: Record<string, { query: string; variables?: Vars }> = {
     query: 'mutation($id: ID!) { revokeApiKey(id: $id) { id } }',
     variables: async (gw) => {
       const secret = await gw.key(ORG_A, ['keys:manage']); // a key may revoke only keys within its scopes
-      const keys = await gw.opened.store.apiKeys.listForOrg(ORG_A);
+      const keys = await gw.opened.store.forOrg(ORG_A).apiKeys.list();
       return { id: keys.find((k) => k.hash === hashKey(secret))!.id };
     },
   },
@@ -416,7 +415,7 @@ describe('key management', () => {
     const listed = await gw.gql(gw.keys.a, '{ apiKeys { id prefix } }');
     expect(listed.body.data.apiKeys.map((k: { id: string }) => k.id)).toContain(apiKey.id);
     expect(listed.text).not.toContain(secret);
-    const row = await gw.opened.store.apiKeys.getForOrg(ORG_A, apiKey.id);
+    const row = await gw.opened.store.forOrg(ORG_A).apiKeys.get(apiKey.id);
     expect(Object.values(row!)).not.toContain(secret);
     expect(row!.hash).toBe(hashKey(secret));
   });
@@ -443,13 +442,13 @@ describe('key management', () => {
   });
 
   it("answers another org's key id exactly like a missing one", async () => {
-    const bKeys = await gw.opened.store.apiKeys.listForOrg(ORG_B);
+    const bKeys = await gw.opened.store.forOrg(ORG_B).apiKeys.list();
     const REVOKE = 'mutation($id: ID!) { revokeApiKey(id: $id) { id } }';
     const foreign = await gw.gql(gw.keys.a, REVOKE, { id: bKeys[0]!.id });
     const missing = await gw.gql(gw.keys.a, REVOKE, { id: 'key_00000000-0000-0000-0000-000000000000' });
     expect(foreign.body.errors[0].extensions.code).toBe('NOT_FOUND');
     expect(foreign.body.errors[0].message.replace(bKeys[0]!.id, 'ID')).toBe(missing.body.errors[0].message.replace('key_00000000-0000-0000-0000-000000000000', 'ID'));
-    expect((await gw.opened.store.apiKeys.getForOrg(ORG_B, bKeys[0]!.id))?.revokedAt).toBeNull();
+    expect((await gw.opened.store.forOrg(ORG_B).apiKeys.get(bKeys[0]!.id))?.revokedAt).toBeNull();
     expect((await gw.gql(gw.keys.b, VIEWER)).status).toBe(200);
   });
 
@@ -460,7 +459,7 @@ describe('key management', () => {
     expect(existing.text).toBe(missing.text);
     const list = await gw.gql(gw.keys.a, 'query($o: ID) { apiKeys(orgId: $o) { id } }', { o: ORG_B });
     expect(list.body.errors[0].extensions.code).toBe('FORBIDDEN');
-    expect((await gw.opened.store.apiKeys.listForOrg(ORG_B)).length).toBe(1);
+    expect((await gw.opened.store.forOrg(ORG_B).apiKeys.list()).length).toBe(1);
   });
 
   it('lets an admin create an org and issue its first key', async () => {

@@ -293,9 +293,9 @@ describe('the master key', () => {
     const config = loadConfig({ TENANTGATE_DATA_DIR: dir, ...(key ? { TENANTGATE_MASTER_KEY: key.toString('base64') } : {}) });
     const opened = openStore(config, captureLogger());
     const at = new Date().toISOString();
-    await opened.store.modules.insert({ orgId: 'default', moduleId: 'github', name: 'GitHub', version: '1.0.0', description: null, config: '{}', enabled: true, installedAt: at, updatedAt: at });
+    await opened.store.forOrg('default').modules.insert({ moduleId: 'github', name: 'GitHub', version: '1.0.0', description: null, config: '{}', enabled: true, installedAt: at, updatedAt: at });
     const sealed = opened.secretBox.seal('default', 'github', JSON.stringify({ token: 'the-plaintext' }));
-    await opened.store.credentials.upsert({ orgId: 'default', moduleId: 'github', ...sealed, fields: ['token'], createdAt: at, updatedAt: at });
+    await opened.store.forOrg('default').credentials.upsert({ moduleId: 'github', ...sealed, fields: ['token'], createdAt: at, updatedAt: at });
     await opened.store.close();
   }
 
@@ -326,7 +326,7 @@ describe('the master key', () => {
     const again = open(dir);
     try {
       expect(again.secretBox.currentKeyId).toBe(masterKeyId(Buffer.from(content.trim(), 'base64')));
-      const row = await again.store.credentials.get('default', 'github');
+      const row = await again.store.forOrg('default').credentials.get('github');
       if (!row) throw new Error('no row');
       expect(JSON.parse(again.secretBox.open('default', 'github', row))).toEqual({ token: 'the-plaintext' });
     } finally {
@@ -367,7 +367,7 @@ describe('the master key', () => {
     // The right key opens it, and the refused attempt changed nothing.
     const opened = open(dir, { TENANTGATE_MASTER_KEY: right.toString('base64') });
     try {
-      const row = await opened.store.credentials.get('default', 'github');
+      const row = await opened.store.forOrg('default').credentials.get('github');
       if (!row) throw new Error('no row');
       expect(JSON.parse(opened.secretBox.open('default', 'github', row))).toEqual({ token: 'the-plaintext' });
     } finally {
@@ -499,11 +499,14 @@ describe('rekeying credentials under a new master key', () => {
       const store = node.opened.store;
       const yielding: Store = {
         ...store,
-        credentials: {
-          ...store.credentials,
-          reseal: async (row, iv) => {
-            await new Promise((resolve) => setImmediate(resolve));
-            return store.credentials.reseal(row, iv);
+        system: {
+          ...store.system,
+          credentials: {
+            ...store.system.credentials,
+            reseal: async (row, iv) => {
+              await new Promise((resolve) => setImmediate(resolve));
+              return store.system.credentials.reseal(row, iv);
+            },
           },
         },
       };

@@ -2,8 +2,13 @@ import { afterEach, describe, expect, it } from 'vitest';
 import Database from 'better-sqlite3';
 import { createTestGateway, ORG_A, type TestGateway } from './helpers/gateway.ts';
 
-let gw: TestGateway;
-afterEach(async () => gw?.close());
+// Each test closes the gateway it made, once (a later test without one must not close it again).
+let gw: TestGateway | undefined;
+afterEach(async () => {
+  const open = gw;
+  gw = undefined;
+  await open?.close();
+});
 
 describe('edge cases found in review', () => {
   it('reveals a stored value that is not a JSON object as a masked error that logs no plaintext', async () => {
@@ -11,7 +16,7 @@ describe('edge cases found in review', () => {
     const raw = 'ghp_plainTokenSECRET'; // short enough that a SyntaxError would quote it whole
     const sealed = gw.opened.secretBox.seal(ORG_A, 'slack', raw);
     const at = new Date().toISOString();
-    await gw.opened.store.credentials.upsert({ orgId: ORG_A, moduleId: 'slack', ...sealed, fields: [], createdAt: at, updatedAt: at });
+    await gw.opened.store.forOrg(ORG_A).credentials.upsert({ moduleId: 'slack', ...sealed, fields: [], createdAt: at, updatedAt: at });
     const res = await gw.gql(gw.keys.a, '{ credentialSecret(moduleId: "slack") }');
     expect(res.body.errors[0].extensions.code).toBe('INTERNAL_SERVER_ERROR');
     expect(res.text).not.toContain('SECRET');

@@ -3,6 +3,7 @@ import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createApp } from '../src/app.ts';
 import { captureLogger } from '../src/logger.ts';
+import { StoreError } from '../src/store/errors.ts';
 import { createSqliteStore } from '../src/store/sqlite/store.ts';
 import { childEnv, dataDir, post, runCli, startGateway, type ChildGateway } from './fixtures/hardening-child.ts';
 import { createTestGateway, ORG_A, type TestGateway } from './helpers/gateway.ts';
@@ -213,7 +214,8 @@ describe('a store that cannot be written', () => {
     gw = await createTestGateway();
     const readonly = new Database(gw.config.database, { readonly: true, fileMustExist: true });
     const logger = captureLogger('debug');
-    const app = createApp({ store: createSqliteStore(readonly, gw.config.database), secretBox: gw.opened.secretBox, config: gw.config, logger });
+    const store = createSqliteStore(readonly, gw.config.database);
+    const app = createApp({ store, secretBox: gw.opened.secretBox, config: gw.config, logger });
     const call = async (query: string) => {
       const res = await app.yoga.fetch('http://localhost/graphql', {
         method: 'POST',
@@ -235,6 +237,16 @@ describe('a store that cannot be written', () => {
       expect(credential.body.errors[0].extensions.code).toBe('SERVICE_UNAVAILABLE');
       const metrics = await (await app.yoga.fetch('http://localhost/metrics')).text();
       expect(metrics).toMatch(/tenantgate_store_errors_total\{kind="readonly"\} 2/);
+      // The store says what kind of failure it was, in its own words: nothing above it reads SQLite's codes.
+      const at = new Date().toISOString();
+      const module = { moduleId: 'ro2', name: 'x', version: '1.0.0', description: null, config: '{}', enabled: true, installedAt: at, updatedAt: at };
+      const failed = await store.forOrg(ORG_A).modules.insert(module).catch((error: unknown) => error);
+      expect(failed).toBeInstanceOf(StoreError);
+      expect(failed).toMatchObject({ kind: 'readonly', retryable: true, code: expect.stringMatching(/^SQLITE_READONLY/) });
+      // An error of the caller's own (here a refused revocation inside the transaction) passes through as it was.
+      const refusal = new Error('refused');
+      const keyId = (await store.forOrg(ORG_A).apiKeys.list())[0]!.id;
+      await expect(store.forOrg(ORG_A).apiKeys.revokeTree(keyId, at, () => { throw refusal; })).rejects.toBe(refusal);
       // Last-used times cannot be written either: a warning, not a crash.
       await app.close();
       expect(logger.lines.join('\n')).toMatch(/could not record key last-used times/);

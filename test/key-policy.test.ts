@@ -18,7 +18,7 @@ beforeAll(async () => {
 afterAll(async () => gw.close());
 
 async function idOf(secret: string): Promise<string> {
-  return (await gw.opened.store.apiKeys.listForOrg(ORG_A)).find((k) => k.hash === hashKey(secret))!.id;
+  return (await gw.opened.store.forOrg(ORG_A).apiKeys.list()).find((k) => k.hash === hashKey(secret))!.id;
 }
 
 describe('what a key may do with other keys', () => {
@@ -26,7 +26,7 @@ describe('what a key may do with other keys', () => {
     const res = await gw.gql(gw.keys.admin, CREATE, { i: { name: 'x', scopes: ['admin', 'modules:read'], orgId: ORG_A } });
     expect(res.body.errors[0].extensions.code).toBe('BAD_USER_INPUT');
     expect(res.body.errors[0].message).toContain('operator org "default"');
-    expect(await gw.opened.store.apiKeys.listForOrg(ORG_A)).toHaveLength(1);
+    expect(await gw.opened.store.forOrg(ORG_A).apiKeys.list()).toHaveLength(1);
     const own = await gw.gql(gw.keys.admin, CREATE, { i: { name: 'second admin', scopes: ['admin'] } });
     expect(own.body.data.createApiKey.apiKey.scopes).toEqual(['admin']);
   });
@@ -114,7 +114,7 @@ describe('revoking a key with cascade, over HTTP', () => {
     const keys = { p: gw.keys.a, a: a.secret, s: s.secret, b: b.secret, c: c.secret, u: u.secret, orgB: gw.keys.b };
     // Every key has been verified (and so cached) on both paths before the revocation.
     expect(await statuses(keys)).toEqual({ p: live, a: live, s: live, b: live, c: live, u: live, orgB: live });
-    const bRowsBefore = await gw.opened.store.apiKeys.listForOrg(ORG_B);
+    const bRowsBefore = await gw.opened.store.forOrg(ORG_B).apiKeys.list();
 
     // What a cascade would take, before taking it: the descendants, oldest first.
     const before = ok(await post(gw.keys.a, '{ apiKeys { id descendants { id } } }')).apiKeys as { id: string; descendants: { id: string }[] }[];
@@ -136,7 +136,7 @@ describe('revoking a key with cascade, over HTTP', () => {
     ]);
     for (const d of res.descendants) expect(d.revokedAt).toMatch(/^\d{4}-/);
     expect(await statuses(keys)).toEqual({ p: live, a: dead, s: live, b: dead, c: dead, u: live, orgB: live });
-    expect(await gw.opened.store.apiKeys.listForOrg(ORG_B)).toEqual(bRowsBefore);
+    expect(await gw.opened.store.forOrg(ORG_B).apiKeys.list()).toEqual(bRowsBefore);
 
     // The org's list shows the same: revoked exactly A, B and C.
     const listed = ok(await post(u.secret, '{ apiKeys { id revokedAt } }')).apiKeys as { id: string; revokedAt: string | null }[];
@@ -169,7 +169,7 @@ describe('revoking a key with cascade, over HTTP', () => {
     const made = ok(
       await post(admin, 'mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) { secret apiKey { id } } }', { i: { name: 'from the operator', scopes: TENANT_SCOPES, orgId: ORG_A } }),
     ).createApiKey;
-    expect((await gw.opened.store.apiKeys.getForOrg(ORG_A, made.apiKey.id))?.createdByKeyId).toBe(adminId);
+    expect((await gw.opened.store.forOrg(ORG_A).apiKeys.get(made.apiKey.id))?.createdByKeyId).toBe(adminId);
     // And a row of org B naming a key of org A as its maker (as colliding ids would).
     const aRoot = await mint(gw.keys.a, 'a root', ['keys:manage', 'modules:read']);
     const aChild = await mint(aRoot.secret, 'a child', ['modules:read']);
@@ -181,7 +181,7 @@ describe('revoking a key with cascade, over HTTP', () => {
     expect(adminRevoked.descendants).toEqual([]);
     expect(await statuses({ admin, made: made.secret })).toEqual({ admin: dead, made: live });
 
-    const bBefore = await gw.opened.store.apiKeys.listForOrg(ORG_B);
+    const bBefore = await gw.opened.store.forOrg(ORG_B).apiKeys.list();
     const res = ok(await post(gw.keys.a, CASCADE, { id: aRoot.id, c: true })).revokeApiKey;
     expect(res.descendants.map((d: { id: string }) => d.id)).toEqual([aChild.id]);
     expect(await statuses({ root: aRoot.secret, child: aChild.secret, foreign: foreign.secret, back: back.secret })).toEqual({
@@ -190,7 +190,7 @@ describe('revoking a key with cascade, over HTTP', () => {
       foreign: live,
       back: live,
     });
-    expect(await gw.opened.store.apiKeys.listForOrg(ORG_B)).toEqual(bBefore);
+    expect(await gw.opened.store.forOrg(ORG_B).apiKeys.list()).toEqual(bBefore);
   });
 
   it('ends on a cycle in hand-edited rows', async () => {
@@ -203,14 +203,14 @@ describe('revoking a key with cascade, over HTTP', () => {
   });
 
   it("answers org B's key id with cascade exactly as a missing id, and touches none of B's keys", async () => {
-    const bKeys = await gw.opened.store.apiKeys.listForOrg(ORG_B);
+    const bKeys = await gw.opened.store.forOrg(ORG_B).apiKeys.list();
     const bMain = bKeys.find((k) => k.hash === hashKey(gw.keys.b))!;
     const missing = 'key_00000000-0000-0000-0000-000000000000';
     const onB = await post(gw.keys.a, CASCADE, { id: bMain.id, c: true });
     const onMissing = await post(gw.keys.a, CASCADE, { id: missing, c: true });
     expect(failure(onB, 'NOT_FOUND').message).toBe(`API key "${bMain.id}" was not found`);
     expect(onB.text.replace(bMain.id, '<id>')).toBe(onMissing.text.replace(missing, '<id>'));
-    expect(await gw.opened.store.apiKeys.listForOrg(ORG_B)).toEqual(bKeys);
+    expect(await gw.opened.store.forOrg(ORG_B).apiKeys.list()).toEqual(bKeys);
     expect((await post(gw.keys.b, VIEW)).status).toBe(200);
   });
 });

@@ -429,11 +429,11 @@ describe('adopting the pre-tenant fixture', () => {
 
     // Legacy ids that break today's rule stay addressable, with their credential.
     expect(ID_RULE.test('zürich-weather')).toBe(false);
-    const zurich = await opened.store.modules.get('default', 'zürich-weather');
+    const zurich = await opened.store.forOrg('default').modules.get('zürich-weather');
     expect(zurich).toMatchObject({ orgId: 'default', moduleId: 'zürich-weather', name: 'Zürich Wetter ☀', enabled: true, hasCredential: false });
-    const github = await opened.store.modules.get('default', 'github');
+    const github = await opened.store.forOrg('default').modules.get('github');
     expect(github).toMatchObject({ usageCount: 42, healthStatus: 'healthy', config: '{"org":"acme"}', hasCredential: true });
-    const slack = await opened.store.credentials.get('default', 'slack');
+    const slack = await opened.store.forOrg('default').credentials.get('slack');
     expect(slack && opened.secretBox.open('default', 'slack', slack)).toBe('{"botToken":"xoxb-legacy-0002","signingSecret":"s3cr3t"}');
     expect(slack?.fields).toEqual(['botToken', 'signingSecret']);
 
@@ -443,9 +443,9 @@ describe('adopting the pre-tenant fixture', () => {
 
   it('keeps the cascade from credentials to modules', async () => {
     const opened = open(copyOf(fixture()));
-    expect(await opened.store.credentials.has('default', 'github')).toBe(true);
-    expect(await opened.store.modules.delete('default', 'github')).toBe(true);
-    expect(await opened.store.credentials.has('default', 'github')).toBe(false);
+    expect(await opened.store.forOrg('default').credentials.has('github')).toBe(true);
+    expect(await opened.store.forOrg('default').modules.delete('github')).toBe(true);
+    expect(await opened.store.forOrg('default').credentials.has('github')).toBe(false);
     expect(opened.sqlite.prepare(`SELECT count(*) FROM credentials WHERE module_id = 'github'`).pluck().get()).toBe(0);
     // And the reverse: no credential without its module.
     expect(() =>
@@ -503,12 +503,12 @@ describe('adopting a large generated legacy file', () => {
     const rand = prng(7);
     for (let n = 0; n < 50; n++) {
       const id = largeSummary.invalidIds[Math.floor(rand() * largeSummary.invalidIds.length)]!;
-      expect((await opened.store.modules.get('default', id))?.moduleId, id).toBe(id);
+      expect((await opened.store.forOrg('default').modules.get(id))?.moduleId, id).toBe(id);
     }
     // NFC and NFD spellings stay two different modules.
-    expect((await opened.store.modules.get('default', 'café-3'))?.moduleId).toBe('café-3');
-    expect((await opened.store.modules.get('default', 'cafe\u0301-4'))?.moduleId).toBe('cafe\u0301-4');
-    expect(await opened.store.modules.get('default', 'cafe\u0301-3')).toBeUndefined();
+    expect((await opened.store.forOrg('default').modules.get('café-3'))?.moduleId).toBe('café-3');
+    expect((await opened.store.forOrg('default').modules.get('cafe\u0301-4'))?.moduleId).toBe('cafe\u0301-4');
+    expect(await opened.store.forOrg('default').modules.get('cafe\u0301-3')).toBeUndefined();
 
     // Cascade on adopted rows with unusual ids.
     const withCredential = opened.sqlite
@@ -517,8 +517,8 @@ describe('adopting a large generated legacy file', () => {
       .all() as string[];
     expect(withCredential).toHaveLength(20);
     for (const id of withCredential) {
-      expect(await opened.store.modules.delete('default', id)).toBe(true);
-      expect(await opened.store.credentials.has('default', id)).toBe(false);
+      expect(await opened.store.forOrg('default').modules.delete(id)).toBe(true);
+      expect(await opened.store.forOrg('default').credentials.has(id)).toBe(false);
     }
     expect(checks(opened.sqlite)).toEqual({ integrity: 'ok', foreignKeys: [] });
 

@@ -395,8 +395,8 @@ describe('legacy module ids (adopted from pre-tenant files)', () => {
 
   it('stay addressable by every operation, though new installs must follow the rule', async () => {
     const at = new Date().toISOString();
-    await gw.opened.store.modules.insert({
-      orgId: ORG_A, moduleId: legacy, name: 'Old', version: '0.1.0', description: null, config: '{}', enabled: true, installedAt: at, updatedAt: at,
+    await gw.opened.store.forOrg(ORG_A).modules.insert({
+      moduleId: legacy, name: 'Old', version: '0.1.0', description: null, config: '{}', enabled: true, installedAt: at, updatedAt: at,
     });
     const q = (query: string) => gw.gql(gw.keys.a, query, { id: legacy });
     expect(ok(await q(`query($id: ID!) { module(id: $id) { id } }`)).module).toEqual({ id: legacy });

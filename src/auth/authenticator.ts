@@ -89,7 +89,7 @@ export class Authenticator {
 
   #lookUp(hash: string, now: number): Promise<Principal | undefined> {
     const forgotten = this.#forgotten;
-    return this.#store.apiKeys.findByHash(hash).then((row) => {
+    return this.#store.auth.keyByHash(hash).then((row) => {
       if (!row || !timingSafeEqual(Buffer.from(row.hash, 'hex'), Buffer.from(hash, 'hex'))) return undefined;
       if (row.revokedAt !== null) return undefined;
       const principal = toPrincipal(row);
@@ -132,7 +132,7 @@ export class Authenticator {
       // key used in the last interval held the event loop for 10-15 ms with 2,000 keys.
       for (let i = 0; i < entries.length; i += TOUCH_SLICE) {
         if (i > 0) await new Promise((resolve) => setImmediate(resolve));
-        await this.#store.apiKeys.touch(entries.slice(i, i + TOUCH_SLICE));
+        await this.#store.auth.touchKeys(entries.slice(i, i + TOUCH_SLICE));
       }
     } catch (error) {
       // Not worth failing requests over; keep them for the next flush unless newer ones arrived.

@@ -14,13 +14,13 @@ export async function rekeyCredentials(
 ): Promise<{ resealed: number }> {
   let resealed = 0;
   for (;;) {
-    const rows = await store.credentials.notUnderKey(secretBox.currentKeyId, batchSize);
+    const rows = await store.system.credentials.notUnderKey(secretBox.currentKeyId, batchSize);
     if (rows.length === 0) break;
     let progressed = false;
     for (const row of rows) {
       const plaintext = secretBox.open(row.orgId, row.moduleId, row);
       const sealed = secretBox.seal(row.orgId, row.moduleId, plaintext);
-      if (await store.credentials.reseal({ ...row, ...sealed }, row.iv)) {
+      if (await store.system.credentials.reseal({ ...row, ...sealed }, row.iv)) {
         resealed++;
         progressed = true;
       }

@@ -4,7 +4,7 @@ import type { Authenticator } from '../auth/authenticator.ts';
 import { displayPrefix, generateKey, hashKey } from '../auth/key-format.ts';
 import { normalizeScopes, SCOPES, type Scope } from '../auth/scopes.ts';
 import { badInput, forbidden, notFound } from '../errors.ts';
-import { DEFAULT_ORG, type ApiKeyRow, type Store } from '../store/types.ts';
+import { DEFAULT_ORG, type ApiKeyRow, type OrgStore, type Store } from '../store/types.ts';
 import { displayName, parseInput } from './validate.ts';
 
 /** Who is creating or revoking a key: its scopes bound what it may grant, revoke and how long a key it makes may live. */
@@ -73,7 +73,8 @@ export async function issueApiKey(
     lastUsedAt: null,
     createdByKeyId: grantor.keyId,
   };
-  await store.apiKeys.insert(apiKey);
+  const { orgId: _org, ...row } = apiKey;
+  await store.forOrg(orgId).apiKeys.insert(row);
   return { apiKey, secret };
 }
 
@@ -97,13 +98,14 @@ export interface Revocation {
   revoked: string[];
 }
 
-/** Key management bound to one org. */
-export function apiKeysForOrg(store: Store, authenticator: Authenticator, orgId: string) {
+/** Key management bound to one org: `keys` is that org's store (src/store/types.ts OrgStore). */
+export function apiKeysForOrg(store: Store, org: OrgStore, authenticator: Authenticator) {
+  const { orgId, apiKeys: keys } = org;
   return {
-    list: () => store.apiKeys.listForOrg(orgId),
-    get: (id: string) => store.apiKeys.getForOrg(orgId, id),
+    list: () => keys.list(),
+    get: (id: string) => keys.get(id),
     /** Every key `id` created, directly or transitively, in this org; empty for a key of another org. */
-    descendants: (id: string) => store.apiKeys.descendants(orgId, id),
+    descendants: (id: string) => keys.descendants(id),
     create: (input: NewKeyInput, grantor: Grantor) => issueApiKey(store, orgId, input, grantor),
     /**
      * A key may revoke only keys whose scopes it holds (so no tenant key revokes an admin's). With
@@ -115,16 +117,16 @@ export function apiKeysForOrg(store: Store, authenticator: Authenticator, orgId:
     async revoke(id: string, revoker: Grantor, options: RevokeOptions = {}): Promise<Revocation> {
       const at = new Date().toISOString();
       if (!options.cascade) {
-        const target = await store.apiKeys.getForOrg(orgId, id);
+        const target = await keys.get(id);
         if (!target) throw notFound('API key', id);
         const missing = scopesNotHeld(revoker, target.scopes);
         if (missing.length > 0) throw forbidden(`a key cannot revoke a key with scopes it does not hold: ${missing.join(', ')}`);
-        const row = await store.apiKeys.revoke(orgId, id, at);
+        const row = await keys.revoke(id, at);
         if (!row) throw notFound('API key', id);
         authenticator.forget(row.id);
         return { apiKey: row, descendants: [], revoked: target.revokedAt === null ? [row.id] : [] };
       }
-      const tree = await store.apiKeys.revokeTree(orgId, id, at, (key, descendants) => {
+      const tree = await keys.revokeTree(id, at, (key, descendants) => {
         const missing = scopesNotHeld(revoker, key.scopes);
         if (missing.length > 0) throw forbidden(`a key cannot revoke a key with scopes it does not hold: ${missing.join(', ')}`);
         const live = descendants.filter((k) => k.revokedAt === null);

@@ -1,6 +1,6 @@
 import type { SecretBox } from '../crypto/secret-box.ts';
 import { badInput, notFound } from '../errors.ts';
-import type { CredentialMeta, Store } from '../store/types.ts';
+import type { CredentialMeta, OrgStore } from '../store/types.ts';
 import { MAX_LOOKUP_ID } from './validate.ts';
 
 export const MAX_SECRET_FIELDS = 64;
@@ -53,38 +53,38 @@ export function parseSecret(secret: unknown): Record<string, string> {
  * The credential store of one org. Values are sealed before they reach the store and opened only
  * by `reveal`; every other path sees field names and timestamps.
  */
-export function credentialsForOrg(store: Store, secretBox: SecretBox, orgId: string) {
+export function credentialsForOrg(org: OrgStore, secretBox: SecretBox) {
+  const { orgId, credentials } = org;
   return {
-    list: (): Promise<CredentialMeta[]> => store.credentials.list(orgId),
+    list: (): Promise<CredentialMeta[]> => credentials.list(),
 
     has: async (moduleId: string): Promise<boolean> =>
-      moduleId.length <= MAX_LOOKUP_ID && (await store.credentials.has(orgId, moduleId)),
+      moduleId.length <= MAX_LOOKUP_ID && (await credentials.has(moduleId)),
 
     async set(moduleId: string, secret: unknown): Promise<CredentialMeta> {
       const values = parseSecret(secret);
       if (moduleId.length > MAX_LOOKUP_ID) throw notFound('Module', moduleId);
       const sealed = secretBox.seal(orgId, moduleId, JSON.stringify(values));
       const at = new Date().toISOString();
-      const existing = await store.credentials.get(orgId, moduleId);
+      const existing = await credentials.get(moduleId);
       const row = {
-        orgId,
         moduleId,
         ...sealed,
         fields: Object.keys(values).sort(),
         createdAt: existing?.createdAt ?? at,
         updatedAt: at,
       };
-      if (!(await store.credentials.upsert(row))) throw notFound('Module', moduleId);
-      return row;
+      if (!(await credentials.upsert(row))) throw notFound('Module', moduleId);
+      return { orgId, ...row };
     },
 
     delete: async (moduleId: string): Promise<boolean> =>
-      moduleId.length <= MAX_LOOKUP_ID && store.credentials.delete(orgId, moduleId),
+      moduleId.length <= MAX_LOOKUP_ID && credentials.delete(moduleId),
 
     /** The only path that decrypts; the field requires `credentials:reveal`. */
     async reveal(moduleId: string): Promise<Record<string, unknown> | null> {
       if (moduleId.length > MAX_LOOKUP_ID) return null;
-      const row = await store.credentials.get(orgId, moduleId);
+      const row = await credentials.get(moduleId);
       if (!row) return null;
       const plaintext = secretBox.open(orgId, moduleId, row);
       let parsed: unknown;

@@ -7,8 +7,8 @@ import { modulesForOrg } from './modules.ts';
 import { systemRepos } from './system.ts';
 
 /**
- * The tenancy seam. Everything a tenant request can touch is built here, closed over one org id
- * that comes from the authenticated key, never from arguments.
+ * The tenancy seam. Everything a tenant request can touch is built here, on the org-bound store
+ * (`store.forOrg`) of one org id that comes from the authenticated key, never from arguments.
  */
 export interface Services {
   store: Store;
@@ -18,12 +18,13 @@ export interface Services {
 
 export function forOrg(services: Services, orgId: string) {
   const { store, secretBox, authenticator } = services;
+  const org = store.forOrg(orgId);
   return {
     orgId,
-    org: () => store.orgs.get(orgId),
-    modules: modulesForOrg(store, orgId),
-    credentials: credentialsForOrg(store, secretBox, orgId),
-    apiKeys: apiKeysForOrg(store, authenticator, orgId),
+    org: () => org.org(),
+    modules: modulesForOrg(org),
+    credentials: credentialsForOrg(org, secretBox),
+    apiKeys: apiKeysForOrg(store, org, authenticator),
   };
 }
 

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { badInput, conflict, notFound } from '../errors.ts';
-import type { ModuleField, ModulePatch, ModuleRecord, Store } from '../store/types.ts';
+import type { ModuleField, ModulePatch, ModuleRecord, OrgStore } from '../store/types.ts';
 import { displayName, jsonBytes, MAX_LOOKUP_ID, newId, parseInput } from './validate.ts';
 
 export const MAX_CONFIG_BYTES = 64 * 1024;
@@ -55,9 +55,10 @@ export interface ModulePage {
 }
 
 /** The module registry of one org. Another org's module answers exactly like a missing one. */
-export function modulesForOrg(store: Store, orgId: string) {
+export function modulesForOrg(org: OrgStore) {
+  const { modules } = org;
   const find = async (id: string): Promise<ModuleRecord | undefined> =>
-    id.length > MAX_LOOKUP_ID ? undefined : store.modules.get(orgId, id);
+    id.length > MAX_LOOKUP_ID ? undefined : modules.get(id);
   const require = async (id: string): Promise<ModuleRecord> => {
     const row = await find(id);
     if (!row) throw notFound('Module', id);
@@ -65,7 +66,7 @@ export function modulesForOrg(store: Store, orgId: string) {
   };
   const change = async (id: string, patch: ModulePatch): Promise<ModuleRecord> => {
     if (id.length > MAX_LOOKUP_ID) throw notFound('Module', id);
-    const row = await store.modules.update(orgId, id, patch, new Date().toISOString());
+    const row = await modules.update(id, patch, new Date().toISOString());
     if (!row) throw notFound('Module', id);
     return row;
   };
@@ -80,7 +81,7 @@ export function modulesForOrg(store: Store, orgId: string) {
       first: number;
       fields?: ReadonlySet<ModuleField> | undefined;
     }): Promise<ModulePage> {
-      const rows = await store.modules.list(orgId, {
+      const rows = await modules.list({
         enabled: opts.enabled,
         after: opts.after,
         limit: opts.first + 1,
@@ -89,13 +90,12 @@ export function modulesForOrg(store: Store, orgId: string) {
       return { rows: rows.slice(0, opts.first), hasNextPage: rows.length > opts.first };
     },
 
-    count: (enabled: boolean | undefined) => store.modules.count(orgId, enabled),
+    count: (enabled: boolean | undefined) => modules.count(enabled),
 
     async install(input: InstallModuleInput): Promise<ModuleRecord> {
       const parsed = parseInput(installSchema, input);
       const at = new Date().toISOString();
-      const inserted = await store.modules.insert({
-        orgId,
+      const inserted = await modules.insert({
         moduleId: parsed.id,
         name: parsed.name,
         version: parsed.version,
@@ -125,7 +125,7 @@ export function modulesForOrg(store: Store, orgId: string) {
     /** Removes the module and its credential in one statement (the credential cascades). */
     async uninstall(id: string): Promise<ModuleRecord> {
       const row = await require(id);
-      if (!(await store.modules.delete(orgId, id))) throw notFound('Module', id);
+      if (!(await modules.delete(id))) throw notFound('Module', id);
       return row;
     },
   };

@@ -13,7 +13,8 @@ export const MAX_UNHEALTHY = 1000;
 
 /**
  * Cross-org operations. Only fields that require the `admin` scope (and the CLI, which is run by
- * the operator) reach these; tenant fields use `forOrg`.
+ * the operator) reach these; tenant fields use `forOrg`. An operation on one given org goes
+ * through that org's store (`store.forOrg`); only what spans orgs uses `store.system`.
  */
 export function systemRepos(store: Store, authenticator: Authenticator) {
   const module = (row: ModuleRecord | undefined, orgId: string, moduleId: string): ModuleRecord => {
@@ -21,19 +22,19 @@ export function systemRepos(store: Store, authenticator: Authenticator) {
     return row;
   };
   const requireOrg = async (id: string): Promise<OrgRow> => {
-    const org = id.length <= MAX_LOOKUP_ID ? await store.orgs.get(id) : undefined;
+    const org = id.length <= MAX_LOOKUP_ID ? await store.forOrg(id).org() : undefined;
     if (!org) throw notFound('Org', id);
     return org;
   };
 
   return {
     orgs: {
-      list: () => store.orgs.list(),
+      list: () => store.system.orgs.list(),
       require: requireOrg,
       async create(input: { id: string; name: string }): Promise<OrgRow> {
         const parsed = parseInput(orgSchema, input);
         const row = { ...parsed, createdAt: new Date().toISOString() };
-        if (!(await store.orgs.insert(row))) throw conflict(`Org "${parsed.id}" already exists`);
+        if (!(await store.system.orgs.insert(row))) throw conflict(`Org "${parsed.id}" already exists`);
         return row;
       },
     },
@@ -41,13 +42,13 @@ export function systemRepos(store: Store, authenticator: Authenticator) {
     apiKeys: {
       async list(orgId: string) {
         await requireOrg(orgId);
-        return store.apiKeys.listForOrg(orgId);
+        return store.forOrg(orgId).apiKeys.list();
       },
       async revoke(orgId: string, id: string, revoker: Grantor, options?: RevokeOptions) {
         await requireOrg(orgId);
-        return apiKeysForOrg(store, authenticator, orgId).revoke(id, revoker, options);
+        return apiKeysForOrg(store, store.forOrg(orgId), authenticator).revoke(id, revoker, options);
       },
-      descendants: (orgId: string, id: string) => store.apiKeys.descendants(orgId, id),
+      descendants: (orgId: string, id: string) => store.forOrg(orgId).apiKeys.descendants(id),
       /** Issue a key in any org (the operator's way to give a new org its first key). */
       async create(orgId: string, input: NewKeyInput, grantor: Grantor) {
         await requireOrg(orgId);
@@ -58,19 +59,19 @@ export function systemRepos(store: Store, authenticator: Authenticator) {
     modules: {
       async reportHealth(orgId: string, moduleId: string, status: HealthStatus, message: string | null | undefined) {
         const parsedMessage = parseInput(messageSchema, message) ?? null;
-        const row = await store.system.reportHealth(orgId, moduleId, status, parsedMessage, new Date().toISOString());
+        const row = await store.system.modules.reportHealth(orgId, moduleId, status, parsedMessage, new Date().toISOString());
         return module(row, orgId, moduleId);
       },
       async recordUsage(orgId: string, moduleId: string, count: number) {
         const n = parseInput(usageSchema, count);
-        return module(await store.system.recordUsage(orgId, moduleId, n, new Date().toISOString()), orgId, moduleId);
+        return module(await store.system.modules.recordUsage(orgId, moduleId, n, new Date().toISOString()), orgId, moduleId);
       },
       unhealthy: (first: number = MAX_UNHEALTHY) => {
         // Checked, not clamped: to SQLite a negative LIMIT means no limit at all.
         if (!Number.isInteger(first) || first < 0 || first > MAX_UNHEALTHY) {
           throw badInput(`first must be from 0 to ${MAX_UNHEALTHY}`, 'first');
         }
-        return store.system.unhealthy(first);
+        return store.system.modules.unhealthy(first);
       },
     },
   };

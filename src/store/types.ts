@@ -59,99 +59,161 @@ export type CredentialRow = {
 export const DEFAULT_ORG = { id: 'default', name: 'Default' } as const;
 
 /**
- * The storage seam. Repositories (src/repos) are its only callers; resolvers never see it. Every
- * tenant method takes the org id first and filters by it; the methods under `system` and
- * `apiKeys.findByHash` are the deliberate cross-org exceptions, reached only by admin code paths
- * and by authentication. Methods return promises so that an asynchronous dialect (PostgreSQL) can
- * implement the same interface; compound writes are single methods, so no transaction spans an
- * await.
+ * The storage seam. Repositories (src/repos) are its only callers; resolvers never see it.
+ *
+ * - `forOrg(orgId)`: the org-bound store. Every tenant call goes through it, and none of its
+ *   methods takes an org id: each is one unit of work for that org alone (in PostgreSQL, one
+ *   transaction under row-level security with the org set for it).
+ * - `auth` and `system`: the deliberate cross-org exceptions, each method saying why. `auth` is for
+ *   authentication (src/auth/authenticator.ts) only; `system` for the admin repositories
+ *   (src/repos/system.ts), start-up and maintenance (src/maintenance, src/cli.ts).
+ * - `changes`: how caches learn that an org's data changed.
+ *
+ * Methods return promises so that an asynchronous, networked dialect implements the same
+ * interface; compound writes are single methods, so no transaction spans an await. A failure of
+ * the store itself rejects with a StoreError (src/store/errors.ts), never a dialect's own error.
  */
 export interface Store {
   readonly dialect: 'sqlite';
   /** Where the data lives, for logs and /ready (never contains credentials). */
   readonly location: string;
 
-  orgs: {
-    get(id: string): Promise<OrgRow | undefined>;
-    list(): Promise<OrgRow[]>;
-    /** false when the id is taken. */
-    insert(row: OrgRow): Promise<boolean>;
-  };
+  /** The store of one org: its methods see and change that org's rows and no other's. */
+  forOrg(orgId: string): OrgStore;
+
+  readonly auth: AuthStore;
+  readonly system: SystemStore;
+  readonly changes: ChangeFeed;
+
+  /**
+   * @deprecated Until the response cache reads `changes.version` (src/app.ts); the same function.
+   */
+  dataVersion?(orgId: string): string | undefined;
+  /** @deprecated Until its callers move (server.ts bootstrap: `system.keyCount`). */
+  readonly apiKeys: { count(): Promise<number> };
+  /** @deprecated Until its callers move (tests creating orgs: `system.orgs.insert`). */
+  readonly orgs: { insert(row: OrgRow): Promise<boolean> };
+
+  /** Store open, schema current and writable; a reason when not. */
+  check(): Promise<{ ok: true } | { ok: false; reason: string }>;
+  close(): Promise<void>;
+}
+
+/** One org's data. Another org's row is never read, changed or counted: it answers as a missing one. */
+export interface OrgStore {
+  readonly orgId: string;
+  /** This org's own row. */
+  org(): Promise<OrgRow | undefined>;
 
   apiKeys: {
-    /** The one unscoped lookup: a key's hash is how we learn its org. */
-    findByHash(hash: string): Promise<ApiKeyRow | undefined>;
-    count(): Promise<number>;
-    listForOrg(orgId: string): Promise<ApiKeyRow[]>;
-    getForOrg(orgId: string, id: string): Promise<ApiKeyRow | undefined>;
-    insert(row: ApiKeyRow): Promise<void>;
+    /** Oldest first. */
+    list(): Promise<ApiKeyRow[]>;
+    get(id: string): Promise<ApiKeyRow | undefined>;
+    insert(row: NewApiKey): Promise<void>;
     /** Sets revoked_at unless already set; returns the row (undefined if not in this org). */
-    revoke(orgId: string, id: string, at: string): Promise<ApiKeyRow | undefined>;
+    revoke(id: string, at: string): Promise<ApiKeyRow | undefined>;
     /**
      * The keys `id` created, directly or through keys it created, oldest first. The walk follows
-     * created_by_key_id within `orgId` only: a key of another org is never reached, whatever its
+     * created_by_key_id within this org only: a key of another org is never reached, whatever its
      * ids. Empty when the key has none or is not in this org.
      */
-    descendants(orgId: string, id: string): Promise<ApiKeyRow[]>;
+    descendants(id: string): Promise<ApiKeyRow[]>;
     /**
      * Revokes the key and all its descendants (as above) in one transaction. `check` sees the key
      * and its descendants as they are inside that transaction and may throw: then nothing is
      * revoked. Undefined (and `check` not called) when the key is not in this org.
      */
-    revokeTree(
-      orgId: string,
-      id: string,
-      at: string,
-      check: (key: ApiKeyRow, descendants: readonly ApiKeyRow[]) => void,
-    ): Promise<KeyTree | undefined>;
-    /** Batched last-used writes: one transaction for many keys. */
-    touch(entries: ReadonlyArray<readonly [keyId: string, at: string]>): Promise<void>;
+    revokeTree(id: string, at: string, check: (key: ApiKeyRow, descendants: readonly ApiKeyRow[]) => void): Promise<KeyTree | undefined>;
   };
 
   modules: {
-    list(orgId: string, opts: ModuleListOptions): Promise<ModuleRecord[]>;
-    count(orgId: string, enabled: boolean | undefined): Promise<number>;
-    get(orgId: string, moduleId: string): Promise<ModuleRecord | undefined>;
-    /** false when (org, id) exists already. */
+    list(opts: ModuleListOptions): Promise<ModuleRecord[]>;
+    count(enabled: boolean | undefined): Promise<number>;
+    get(moduleId: string): Promise<ModuleRecord | undefined>;
+    /** false when the id exists already in this org. */
     insert(row: NewModule): Promise<boolean>;
-    update(orgId: string, moduleId: string, patch: ModulePatch, at: string): Promise<ModuleRecord | undefined>;
+    update(moduleId: string, patch: ModulePatch, at: string): Promise<ModuleRecord | undefined>;
     /** Deletes the module and, by cascade in the same statement, its credential. */
-    delete(orgId: string, moduleId: string): Promise<boolean>;
+    delete(moduleId: string): Promise<boolean>;
   };
 
   credentials: {
-    get(orgId: string, moduleId: string): Promise<CredentialRow | undefined>;
-    list(orgId: string): Promise<CredentialMeta[]>;
-    has(orgId: string, moduleId: string): Promise<boolean>;
+    get(moduleId: string): Promise<CredentialRow | undefined>;
+    list(): Promise<CredentialMeta[]>;
+    has(moduleId: string): Promise<boolean>;
     /** Insert or replace; false when the module does not exist in this org. */
-    upsert(row: CredentialRow): Promise<boolean>;
-    delete(orgId: string, moduleId: string): Promise<boolean>;
-    /** Every key id in use, across orgs (start-up check and rotation). */
+    upsert(row: NewCredential): Promise<boolean>;
+    delete(moduleId: string): Promise<boolean>;
+  };
+}
+
+/** Authentication's cross-org operations: before a key is verified there is no org to bind to. */
+export interface AuthStore {
+  /** The one unscoped read: a key's hash is how we learn its org. */
+  keyByHash(hash: string): Promise<ApiKeyRow | undefined>;
+  /**
+   * Batched last-used times of keys of any orgs, one transaction for many keys (buffered by the
+   * authenticator, which knows only key ids by then). Best effort: not a change caches hear of.
+   */
+  touchKeys(entries: ReadonlyArray<readonly [keyId: string, at: string]>): Promise<void>;
+}
+
+/** The operator's cross-org operations: admin repositories, start-up and maintenance only. */
+export interface SystemStore {
+  orgs: {
+    /** Every org, by id: the admin's list. */
+    list(): Promise<OrgRow[]>;
+    /** Org lifecycle: false when the id is taken. */
+    insert(row: OrgRow): Promise<boolean>;
+  };
+
+  /** How many keys exist in all orgs: none means a fresh store, which gets a bootstrap admin key. */
+  keyCount(): Promise<number>;
+
+  /** Platform reports about a module of any org (the platform, not the org, observes them). */
+  modules: {
+    reportHealth(orgId: string, moduleId: string, status: HealthStatus, message: string | null, at: string): Promise<ModuleRecord | undefined>;
+    recordUsage(orgId: string, moduleId: string, count: number, at: string): Promise<ModuleRecord | undefined>;
+    /** Degraded and unhealthy modules of every org, by org then id. */
+    unhealthy(limit: number): Promise<ModuleRecord[]>;
+  };
+
+  /** Master-key rotation works over every org's credentials (src/maintenance/rekey.ts). */
+  credentials: {
+    /** Every key id in use, across orgs. */
     keyIds(): Promise<string[]>;
-    /** Up to `limit` rows, across orgs, not sealed under `keyId` (rotation). */
+    /** Up to `limit` rows, across orgs, not sealed under `keyId`. */
     notUnderKey(keyId: string, limit: number): Promise<CredentialRow[]>;
     /** Compare-and-swap: replaces the sealed value only if the row still has `expectedIv`. */
     reseal(row: CredentialRow, expectedIv: Buffer): Promise<boolean>;
   };
+}
 
-  system: {
-    reportHealth(orgId: string, moduleId: string, status: HealthStatus, message: string | null, at: string): Promise<ModuleRecord | undefined>;
-    recordUsage(orgId: string, moduleId: string, count: number, at: string): Promise<ModuleRecord | undefined>;
-    unhealthy(limit: number): Promise<ModuleRecord[]>;
-  };
+/** What a subscriber of the change feed hears: an org whose data may have changed, or null for any. */
+export interface Change {
+  orgId: string | null;
+}
 
+/**
+ * How caches learn that data changed, in a shape a networked database can implement (in
+ * PostgreSQL: NOTIFY in the writing transaction, one LISTEN connection per process). A token may
+ * change more often than the data does (a spurious miss costs little), never less.
+ */
+export interface ChangeFeed {
   /**
-   * A token that changes whenever the org's modules or credentials may have changed: by a write
-   * through this store, or by a commit of any other connection to the same data (another
-   * process, the CLI). Read it before reading the data it vouches for. Synchronous and cheap, as
-   * the response cache asks on every request; a store that cannot tell leaves it out, and then
-   * nothing is cached.
+   * A token that differs whenever the org's modules or credentials (what cached answers read) may
+   * have changed, as far as this process has learned: its own writes at once, other processes'
+   * commits as the dialect tells it. Undefined while the feed cannot vouch for it (e.g. a lost LISTEN connection): then
+   * no cache may answer. Read it before the data it vouches for. Synchronous and cheap: it is
+   * asked on every cached answer.
    */
-  dataVersion?(orgId: string): string;
-
-  /** Store open, schema current and writable; a reason when not. */
-  check(): Promise<{ ok: true } | { ok: false; reason: string }>;
-  close(): Promise<void>;
+  version(orgId: string): string | undefined;
+  /**
+   * Every change this process learns of (modules, credentials, keys, orgs), its own writes and
+   * other processes'; returns the unsubscribe. For caches that drop entries eagerly (the key cache, subscriptions). Listeners
+   * run synchronously after the write and must not throw.
+   */
+  subscribe(listener: (change: Change) => void): () => void;
 }
 
 /** A key and its descendants, read after a revocation; `revoked` holds the ids that were live until it. */
@@ -181,10 +243,17 @@ export type ModuleField = Exclude<keyof ModuleRecord, 'orgId' | 'moduleId'>;
 
 export type ModuleRecord = ModuleRow & { hasCredential: boolean };
 
+/** A module to insert; the org is the store's. */
 export type NewModule = Pick<
   ModuleRow,
-  'orgId' | 'moduleId' | 'name' | 'version' | 'description' | 'config' | 'enabled' | 'installedAt' | 'updatedAt'
+  'moduleId' | 'name' | 'version' | 'description' | 'config' | 'enabled' | 'installedAt' | 'updatedAt'
 >;
+
+/** A key to insert; the org is the store's. */
+export type NewApiKey = Omit<ApiKeyRow, 'orgId'>;
+
+/** A credential to insert or replace; the org is the store's. */
+export type NewCredential = Omit<CredentialRow, 'orgId'>;
 
 export type ModulePatch = Partial<Pick<ModuleRow, 'name' | 'version' | 'description' | 'config' | 'enabled'>>;
 

@@ -2,10 +2,24 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { and, asc, count, eq, getTableColumns, isNull, ne, sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/better-sqlite3';
-import type { ApiKeyRow, CredentialRow, KeyTree, ModuleField, ModulePatch, ModuleRecord, Store } from '../types.ts';
+import type {
+  ApiKeyRow,
+  AuthStore,
+  Change,
+  ChangeFeed,
+  CredentialRow,
+  KeyTree,
+  ModuleField,
+  ModulePatch,
+  ModuleRecord,
+  OrgRow,
+  OrgStore,
+  Store,
+  SystemStore,
+} from '../types.ts';
 import type Database from 'better-sqlite3';
 import { BUSY_TIMEOUT_MS, type SqliteDatabase } from './connection.ts';
-import { toStoreError } from './errors.ts';
+import { settle } from './errors.ts';
 import { apiKeys, credentials, modules, orgs } from './schema.ts';
 
 const p = sql.placeholder;
@@ -84,7 +98,7 @@ const decodeField = (field: ModuleField, value: unknown): unknown =>
 
 /** At most this many distinct projections keep a prepared statement (queries select few shapes). */
 const MAX_PROJECTIONS = 64;
-/** Orgs whose writes on this connection are counted before the counts start over (see dataVersion). */
+/** Orgs whose writes on this connection are counted before the counts start over (see `changes`). */
 const MAX_COUNTED_ORGS = 100_000;
 
 /**
@@ -263,19 +277,25 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
     return row === undefined ? undefined : toModuleRecord(row);
   };
 
-  // Data versions (Store.dataVersion). This connection's own writes are counted per org, exactly:
-  // a bucketed counter would let one org see another's writes come and go. The map is bounded;
-  // when full it starts over under a new epoch, which changes every org's version at once (safe:
-  // a spurious change only costs a cache miss). SQLite's data_version changes when any other
-  // connection commits, in this process or another.
+  // The change feed. This connection's own writes are counted per org, exactly: a bucketed
+  // counter would let one org see another's writes come and go. The map is bounded; when full it
+  // starts over under a new epoch, which changes every org's version at once (safe: a spurious
+  // change only costs a cache miss). SQLite's data_version changes when any other connection
+  // commits, in this process or another.
   const writeCounts = new Map<string, number>();
   let writeEpoch = 0;
+  const listeners = new Set<(change: Change) => void>();
+  const announce = (orgId: string) => {
+    for (const listener of listeners) listener({ orgId });
+  };
+  /** Counts a write of the org's modules or credentials, whether or not it succeeded. */
   const wrote = (orgId: string) => {
     if (!writeCounts.has(orgId) && writeCounts.size >= MAX_COUNTED_ORGS) {
       writeCounts.clear();
       writeEpoch += 1;
     }
     writeCounts.set(orgId, (writeCounts.get(orgId) ?? 0) + 1);
+    announce(orgId);
   };
   /** Runs a write of the org's modules or credentials and counts it, whether or not it succeeds. */
   const writing = <T>(orgId: string, write: () => T): T => {
@@ -286,6 +306,13 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
     }
   };
   const externalVersion = sqlite.prepare('PRAGMA data_version').pluck();
+  const changes: ChangeFeed = {
+    version: (orgId) => `${externalVersion.get() as number}:${writeEpoch}:${writeCounts.get(orgId) ?? 0}`,
+    subscribe: (listener) => {
+      listeners.add(listener);
+      return () => void listeners.delete(listener);
+    },
+  };
 
   // A key's descendants: the walk follows created_by_key_id and every step stays in the org (its
   // join names org_id), so another org's keys are never reached even if ids collide. UNION, not
@@ -329,31 +356,73 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
     return true;
   });
 
-  const store: Store = {
-    dialect: 'sqlite',
-    location,
-
-    orgs: {
-      get: async (id) => q.orgGet.get({ id }),
-      list: async () => q.orgList.all(),
-      insert: async (row) => db.insert(orgs).values(row).onConflictDoNothing().run().changes === 1,
-    },
+  const orgStore = (orgId: string): OrgStore => ({
+    orgId,
+    org: () => settle(() => q.orgGet.get({ id: orgId })),
 
     apiKeys: {
-      findByHash: async (hash) => q.keyByHash.get({ hash }),
-      count: async () => q.keyCount.get()?.n ?? 0,
-      listForOrg: async (orgId) => q.keysForOrg.all({ orgId }),
-      getForOrg: async (orgId, id) => q.keyForOrg.get({ orgId, id }),
-      insert: async (row) => {
-        db.insert(apiKeys).values(row).run();
-      },
-      revoke: async (orgId, id, at) => {
-        q.keyRevoke.run({ orgId, id, at });
-        return q.keyForOrg.get({ orgId, id });
-      },
-      descendants: async (orgId, id) => descendantsOf(orgId, id),
-      revokeTree: async (orgId, id, at, check) => revokeTree.immediate(orgId, id, at, check),
-      touch: async (entries) => {
+      list: () => settle(() => q.keysForOrg.all({ orgId })),
+      get: (id) => settle(() => q.keyForOrg.get({ orgId, id })),
+      insert: (row) =>
+        settle(() => {
+          db.insert(apiKeys).values({ ...row, orgId }).run();
+          announce(orgId);
+        }),
+      revoke: (id, at) =>
+        settle(() => {
+          q.keyRevoke.run({ orgId, id, at });
+          announce(orgId);
+          return q.keyForOrg.get({ orgId, id });
+        }),
+      descendants: (id) => settle(() => descendantsOf(orgId, id)),
+      revokeTree: (id, at, check) =>
+        settle(() => {
+          const tree = revokeTree.immediate(orgId, id, at, check);
+          if (tree) announce(orgId);
+          return tree;
+        }),
+    },
+
+    modules: {
+      list: ({ enabled, after, limit, fields }) =>
+        settle(() => listProjected(orgId, enabled, after, limit, fields ?? ALL_MODULE_FIELDS)),
+      count: (enabled) =>
+        settle(
+          () => (enabled === undefined ? countModules.get(orgId) : countModulesEnabled.get(orgId, enabled ? 1 : 0)) as number,
+        ),
+      get: (moduleId) => settle(() => getModule(orgId, moduleId)),
+      insert: (row) =>
+        settle(() => writing(orgId, () => db.insert(modules).values({ ...row, orgId }).onConflictDoNothing().run().changes === 1)),
+      update: (moduleId, patch: ModulePatch, at) =>
+        settle(() => {
+          writing(orgId, () => {
+            if (Object.keys(patch).length === 1 && patch.enabled !== undefined) {
+              q.moduleSetEnabled.run({ orgId, moduleId, enabled: patch.enabled ? 1 : 0, at });
+            } else {
+              db.update(modules)
+                .set({ ...patch, updatedAt: at })
+                .where(and(eq(modules.orgId, orgId), eq(modules.moduleId, moduleId)))
+                .run();
+            }
+          });
+          return getModule(orgId, moduleId);
+        }),
+      delete: (moduleId) => settle(() => writing(orgId, () => q.moduleDelete.run({ orgId, moduleId }).changes === 1)),
+    },
+
+    credentials: {
+      get: (moduleId) => settle(() => q.credentialGet.get({ orgId, moduleId })),
+      list: () => settle(() => q.credentialList.all({ orgId })),
+      has: (moduleId) => settle(() => q.credentialGet.get({ orgId, moduleId }) !== undefined),
+      upsert: (row) => settle(() => writing(orgId, () => upsertCredential.immediate({ ...row, orgId }))),
+      delete: (moduleId) => settle(() => writing(orgId, () => q.credentialDelete.run({ orgId, moduleId }).changes === 1)),
+    },
+  });
+
+  const auth: AuthStore = {
+    keyByHash: (hash) => settle(() => q.keyByHash.get({ hash })),
+    touchKeys: (entries) =>
+      settle(() => {
         if (entries.length === 0) return;
         // Last-used times are best effort: their commit is not synced on its own (WAL with
         // synchronous=NORMAL stays consistent; the next synced commit makes it durable too).
@@ -365,72 +434,72 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
         } finally {
           sqlite.pragma(`synchronous = ${synchronous}`);
         }
-      },
-    },
+      }),
+  };
 
+  const insertOrg = (row: OrgRow) =>
+    settle(() => {
+      const inserted = db.insert(orgs).values(row).onConflictDoNothing().run().changes === 1;
+      if (inserted) announce(row.id);
+      return inserted;
+    });
+  const keyCount = () => settle(() => q.keyCount.get()?.n ?? 0);
+
+  const system: SystemStore = {
+    orgs: {
+      list: () => settle(() => q.orgList.all()),
+      insert: insertOrg,
+    },
+    keyCount,
     modules: {
-      list: async (orgId, { enabled, after, limit, fields }) =>
-        listProjected(orgId, enabled, after, limit, fields ?? ALL_MODULE_FIELDS),
-      count: async (orgId, enabled) =>
-        (enabled === undefined
-          ? countModules.get(orgId)
-          : countModulesEnabled.get(orgId, enabled ? 1 : 0)) as number,
-      get: async (orgId, moduleId) => getModule(orgId, moduleId),
-      insert: async (row) =>
-        writing(row.orgId, () => db.insert(modules).values(row).onConflictDoNothing().run().changes === 1),
-      update: async (orgId, moduleId, patch: ModulePatch, at) => {
-        writing(orgId, () => {
-          if (Object.keys(patch).length === 1 && patch.enabled !== undefined) {
-            q.moduleSetEnabled.run({ orgId, moduleId, enabled: patch.enabled ? 1 : 0, at });
-          } else {
-            db.update(modules)
-              .set({ ...patch, updatedAt: at })
-              .where(and(eq(modules.orgId, orgId), eq(modules.moduleId, moduleId)))
-              .run();
-          }
-        });
-        return getModule(orgId, moduleId);
-      },
-      delete: async (orgId, moduleId) => writing(orgId, () => q.moduleDelete.run({ orgId, moduleId }).changes === 1),
+      reportHealth: (orgId, moduleId, status, message, at) =>
+        settle(() => {
+          writing(orgId, () => q.health.run({ orgId, moduleId, status, message, at }));
+          return getModule(orgId, moduleId);
+        }),
+      recordUsage: (orgId, moduleId, n, at) =>
+        settle(() => {
+          writing(orgId, () => q.usage.run({ orgId, moduleId, count: n, at }));
+          return getModule(orgId, moduleId);
+        }),
+      unhealthy: (limit) => settle(() => q.unhealthy.values({ limit }).map(toModuleRecord)),
     },
-
     credentials: {
-      get: async (orgId, moduleId) => q.credentialGet.get({ orgId, moduleId }),
-      list: async (orgId) => q.credentialList.all({ orgId }),
-      has: async (orgId, moduleId) => q.credentialGet.get({ orgId, moduleId }) !== undefined,
-      upsert: async (row) => writing(row.orgId, () => upsertCredential.immediate(row)),
-      delete: async (orgId, moduleId) => writing(orgId, () => q.credentialDelete.run({ orgId, moduleId }).changes === 1),
-      keyIds: async () => q.credentialKeyIds.all().map((r) => r.keyId),
-      notUnderKey: async (keyId, limit) =>
-        db.select().from(credentials).where(ne(credentials.keyId, keyId)).limit(limit).all(),
-      reseal: async (row, expectedIv) =>
-        writing(row.orgId, () => db
-          .update(credentials)
-          .set({ ciphertext: row.ciphertext, iv: row.iv, tag: row.tag, keyId: row.keyId })
-          .where(
-            and(
-              eq(credentials.orgId, row.orgId),
-              eq(credentials.moduleId, row.moduleId),
-              eq(credentials.iv, expectedIv),
-            ),
-          )
-          .run().changes === 1),
+      keyIds: () => settle(() => q.credentialKeyIds.all().map((r) => r.keyId)),
+      notUnderKey: (keyId, limit) =>
+        settle(() => db.select().from(credentials).where(ne(credentials.keyId, keyId)).limit(limit).all()),
+      reseal: (row, expectedIv) =>
+        settle(() =>
+          writing(
+            row.orgId,
+            () =>
+              db
+                .update(credentials)
+                .set({ ciphertext: row.ciphertext, iv: row.iv, tag: row.tag, keyId: row.keyId })
+                .where(
+                  and(
+                    eq(credentials.orgId, row.orgId),
+                    eq(credentials.moduleId, row.moduleId),
+                    eq(credentials.iv, expectedIv),
+                  ),
+                )
+                .run().changes === 1,
+          ),
+        ),
     },
+  };
 
-    system: {
-      reportHealth: async (orgId, moduleId, status, message, at) => {
-        writing(orgId, () => q.health.run({ orgId, moduleId, status, message, at }));
-        return getModule(orgId, moduleId);
-      },
-      recordUsage: async (orgId, moduleId, n, at) => {
-        writing(orgId, () => q.usage.run({ orgId, moduleId, count: n, at }));
-        return getModule(orgId, moduleId);
-      },
-      unhealthy: async (limit) => q.unhealthy.values({ limit }).map(toModuleRecord),
-    },
-
+  return {
+    dialect: 'sqlite',
+    location,
+    forOrg: orgStore,
+    auth,
+    system,
+    changes,
     // Org keys and API keys are not in it: no cacheable field reads them (see response-cache.ts).
-    dataVersion: (orgId) => `${externalVersion.get() as number}:${writeEpoch}:${writeCounts.get(orgId) ?? 0}`,
+    dataVersion: changes.version,
+    apiKeys: { count: keyCount },
+    orgs: { insert: insertOrg },
 
     check: async () => {
       try {
@@ -469,12 +538,4 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
       }
     },
   };
-  // Every method's SQLite failures leave the store as StoreErrors.
-  for (const part of [store.orgs, store.apiKeys, store.modules, store.credentials, store.system] as Record<string, unknown>[]) {
-    for (const [name, method] of Object.entries(part)) {
-      const run = method as (...args: unknown[]) => Promise<unknown>;
-      part[name] = (...args: unknown[]) => run(...args).catch((error: unknown) => Promise.reject(toStoreError(error)));
-    }
-  }
-  return store;
 }
