@@ -1,4 +1,5 @@
 import { Kind, type GraphQLSchema, type OperationDefinitionNode } from 'graphql';
+import { CLIENT_ERROR_CODES } from '../errors.ts';
 import type { OperationMeta } from '../pipeline/exchange.ts';
 
 /**
@@ -7,24 +8,9 @@ import type { OperationMeta } from '../pipeline/exchange.ts';
  * grow with tenants or traffic.
  */
 
-/** Error codes that become `outcome` as they are (lower-cased); any other code is `other`. */
-const OUTCOMES = new Map(
-  [
-    'UNAUTHENTICATED',
-    'FORBIDDEN',
-    'NOT_FOUND',
-    'CONFLICT',
-    'BAD_USER_INPUT',
-    'RATE_LIMITED',
-    'PAYLOAD_TOO_LARGE',
-    'LIMIT_EXCEEDED',
-    'BAD_REQUEST',
-    'SERVICE_UNAVAILABLE',
-    'GRAPHQL_PARSE_FAILED',
-    'GRAPHQL_VALIDATION_FAILED',
-    'OPERATION_RESOLUTION_FAILURE',
-    'INTERNAL_SERVER_ERROR',
-  ].map((code) => [code, code === 'INTERNAL_SERVER_ERROR' ? 'internal' : code.toLowerCase()]),
+/** Error codes clients can see become `outcome` as they are (lower-cased); any other code is `other`. */
+const OUTCOMES: ReadonlyMap<string, string> = new Map(
+  CLIENT_ERROR_CODES.map((code) => [code, code === 'INTERNAL_SERVER_ERROR' ? 'internal' : code.toLowerCase()]),
 );
 
 export function outcomeOf(status: number, code: string | undefined, errors: boolean): string {
