@@ -5,8 +5,6 @@ import { drizzle } from 'drizzle-orm/better-sqlite3';
 import type {
   ApiKeyRow,
   AuthStore,
-  Change,
-  ChangeFeed,
   CredentialRow,
   KeyTree,
   ModuleField,
@@ -19,6 +17,7 @@ import type {
 } from '../types.ts';
 import type Database from 'better-sqlite3';
 import { BUSY_TIMEOUT_MS, type SqliteDatabase } from './connection.ts';
+import { createSqliteChangeFeed } from './changes.ts';
 import { settle } from './errors.ts';
 import { apiKeys, credentials, modules, orgs } from './schema.ts';
 
@@ -98,8 +97,6 @@ const decodeField = (field: ModuleField, value: unknown): unknown =>
 
 /** At most this many distinct projections keep a prepared statement (queries select few shapes). */
 const MAX_PROJECTIONS = 64;
-/** Orgs whose writes on this connection are counted before the counts start over (see `changes`). */
-const MAX_COUNTED_ORGS = 100_000;
 
 /**
  * The SQLite implementation of the storage seam. Hot statements are prepared once here (building
@@ -277,41 +274,14 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
     return row === undefined ? undefined : toModuleRecord(row);
   };
 
-  // The change feed. This connection's own writes are counted per org, exactly: a bucketed
-  // counter would let one org see another's writes come and go. The map is bounded; when full it
-  // starts over under a new epoch, which changes every org's version at once (safe: a spurious
-  // change only costs a cache miss). SQLite's data_version changes when any other connection
-  // commits, in this process or another.
-  const writeCounts = new Map<string, number>();
-  let writeEpoch = 0;
-  const listeners = new Set<(change: Change) => void>();
-  const announce = (orgId: string) => {
-    for (const listener of listeners) listener({ orgId });
-  };
-  /** Counts a write of the org's modules or credentials, whether or not it succeeded. */
-  const wrote = (orgId: string) => {
-    if (!writeCounts.has(orgId) && writeCounts.size >= MAX_COUNTED_ORGS) {
-      writeCounts.clear();
-      writeEpoch += 1;
-    }
-    writeCounts.set(orgId, (writeCounts.get(orgId) ?? 0) + 1);
-    announce(orgId);
-  };
+  const changes = createSqliteChangeFeed(sqlite);
   /** Runs a write of the org's modules or credentials and counts it, whether or not it succeeds. */
   const writing = <T>(orgId: string, write: () => T): T => {
     try {
       return write();
     } finally {
-      wrote(orgId);
+      changes.wrote(orgId);
     }
-  };
-  const externalVersion = sqlite.prepare('PRAGMA data_version').pluck();
-  const changes: ChangeFeed = {
-    version: (orgId) => `${externalVersion.get() as number}:${writeEpoch}:${writeCounts.get(orgId) ?? 0}`,
-    subscribe: (listener) => {
-      listeners.add(listener);
-      return () => void listeners.delete(listener);
-    },
   };
 
   // A key's descendants: the walk follows created_by_key_id and every step stays in the org (its
@@ -366,19 +336,19 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
       insert: (row) =>
         settle(() => {
           db.insert(apiKeys).values({ ...row, orgId }).run();
-          announce(orgId);
+          changes.touched(orgId);
         }),
       revoke: (id, at) =>
         settle(() => {
           q.keyRevoke.run({ orgId, id, at });
-          announce(orgId);
+          changes.touched(orgId);
           return q.keyForOrg.get({ orgId, id });
         }),
       descendants: (id) => settle(() => descendantsOf(orgId, id)),
       revokeTree: (id, at, check) =>
         settle(() => {
           const tree = revokeTree.immediate(orgId, id, at, check);
-          if (tree) announce(orgId);
+          if (tree) changes.touched(orgId);
           return tree;
         }),
     },
@@ -440,7 +410,7 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
   const insertOrg = (row: OrgRow) =>
     settle(() => {
       const inserted = db.insert(orgs).values(row).onConflictDoNothing().run().changes === 1;
-      if (inserted) announce(row.id);
+      if (inserted) changes.touched(row.id);
       return inserted;
     });
   const keyCount = () => settle(() => q.keyCount.get()?.n ?? 0);
@@ -495,8 +465,7 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
     forOrg: orgStore,
     auth,
     system,
-    changes,
-    // Org keys and API keys are not in it: no cacheable field reads them (see response-cache.ts).
+    changes: { version: changes.version, subscribe: changes.subscribe },
     dataVersion: changes.version,
     apiKeys: { count: keyCount },
     orgs: { insert: insertOrg },
@@ -532,6 +501,7 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
     },
 
     close: async () => {
+      changes.close();
       if (sqlite.open) {
         sqlite.pragma('wal_checkpoint(TRUNCATE)');
         sqlite.close();
