@@ -10,6 +10,8 @@ import { createTestGateway, ORG_A, ORG_B, TENANT_SCOPES, type GqlResponse, type 
 const CREATE = 'mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) { secret apiKey { id scopes expiresAt } } }';
 const REVOKE = 'mutation($id: ID!) { revokeApiKey(id: $id) { id revokedAt } }';
 const VIEWER = '{ viewer { org { id } } }';
+const CREATE_IN = 'mutation($o: ID!, $i: CreateApiKeyInput!) { createOrgApiKey(orgId: $o, input: $i) { secret apiKey { id scopes expiresAt } } }';
+const REVOKE_IN = 'mutation($o: ID!, $id: ID!, $c: Boolean) { revokeOrgApiKey(orgId: $o, id: $id, cascade: $c) { id revokedAt descendants { id } } }';
 
 let gw: TestGateway;
 beforeAll(async () => {
@@ -23,12 +25,13 @@ async function idOf(secret: string): Promise<string> {
 
 describe('what a key may do with other keys', () => {
   it('keeps the admin scope in the operator org: a tenant holding it could reach every org', async () => {
-    const res = await gw.gql(gw.keys.admin, CREATE, { i: { name: 'x', scopes: ['admin', 'modules:read'], orgId: ORG_A } });
-    expect(res.body.errors[0].extensions.code).toBe('BAD_USER_INPUT');
-    expect(res.body.errors[0].message).toContain('operator org "default"');
+    const res = await gw.gql(gw.keys.admin, CREATE_IN, { o: ORG_A, i: { name: 'x', scopes: ['admin', 'modules:read'] } });
+    expect(failure(res, 'BAD_USER_INPUT').message).toContain('operator org "default"');
     expect(await gw.opened.store.forOrg(ORG_A).apiKeys.list()).toHaveLength(1);
     const own = await gw.gql(gw.keys.admin, CREATE, { i: { name: 'second admin', scopes: ['admin'] } });
     expect(own.body.data.createApiKey.apiKey.scopes).toEqual(['admin']);
+    const named = await gw.gql(gw.keys.admin, CREATE_IN, { o: 'default', i: { name: 'third admin', scopes: ['admin'] } });
+    expect(ok(named).createOrgApiKey.apiKey.scopes).toEqual(['admin']);
   });
 
   it('never lets a key outlive the key that creates it', async () => {
@@ -55,6 +58,56 @@ describe('what a key may do with other keys', () => {
     const weak = await gw.key(ORG_A, ['keys:manage']);
     expect((await gw.gql(strong, REVOKE, { id: await idOf(weak) })).body.data.revokeApiKey.revokedAt).toBeTruthy();
     expect((await gw.gql(weak, VIEWER)).status).toBe(401);
+  });
+});
+
+describe("the operator's key fields (createOrgApiKey, revokeOrgApiKey): the same rules bind the admin key", () => {
+  it('grants only scopes the admin key holds', async () => {
+    const narrowAdmin = await gw.key('default', ['admin']);
+    const LIST = '{ orgApiKeys(orgId: "org-a") { id } }';
+    const before = ok(await gw.gql(gw.keys.admin, LIST));
+    const denied = await gw.gql(narrowAdmin, CREATE_IN, { o: ORG_A, i: { name: 'x', scopes: ['modules:read'] } });
+    expect(failure(denied, 'FORBIDDEN').message).toBe('a key cannot grant scopes it does not hold: modules:read');
+    expect(ok(await gw.gql(gw.keys.admin, LIST))).toEqual(before);
+    const readingAdmin = await gw.key('default', ['admin', 'modules:read']);
+    const made = ok(await gw.gql(readingAdmin, CREATE_IN, { o: ORG_A, i: { name: 'y', scopes: ['modules:read'] } })).createOrgApiKey;
+    expect(made.apiKey.scopes).toEqual(['modules:read']);
+    expect(ok(await gw.gql(made.secret, VIEWER)).viewer.org.id).toBe(ORG_A);
+  });
+
+  it('makes no key that outlives the admin key', async () => {
+    const until = new Date(Date.now() + 3_600_000);
+    const expiringAdmin = await gw.key('default', SCOPES, until);
+    const inherited = ok(await gw.gql(expiringAdmin, CREATE_IN, { o: ORG_B, i: { name: 'child', scopes: ['modules:read'] } })).createOrgApiKey;
+    expect(inherited.apiKey.expiresAt).toBe(until.toISOString());
+    const later = await gw.gql(expiringAdmin, CREATE_IN, {
+      o: ORG_B,
+      i: { name: 'longer', scopes: ['modules:read'], expiresAt: new Date(until.getTime() + 1000).toISOString() },
+    });
+    expect(failure(later, 'FORBIDDEN').message).toBe(`a key cannot outlive the key that creates it (${until.toISOString()})`);
+  });
+
+  it('revokes only keys whose scopes the admin key holds, with or without cascade, and nothing on a refusal', async () => {
+    const readingAdmin = await gw.key('default', ['admin', 'modules:read']);
+    const strong = await gw.key(ORG_A, ['modules:read', 'credentials:reveal']);
+    const strongId = ok(await gw.gql(strong, '{ viewer { apiKey { id } } }')).viewer.apiKey.id as string;
+    for (const c of [false, true]) {
+      const denied = await gw.gql(readingAdmin, REVOKE_IN, { o: ORG_A, id: strongId, c });
+      expect(failure(denied, 'FORBIDDEN').message).toBe('a key cannot revoke a key with scopes it does not hold: credentials:reveal');
+    }
+    expect((await gw.gql(strong, VIEWER)).status).toBe(200);
+    // A tree whose root the admin may revoke but whose live child holds more: refused whole.
+    const root = await issueApiKey(gw.opened.store, ORG_A, { name: 'root', scopes: ['modules:read'] }, { keyId: null, scopes: 'all' });
+    const child = await issueApiKey(gw.opened.store, ORG_A, { name: 'child', scopes: ['credentials:reveal'] }, { keyId: root.apiKey.id, scopes: 'all' });
+    const refused = await gw.gql(readingAdmin, REVOKE_IN, { o: ORG_A, id: root.apiKey.id, c: true });
+    expect(failure(refused, 'FORBIDDEN').message).toContain('nothing was revoked');
+    expect((await gw.gql(root.secret, VIEWER)).status).toBe(200);
+    expect((await gw.gql(child.secret, VIEWER)).status).toBe(200);
+    // The admin holding every scope takes the tree.
+    const taken = ok(await gw.gql(gw.keys.admin, REVOKE_IN, { o: ORG_A, id: root.apiKey.id, c: true })).revokeOrgApiKey;
+    expect(taken.descendants).toEqual([{ id: child.apiKey.id }]);
+    expect((await gw.gql(root.secret, VIEWER)).status).toBe(401);
+    expect((await gw.gql(child.secret, VIEWER)).status).toBe(401);
   });
 });
 
@@ -167,8 +220,8 @@ describe('revoking a key with cascade, over HTTP', () => {
     const admin = await gw.key('default', SCOPES);
     const adminId = ok(await post(admin, VIEW)).viewer.apiKey.id as string;
     const made = ok(
-      await post(admin, 'mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) { secret apiKey { id } } }', { i: { name: 'from the operator', scopes: TENANT_SCOPES, orgId: ORG_A } }),
-    ).createApiKey;
+      await post(admin, 'mutation($i: CreateApiKeyInput!) { createOrgApiKey(orgId: "org-a", input: $i) { secret apiKey { id } } }', { i: { name: 'from the operator', scopes: TENANT_SCOPES } }),
+    ).createOrgApiKey;
     expect((await gw.opened.store.forOrg(ORG_A).apiKeys.get(made.apiKey.id))?.createdByKeyId).toBe(adminId);
     // And a row of org B naming a key of org A as its maker (as colliding ids would).
     const aRoot = await mint(gw.keys.a, 'a root', ['keys:manage', 'modules:read']);

@@ -184,20 +184,32 @@ describe('orgs and other orgs\' keys (admin)', () => {
     expect(failure(await gw.gql(gw.keys.admin, 'mutation { createOrg(input: { id: "Acme!", name: "x" }) { id } }'), 'BAD_USER_INPUT').field).toBe('id');
 
     const issued = ok(
-      await gw.gql(gw.keys.admin, 'mutation($s: [String!]!) { createApiKey(input: { name: "first", scopes: $s, orgId: "acme" }) { secret apiKey { id scopes } } }', {
+      await gw.gql(gw.keys.admin, 'mutation($s: [String!]!) { createOrgApiKey(orgId: "acme", input: { name: "first", scopes: $s }) { secret apiKey { id scopes } } }', {
         s: TENANT_SCOPES,
       }),
-    ).createApiKey;
+    ).createOrgApiKey;
     const acme = issued.secret as string;
     expect(ok(await gw.gql(acme, '{ viewer { org { id } scopes } }')).viewer).toEqual({ org: { id: 'acme' }, scopes: TENANT_SCOPES });
     expect(ok(await gw.gql(acme, '{ modules { totalCount } credentials { moduleId } }'))).toEqual({ modules: { totalCount: 0 }, credentials: [] });
     expect(ok(await gw.gql(acme, '{ module(id: "github") { id } }')).module).toBeNull();
 
-    // The admin sees and revokes it; it stops working at once.
-    const listed = ok(await gw.gql(gw.keys.admin, '{ apiKeys(orgId: "acme") { id name revokedAt } }')).apiKeys;
-    expect(listed).toEqual([{ id: issued.apiKey.id, name: 'first', revokedAt: null }]);
-    ok(await gw.gql(gw.keys.admin, 'mutation($id: ID!) { revokeApiKey(id: $id, orgId: "acme") { revokedAt } }', { id: issued.apiKey.id }));
+    // Acme's key makes one of its own; the admin sees both, with their lineage, and revokes the
+    // tree; both stop working at once.
+    const child = ok(await gw.gql(acme, 'mutation { createApiKey(input: { name: "child", scopes: ["modules:read"] }) { secret apiKey { id } } }')).createApiKey;
+    const listed = ok(await gw.gql(gw.keys.admin, '{ orgApiKeys(orgId: "acme") { id name revokedAt descendants { id } } }')).orgApiKeys;
+    expect(listed).toEqual([
+      { id: issued.apiKey.id, name: 'first', revokedAt: null, descendants: [{ id: child.apiKey.id }] },
+      { id: child.apiKey.id, name: 'child', revokedAt: null, descendants: [] },
+    ]);
+    const revoked = ok(
+      await gw.gql(gw.keys.admin, 'mutation($id: ID!) { revokeOrgApiKey(orgId: "acme", id: $id, cascade: true) { revokedAt descendants { id revokedAt } } }', {
+        id: issued.apiKey.id,
+      }),
+    ).revokeOrgApiKey;
+    expect(revoked.descendants).toEqual([{ id: child.apiKey.id, revokedAt: revoked.revokedAt }]);
     expect((await gw.gql(acme, '{ viewer { org { id } } }')).status).toBe(401);
+    expect((await gw.gql(child.secret, '{ viewer { org { id } } }')).status).toBe(401);
+    expect((await gw.gql(gw.keys.a, '{ viewer { org { id } } }')).status).toBe(200);
   });
 });
 
@@ -210,6 +222,11 @@ describe('tenant keys on admin fields', () => {
     ['reportModuleHealth', HEALTH, { o: ORG_A, m: 'github', s: 'UNHEALTHY', msg: 'x' }],
     ['recordModuleUsage', USAGE, { o: ORG_B, m: 'github', n: 5 }],
     ['recordModuleUsage', USAGE, { o: ORG_A, m: 'github', n: 5 }],
+    ['orgApiKeys', 'query($o: ID!) { orgApiKeys(orgId: $o) { id } }', { o: ORG_B }],
+    ['orgApiKeys', 'query($o: ID!) { orgApiKeys(orgId: $o) { id } }', { o: 'default' }],
+    ['createOrgApiKey', 'mutation($o: ID!) { createOrgApiKey(orgId: $o, input: { name: "x", scopes: ["modules:read"] }) { secret } }', { o: ORG_B }],
+    ['createOrgApiKey', 'mutation($o: ID!) { createOrgApiKey(orgId: $o, input: { name: "x", scopes: ["modules:read"] }) { secret } }', { o: 'default' }],
+    ['revokeOrgApiKey', 'mutation($o: ID!, $id: ID!) { revokeOrgApiKey(orgId: $o, id: $id) { id } }', { o: ORG_B, id: 'key_x' }],
   ];
 
   it.each(ADMIN_CALLS)('%s: FORBIDDEN for a key with every tenant scope, and nothing changes', async (field, query, variables) => {
@@ -224,12 +241,49 @@ describe('tenant keys on admin fields', () => {
     expect(everything()).toEqual(before);
   });
 
-  it('a tenant key cannot name another org on key fields', async () => {
+  it('tenant key fields take no org id: naming one fails validation, for every key, the admin\'s included', async () => {
     const before = everything();
-    const message = "only an admin key can manage another org's keys";
-    expect(failure(await gw.gql(gw.keys.a, '{ apiKeys(orgId: "org-b") { id } }'), 'FORBIDDEN').message).toBe(message);
-    expect(failure(await gw.gql(gw.keys.a, 'mutation { createApiKey(input: { name: "x", scopes: ["modules:read"], orgId: "org-b" }) { secret } }'), 'FORBIDDEN').message).toBe(message);
-    expect(failure(await gw.gql(gw.keys.a, 'mutation { revokeApiKey(id: "key_x", orgId: "org-b") { id } }'), 'FORBIDDEN').message).toBe(message);
+    const calls: [string, string][] = [
+      ['{ apiKeys(orgId: "org-b") { id } }', 'Unknown argument "orgId" on field "Query.apiKeys".'],
+      ['mutation { createApiKey(input: { name: "x", scopes: ["modules:read"], orgId: "org-b" }) { secret } }', 'Field "orgId" is not defined by type "CreateApiKeyInput".'],
+      ['mutation { revokeApiKey(id: "key_x", orgId: "org-b") { id } }', 'Unknown argument "orgId" on field "Mutation.revokeApiKey".'],
+      ['mutation { revokeApiKey(id: "key_x", orgId: "org-b", cascade: true) { id } }', 'Unknown argument "orgId" on field "Mutation.revokeApiKey".'],
+    ];
+    for (const key of [gw.keys.a, gw.keys.admin]) {
+      for (const [query, message] of calls) {
+        const res = await gw.gql(key, query);
+        expect(failure(res, 'GRAPHQL_VALIDATION_FAILED').message).toBe(message);
+        expect(res.body.data).toBeUndefined();
+      }
+    }
+    // As variables, the input is refused by coercion: still nothing runs.
+    const res = await gw.gql(gw.keys.a, 'mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) { secret } }', {
+      i: { name: 'x', scopes: ['modules:read'], orgId: ORG_B },
+    });
+    expect(failure(res, 'BAD_USER_INPUT').message).toContain('"orgId"');
     expect(everything()).toEqual(before);
+  });
+});
+
+describe('the cross-org repositories', () => {
+  // The context Yoga builds for a request, through the app's own plugins, from the principal the
+  // pipeline's authenticate stage puts on the request's exchange.
+  async function contextOf(key: string): Promise<Record<string, unknown>> {
+    const principal = await gw.app.services.authenticator.verify(key);
+    expect(principal).toBeDefined();
+    const request = new Request('http://127.0.0.1/graphql', { method: 'POST' });
+    const { contextFactory } = gw.app.yoga.getEnveloped({ request, exchange: { principal } } as never);
+    return (await contextFactory()) as Record<string, unknown>;
+  }
+
+  it("are in the context of an admin key only: a tenant key's context has none, in any org", async () => {
+    const admin = await contextOf(gw.keys.admin);
+    expect(admin).toMatchObject({ orgId: 'default' });
+    expect(admin.system).toBeDefined();
+    for (const key of [gw.keys.a, gw.keys.b, await gw.key('default', TENANT_SCOPES), await gw.key(ORG_A, ['keys:manage'])]) {
+      const tenant = await contextOf(key);
+      expect(tenant.repos).toBeDefined();
+      expect('system' in tenant && tenant.system !== undefined, `system in the context of a ${String(tenant.orgId)} key`).toBe(false);
+    }
   });
 });

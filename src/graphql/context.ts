@@ -1,10 +1,11 @@
 import type { Scope } from '../auth/scopes.ts';
+import { forbidden } from '../errors.ts';
 import type { OrgRepos, SystemRepos } from '../repos/index.ts';
 
 /**
- * What every resolver receives. The auth plugin builds it before any resolver runs, so `orgId`
- * is always set; resolvers reach data only through `repos` (bound to `orgId`) and, on fields that
- * require the `admin` scope, `system`.
+ * What every resolver receives. The pipeline builds it before any resolver runs, so `orgId` is
+ * always set; resolvers reach data only through `repos` (bound to `orgId`) and, on fields that
+ * declare the `admin` scope, through `systemOf(ctx)`.
  */
 export interface Context {
   orgId: string;
@@ -13,5 +14,19 @@ export interface Context {
   /** When the calling key expires (epoch ms), or null: keys it creates may not outlive it. */
   keyExpiresAt: number | null;
   repos: OrgRepos;
-  system: SystemRepos;
+  /**
+   * The cross-org repositories, present only when the key holds `admin` (app.ts builds the
+   * context): a tenant key's context has none, so no tenant field reaches another org by mistake.
+   */
+  system: SystemRepos | undefined;
+}
+
+/**
+ * The cross-org repositories, for fields that declare `authScopes: { admin: true }`. Scope-auth
+ * refuses a key without `admin` before the resolver runs; reaching here without them means a
+ * field that forgot to declare it, and it is refused rather than served.
+ */
+export function systemOf(ctx: Context): SystemRepos {
+  if (ctx.system === undefined) throw forbidden('only an admin key reaches other orgs');
+  return ctx.system;
 }

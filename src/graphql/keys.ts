@@ -1,13 +1,12 @@
-import { forbidden } from '../errors.ts';
+import { SCOPES } from '../auth/scopes.ts';
 import type { ApiKeyRow } from '../store/types.ts';
 import { builder } from './builder.ts';
-import type { Context } from './context.ts';
-import { SCOPES } from '../auth/scopes.ts';
+import { systemOf, type Context } from './context.ts';
 
 export const ApiKey = builder.objectRef<ApiKeyRow>('ApiKey');
 
 ApiKey.implement({
-  description: 'An API key. The secret itself is shown once, by createApiKey, and never stored.',
+  description: 'An API key. The secret itself is shown once, by createApiKey (or createOrgApiKey), and never stored.',
   fields: (t) => ({
     id: t.exposeID('id', { description: 'Stable id, used to revoke the key.' }),
     name: t.exposeString('name', { description: 'What the key is for.' }),
@@ -26,14 +25,11 @@ ApiKey.implement({
       type: [ApiKey],
       description:
         'The keys this key created, directly or through keys it created, in its own org, revoked ones included, oldest first: ' +
-        'what revokeApiKey(cascade: true) revokes with it. Needs keys:manage.',
+        'what revokeApiKey(cascade: true) or revokeOrgApiKey(cascade: true) revokes with it. Needs keys:manage.',
       authScopes: { 'keys:manage': true },
-      resolve: (k, _args, ctx) => {
-        if (k.orgId === ctx.orgId) return ctx.repos.apiKeys.descendants(k.id);
-        // Only admin fields hand out another org's keys; this guards that, should it ever change.
-        if (!ctx.scopes.has('admin')) throw forbidden('only an admin key can manage another org\'s keys');
-        return ctx.system.apiKeys.descendants(k.orgId, k.id);
-      },
+      // Another org's key reaches here only from the admin fields below (orgApiKeys and the like).
+      resolve: (k, _args, ctx) =>
+        k.orgId === ctx.orgId ? ctx.repos.apiKeys.descendants(k.id) : systemOf(ctx).apiKeys.descendants(k.orgId, k.id),
     }),
   }),
 });
@@ -46,24 +42,21 @@ const CreateApiKeyPayload = builder.objectRef<{ apiKey: ApiKeyRow; secret: strin
   }),
 });
 
-/** Key fields take an optional org id; naming an org other than the caller's needs `admin`. */
-function targetOrg(ctx: Context, orgId: string | null | undefined): string | undefined {
-  if (orgId == null || orgId === ctx.orgId) return undefined;
-  if (!ctx.scopes.has('admin')) throw forbidden('only an admin key can manage another org\'s keys');
-  return orgId;
+/** Who is issuing or revoking: the calling key, whose scopes and expiry bound what it may do. */
+function grantorOf(ctx: Context) {
+  return { keyId: ctx.keyId, scopes: ctx.scopes, expiresAt: ctx.keyExpiresAt };
 }
+
+const CASCADE_DESCRIPTION =
+  'Also revoke the keys this key created, and theirs, in its org (after a leak: whatever the leaked key minted). ' +
+  'May be repeated on a key already revoked.';
 
 builder.queryField('apiKeys', (t) =>
   t.field({
     type: [ApiKey],
-    description: "The org's API keys, revoked ones included. An admin may name another org.",
+    description: "The org's API keys, revoked ones included.",
     authScopes: { 'keys:manage': true },
-    args: { orgId: t.arg.id({ description: 'Another org (admin only).' }) },
-    resolve: async (_root, args, ctx) => {
-      const other = targetOrg(ctx, args.orgId == null ? null : String(args.orgId));
-      if (other === undefined) return ctx.repos.apiKeys.list();
-      return ctx.system.apiKeys.list(other);
-    },
+    resolve: (_root, _args, ctx) => ctx.repos.apiKeys.list(),
   }),
 );
 
@@ -73,22 +66,16 @@ const CreateApiKeyInput = builder.inputType('CreateApiKeyInput', {
     name: t.string({ required: true, description: 'What the key is for.' }),
     scopes: t.stringList({ required: true, description: `Some of ${SCOPES.join(', ')}; each must be held by the calling key.` }),
     expiresAt: t.field({ type: 'DateTime', description: 'When it stops working; never if omitted.' }),
-    orgId: t.id({ description: 'Issue the key in another org (admin only), e.g. the first key of a new org.' }),
   }),
 });
 
 builder.mutationField('createApiKey', (t) =>
   t.field({
     type: CreateApiKeyPayload,
-    description: 'Create a key; the secret is in the answer and nowhere else, ever.',
+    description: "Create a key in the org; the secret is in the answer and nowhere else, ever.",
     authScopes: { 'keys:manage': true },
     args: { input: t.arg({ type: CreateApiKeyInput, required: true }) },
-    resolve: (_root, { input }, ctx) => {
-      const grantor = { keyId: ctx.keyId, scopes: ctx.scopes, expiresAt: ctx.keyExpiresAt };
-      const key = { name: input.name, scopes: input.scopes, expiresAt: input.expiresAt };
-      const other = targetOrg(ctx, input.orgId == null ? null : String(input.orgId));
-      return other === undefined ? ctx.repos.apiKeys.create(key, grantor) : ctx.system.apiKeys.create(other, key, grantor);
-    },
+    resolve: (_root, { input }, ctx) => ctx.repos.apiKeys.create(input, grantorOf(ctx)),
   }),
 );
 
@@ -102,23 +89,51 @@ builder.mutationField('revokeApiKey', (t) =>
     authScopes: { 'keys:manage': true },
     args: {
       id: t.arg.id({ required: true, description: 'The key id.' }),
-      cascade: t.arg.boolean({
-        defaultValue: false,
-        description:
-          'Also revoke the keys this key created, and theirs, in its org (after a leak: whatever the leaked key minted). ' +
-          'May be repeated on a key already revoked.',
-      }),
-      orgId: t.arg.id({ description: 'Another org (admin only).' }),
+      cascade: t.arg.boolean({ defaultValue: false, description: CASCADE_DESCRIPTION }),
     },
-    resolve: async (_root, args, ctx) => {
-      const other = targetOrg(ctx, args.orgId == null ? null : String(args.orgId));
-      const revoker = { keyId: ctx.keyId, scopes: ctx.scopes };
-      const options = { cascade: args.cascade === true };
-      const revocation =
-        other === undefined
-          ? await ctx.repos.apiKeys.revoke(String(args.id), revoker, options)
-          : await ctx.system.apiKeys.revoke(other, String(args.id), revoker, options);
-      return revocation.apiKey;
-    },
+    resolve: async (_root, args, ctx) =>
+      (await ctx.repos.apiKeys.revoke(String(args.id), grantorOf(ctx), { cascade: args.cascade === true })).apiKey,
   }),
 );
+
+// The operator's key management in any org. The same rules bind the admin key as any other: it
+// grants only scopes it holds, its keys do not outlive it, and `admin` stays in org `default`.
+
+builder.queryField('orgApiKeys', (t) =>
+  t.field({
+    type: [ApiKey],
+    description: "An org's API keys, revoked ones included; NOT_FOUND for an unknown org. Admin only.",
+    authScopes: { admin: true },
+    args: { orgId: t.arg.id({ required: true, description: 'The org.' }) },
+    resolve: (_root, args, ctx) => systemOf(ctx).apiKeys.list(String(args.orgId)),
+  }),
+);
+
+builder.mutationFields((t) => ({
+  createOrgApiKey: t.field({
+    type: CreateApiKeyPayload,
+    description:
+      'Create a key in any org, e.g. the first key of a new org; the secret is in the answer and nowhere else, ever. ' +
+      'NOT_FOUND for an unknown org. Admin only.',
+    authScopes: { admin: true },
+    args: {
+      orgId: t.arg.id({ required: true, description: 'The org.' }),
+      input: t.arg({ type: CreateApiKeyInput, required: true, description: 'The key.' }),
+    },
+    resolve: (_root, args, ctx) => systemOf(ctx).apiKeys.create(String(args.orgId), args.input, grantorOf(ctx)),
+  }),
+  revokeOrgApiKey: t.field({
+    type: ApiKey,
+    description:
+      'Revoke a key of any org, as revokeApiKey does in the caller\'s own. NOT_FOUND for an unknown org, or a key id ' +
+      'not of that org. Admin only.',
+    authScopes: { admin: true },
+    args: {
+      orgId: t.arg.id({ required: true, description: 'The org.' }),
+      id: t.arg.id({ required: true, description: 'The key id.' }),
+      cascade: t.arg.boolean({ defaultValue: false, description: CASCADE_DESCRIPTION }),
+    },
+    resolve: async (_root, args, ctx) =>
+      (await systemOf(ctx).apiKeys.revoke(String(args.orgId), String(args.id), grantorOf(ctx), { cascade: args.cascade === true })).apiKey,
+  }),
+}));

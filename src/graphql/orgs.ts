@@ -2,6 +2,7 @@ import { SCOPES } from '../auth/scopes.ts';
 import { notFound } from '../errors.ts';
 import type { OrgRow } from '../store/types.ts';
 import { builder } from './builder.ts';
+import { systemOf } from './context.ts';
 import { ApiKey } from './keys.ts';
 
 export const Org = builder.objectRef<OrgRow>('Org').implement({
@@ -59,7 +60,7 @@ builder.queryField('orgs', (t) =>
     type: [Org],
     description: 'Every org on the gateway. Admin only.',
     authScopes: { admin: true },
-    resolve: (_root, _args, ctx) => ctx.system.orgs.list(),
+    resolve: (_root, _args, ctx) => systemOf(ctx).orgs.list(),
   }),
 );
 
@@ -77,6 +78,6 @@ builder.mutationField('createOrg', (t) =>
     description: 'Create an org; CONFLICT if the id is taken. Admin only.',
     authScopes: { admin: true },
     args: { input: t.arg({ type: CreateOrgInput, required: true }) },
-    resolve: (_root, { input }, ctx) => ctx.system.orgs.create(input),
+    resolve: (_root, { input }, ctx) => systemOf(ctx).orgs.create(input),
   }),
 );

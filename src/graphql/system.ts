@@ -1,4 +1,5 @@
 import { builder } from './builder.ts';
+import { systemOf } from './context.ts';
 import { HealthStatus, Module } from './modules.ts';
 
 // Cross-org operations for the platform itself. Every field here requires `admin`.
@@ -9,7 +10,7 @@ builder.queryField('unhealthyModules', (t) =>
     description: 'Degraded and unhealthy modules of every org, each with its orgId (at most 1000). Admin only.',
     authScopes: { admin: true },
     args: { first: t.arg.int({ description: 'At most this many (default and maximum 1000).' }) },
-    resolve: (_root, args, ctx) => ctx.system.modules.unhealthy(args.first ?? undefined),
+    resolve: (_root, args, ctx) => systemOf(ctx).modules.unhealthy(args.first ?? undefined),
   }),
 );
 
@@ -25,7 +26,7 @@ builder.mutationFields((t) => ({
       message: t.arg.string({ description: 'Details, at most 2000 characters.' }),
     },
     resolve: (_root, args, ctx) =>
-      ctx.system.modules.reportHealth(String(args.orgId), String(args.moduleId), args.status, args.message),
+      systemOf(ctx).modules.reportHealth(String(args.orgId), String(args.moduleId), args.status, args.message),
   }),
   recordModuleUsage: t.field({
     type: Module,
@@ -37,6 +38,6 @@ builder.mutationFields((t) => ({
       count: t.arg.int({ description: 'How many uses (default 1).' }),
     },
     resolve: (_root, args, ctx) =>
-      ctx.system.modules.recordUsage(String(args.orgId), String(args.moduleId), args.count ?? 1),
+      systemOf(ctx).modules.recordUsage(String(args.orgId), String(args.moduleId), args.count ?? 1),
   }),
 }));
