@@ -5,9 +5,9 @@ import { prng } from './helpers/prng.ts';
 /**
  * Over a thousand malformed requests, generated from a fixed seed: bad JSON, wrong variable types,
  * huge strings, deeply nested variables, unicode, SQL-shaped strings and invalid UTF-8, sent
- * through yoga.fetch with and without valid keys. Afterwards: no answer was a 5xx or an internal
- * error, the gateway still serves, the store passes integrity_check, and no row changed except
- * the modules that a request did install (stored exactly as sent).
+ * over HTTP to the served listener, with and without valid keys. Afterwards: no answer was a
+ * 5xx or an internal error, the gateway still serves, the store passes integrity_check, and no
+ * row changed except the modules that a request did install (stored exactly as sent).
  */
 
 // A fixed seed, so a failure reproduces; FUZZ_SEED=n explores others.
@@ -263,7 +263,7 @@ function generate(n: number): Case[] {
     // Keys that are not keys.
     () => ({
       kind: 'auth',
-      address: `192.0.2.${int(250)}.${installs}`,
+      address: `127.${1 + int(250)}.${installs >> 8}.${installs & 255}`,
       body: '{"query": "{ viewer { scopes } }"}',
       headers: { authorization: pick(['Bearer', 'Bearer ', 'Basic Zm9vOmJhcg==', `Bearer ${pick(SQL)}`, `Bearer tgk_${'A'.repeat(int(2000))}`, 'Bearer tgk_\u00e9', "Bearer tgk_' OR '1'='1", `Bearer ${junkString().replace(/[^\x20-\x7e]/g, '').slice(0, 4000)}`]) },
     }),

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { failure, install, ok, REVEAL, SET_CREDENTIAL } from './helpers/api.ts';
-import { createTestGateway, ORG_A, ORG_B, type GqlResponse, type TestGateway } from './helpers/gateway.ts';
+import { createTestGateway, ORG_A, ORG_B, TRANSPORTS, type GqlResponse, type TestGateway, type Transport } from './helpers/gateway.ts';
 
 const tag = randomBytes(6).toString('hex');
 const canary = (what: string) => `CANARY-${what}-${tag}`;
@@ -38,17 +38,13 @@ interface Recorded {
   res: GqlResponse;
 }
 
-let gw: TestGateway;
-const responses: Recorded[] = [];
-let filesWhileRunning: Map<string, Buffer>;
-let filesAfterClose: Map<string, Buffer>;
-/** Whatever reached the console or stdout/stderr while the secrets went through, besides the logger. */
-const stray: string[] = [];
-
-async function call(key: string, query: string, variables?: Record<string, unknown>): Promise<GqlResponse> {
-  const res = await gw.gql(key, query, variables);
-  responses.push({ query, res });
-  return res;
+interface Run {
+  gw: TestGateway;
+  responses: Recorded[];
+  filesWhileRunning: Map<string, Buffer>;
+  filesAfterClose: Map<string, Buffer>;
+  /** Whatever reached the console or stdout/stderr while the secrets went through, besides the logger. */
+  stray: string[];
 }
 
 function readFiles(dir: string): Map<string, Buffer> {
@@ -63,7 +59,8 @@ function encodings(needle: string): Buffer[] {
   return [utf8, Buffer.from(needle, 'utf16le'), Buffer.from(utf8.toString('base64')), Buffer.from(utf8.toString('hex'))];
 }
 
-beforeAll(async () => {
+async function writeAndReadEverything(transport: Transport): Promise<Run> {
+  const stray: string[] = [];
   const spies = [
     ...(['log', 'info', 'warn', 'error', 'debug', 'trace'] as const).map((m) =>
       vi.spyOn(console, m).mockImplementation((...args: unknown[]) => void stray.push(args.map(String).join(' '))),
@@ -76,14 +73,20 @@ beforeAll(async () => {
     ),
   ];
   try {
-    await writeAndReadEverything();
+    return { ...(await writeAndRead(transport)), stray };
   } finally {
     for (const spy of spies) spy.mockRestore();
   }
-});
+}
 
-async function writeAndReadEverything(): Promise<void> {
-  gw = await createTestGateway();
+async function writeAndRead(transport: Transport): Promise<Omit<Run, 'stray'>> {
+  const gw = await createTestGateway({ transport });
+  const responses: Recorded[] = [];
+  const call = async (key: string, query: string, variables?: Record<string, unknown>): Promise<GqlResponse> => {
+    const res = await gw.gql(key, query, variables);
+    responses.push({ query, res });
+    return res;
+  };
   const { a, b, admin } = gw.keys;
 
   // Writes that are kept.
@@ -130,17 +133,26 @@ async function writeAndReadEverything(): Promise<void> {
   failure(await call(b, REVEAL, { m: 'github' }), 'INTERNAL_SERVER_ERROR');
 
   await gw.app.services.authenticator.flush();
-  filesWhileRunning = readFiles(gw.dir);
-  await gw.app.close();
-  await gw.opened.store.close(); // checkpoints the WAL into the main file
-  filesAfterClose = readFiles(gw.dir);
+  const filesWhileRunning = readFiles(gw.dir);
+  await gw.close({ keepDir: true }); // the store's close checkpoints the WAL into the main file
+  const filesAfterClose = readFiles(gw.dir);
+  return { gw, responses, filesWhileRunning, filesAfterClose };
 }
 
-afterAll(() => {
-  if (gw) fs.rmSync(gw.dir, { recursive: true, force: true });
-});
+// Over the served listener and in process: whichever path carries the secrets leaks none.
+describe.each(TRANSPORTS)('no secret leaks, over %s', (transport) => {
+  let gw: TestGateway;
+  let responses: Recorded[];
+  let filesWhileRunning: Map<string, Buffer>;
+  let filesAfterClose: Map<string, Buffer>;
+  let stray: string[];
+  beforeAll(async () => {
+    ({ gw, responses, filesWhileRunning, filesAfterClose, stray } = await writeAndReadEverything(transport));
+  });
+  afterAll(() => {
+    if (gw) fs.rmSync(gw.dir, { recursive: true, force: true });
+  });
 
-describe('no secret leaks', () => {
   it('the searches can find what is there: names, field names and the secrets themselves where they belong', () => {
     const db = Buffer.concat([...filesWhileRunning.values()]);
     // Non-secret data written in the same requests is found in the same bytes.
