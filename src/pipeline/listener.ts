@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import { getCORSHeadersByRequestAndOptions, sendNodeResponse } from '@whatwg-node/server';
 import { GraphQLError, type ExecutionResult } from 'graphql';
 import { processRegularResult, type CORSOptions, type YogaServerInstance } from 'graphql-yoga';
+import { checkVariables } from '../hardening/request-params.ts';
 import type { Logger } from '../logger.ts';
 import type { ResponseCache } from './response-cache.ts';
 import { clientAddress, createExchange, type Exchange } from './exchange.ts';
@@ -90,6 +91,8 @@ export interface ListenerOptions {
   varyOrigin: boolean;
   trustProxy: boolean;
   maxBodyBytes: number;
+  /** TENANTGATE_MAX_VARIABLE_DEPTH: variables nested deeper are never looked up (Yoga's checks refuse them). */
+  maxVariableDepth: number;
   /** Yoga's error mask, for a failure outside every GraphQL error (never a stack or a message). */
   maskError: (error: unknown, message: string) => Error;
   /** Takes request bytes and schema hints out of an answer's errors (hardening/request-echo.ts). */
@@ -207,7 +210,11 @@ export function createListener(options: ListenerOptions): GatewayListener {
     const principal = exchange.principal!;
     // Only plain parameters are looked up; anything else executes, and Yoga's parameter checks
     // answer it as they would on any path.
-    const found = plainParams(graphqlParams) ? responseCache.probe(principal, graphqlParams) : undefined;
+    // Variables are checked first: a key is made of them, and the check bounds their nesting.
+    const found =
+      plainParams(graphqlParams) && checkVariables(graphqlParams.variables, options.maxVariableDepth) === undefined
+        ? responseCache.probe(principal, graphqlParams)
+        : undefined;
     if (found?.hit) {
       exchange.cache = 'hit';
       if (found.hit.meta) exchange.operation = found.hit.meta;
@@ -220,12 +227,10 @@ export function createListener(options: ListenerOptions): GatewayListener {
     } catch (error) {
       return writeError(res, exchange, cors, mediaType, error, graphqlParams);
     }
-    if (found?.miss && exchange.document !== undefined) {
-      const kept = responseCache.keep(found.miss, exchange.document, graphqlParams.operationName, result, exchange.operation);
-      if (kept !== undefined) {
-        exchange.cache = 'miss';
-        return write(res, exchange, cors, 200, { 'Content-Type': `${mediaType}; charset=utf-8` }, kept);
-      }
+    if (found?.miss && exchange.document !== undefined && responseCache.cacheable(found.miss, exchange.document, graphqlParams.operationName)) {
+      exchange.cache = 'miss';
+      const kept = responseCache.keep(found.miss, result, exchange.operation);
+      if (kept !== undefined) return write(res, exchange, cors, 200, { 'Content-Type': `${mediaType}; charset=utf-8` }, kept);
     }
     writeResult(res, exchange, cors, mediaType, result, graphqlParams);
   };

@@ -50,11 +50,13 @@ export interface ResponseCache {
    * keeps. Read before execution, so an answer that raced a write is never kept as fresh.
    */
   probe(principal: CachePrincipal, params: CacheParams): { hit: CachedAnswer; miss?: undefined } | { miss: Pending; hit?: undefined } | undefined;
+  /** Whether the operation may be kept: a query whose every root field is cacheable. */
+  cacheable(pending: Pending, document: DocumentNode, operationName: unknown): boolean;
   /**
-   * Keeps an executed answer when the operation may be kept (a query whose every root field is
-   * cacheable) and the result has no errors; returns its bytes, the response body, when kept.
+   * Keeps the executed answer of a cacheable operation when it has no errors; returns its bytes,
+   * the response body, when kept.
    */
-  keep(pending: Pending, document: DocumentNode, operationName: unknown, result: ExecutionResult, meta: OperationMeta): Buffer | undefined;
+  keep(pending: Pending, result: ExecutionResult, meta: OperationMeta): Buffer | undefined;
   /** Bytes held now (estimated: answers, keys and a fixed cost per entry). */
   readonly bytes: number;
   readonly entries: number;
@@ -214,8 +216,10 @@ export function createResponseCache(options: ResponseCacheOptions): ResponseCach
     return { miss: { key, version, orgId: principal.orgId, query } };
   };
 
-  const keep: ResponseCache['keep'] = (wanted, document, operationName, result, meta) => {
-    if (!decide(wanted.query, document, typeof operationName === 'string' ? operationName : undefined)) return undefined;
+  const cacheable: ResponseCache['cacheable'] = (wanted, document, operationName) =>
+    decide(wanted.query, document, typeof operationName === 'string' ? operationName : undefined);
+
+  const keep: ResponseCache['keep'] = (wanted, result, meta) => {
     if ((result.errors && result.errors.length > 0) || result.extensions !== undefined) return undefined;
     const json = JSON.stringify(result);
     // Not from Buffer's shared pool: a kept slice would hold on to the whole 8 KiB slab.
@@ -229,6 +233,7 @@ export function createResponseCache(options: ResponseCacheOptions): ResponseCach
   return {
     enabled: options.maxBytes > 0,
     probe,
+    cacheable,
     keep,
     get bytes() {
       return bytes;
