@@ -1,5 +1,6 @@
 import { Kind, type FieldNode, type GraphQLResolveInfo, type SelectionSetNode } from 'graphql';
 import { badInput } from '../errors.ts';
+import { MODULE_FIELDS } from '../store/module-fields.ts';
 import type { ModuleField, ModuleRecord } from '../store/types.ts';
 import { builder } from './builder.ts';
 
@@ -48,23 +49,16 @@ export const Module = builder.objectRef<ModuleRecord>('Module').implement({
 
 /**
  * The record fields each Module field reads, so that a list page reads only the columns its query
- * selects. A field missing here makes the page read every column: safe, only slower.
+ * selects. A field named like a record field reads that field (derived from the store's one list,
+ * src/store/module-fields.ts); the others are written out. A field missing here makes the page
+ * read every column: safe, only slower.
  */
 export const MODULE_FIELD_NEEDS: Readonly<Record<string, readonly ModuleField[]>> = {
+  ...Object.fromEntries(MODULE_FIELDS.map(({ field }) => [field, [field]])),
   __typename: [],
   id: [],
   orgId: [],
-  name: ['name'],
-  version: ['version'],
-  description: ['description'],
-  config: ['config'],
-  enabled: ['enabled'],
   health: ['healthStatus', 'healthMessage', 'lastHealthCheck'],
-  usageCount: ['usageCount'],
-  lastUsedAt: ['lastUsedAt'],
-  installedAt: ['installedAt'],
-  updatedAt: ['updatedAt'],
-  hasCredential: ['hasCredential'],
 };
 
 /** Every selection of a selection set, through inline fragments and fragment spreads. */

@@ -1,4 +1,6 @@
-// The store's own row types, whatever the dialect: each dialect's schema is checked against them
+import type { ModuleField, ModuleRecord, ModuleRow } from './module-fields.ts';
+
+// The store's own row types, whatever the dialect (modules: src/store/module-fields.ts): each dialect's schema is checked against them
 // at compile time (src/store/sqlite/schema.ts). Timestamps are ISO-8601 UTC text.
 
 export type OrgRow = {
@@ -23,23 +25,8 @@ export type ApiKeyRow = {
   createdByKeyId: string | null;
 };
 
-export type ModuleRow = {
-  orgId: string;
-  moduleId: string;
-  name: string;
-  version: string;
-  description: string | null;
-  /** JSON object, as text. */
-  config: string;
-  enabled: boolean;
-  healthStatus: string;
-  healthMessage: string | null;
-  lastHealthCheck: string | null;
-  usageCount: number;
-  lastUsedAt: string | null;
-  installedAt: string;
-  updatedAt: string;
-};
+
+export type { ModuleField, ModuleRecord, ModuleRow } from './module-fields.ts';
 
 export type CredentialRow = {
   orgId: string;
@@ -238,10 +225,6 @@ export interface ModuleListOptions {
   fields?: ReadonlySet<ModuleField>;
 }
 
-/** The fields of a module record a list can be narrowed to. */
-export type ModuleField = Exclude<keyof ModuleRecord, 'orgId' | 'moduleId'>;
-
-export type ModuleRecord = ModuleRow & { hasCredential: boolean };
 
 /** A module to insert; the org is the store's. */
 export type NewModule = Pick<

@@ -20,8 +20,6 @@ export const SQLITE_MIGRATIONS = findMigrations();
 /** drizzle's journal table; we write it exactly as drizzle does, so drizzle-kit stays usable. */
 const JOURNAL = '__drizzle_migrations';
 
-export { DEFAULT_ORG };
-
 export interface MigrateOptions {
   migrationsFolder?: string;
   /** Called lazily, only when plaintext secrets of a pre-tenant file need encrypting. */
@@ -45,6 +43,20 @@ function tableExists(db: SqliteDatabase, name: string): boolean {
 
 function columns(db: SqliteDatabase, table: string): string[] {
   return (db.prepare(`SELECT name FROM pragma_table_info(?)`).all(table) as { name: string }[]).map((c) => c.name);
+}
+
+/**
+ * Whether the file holds credentials sealed under a master key (before migrating: a pre-tenant
+ * file's are plaintext, and a new file has none), so that a missing key is refused, not generated.
+ */
+export function holdsSealedCredentials(db: SqliteDatabase): boolean {
+  if (!tableExists(db, 'credentials') || !columns(db, 'credentials').includes('key_id')) return false;
+  return db.prepare('SELECT 1 FROM credentials LIMIT 1').get() !== undefined;
+}
+
+/** The master key ids the credentials are sealed under (after migrating), for the start-up check. */
+export function sealedKeyIds(db: SqliteDatabase): string[] {
+  return db.prepare('SELECT DISTINCT key_id FROM credentials').pluck().all() as string[];
 }
 
 function layoutOf(db: SqliteDatabase): Layout {
@@ -195,12 +207,12 @@ function adoptLegacy(
   }
   step('adopt-created');
   db.prepare(`INSERT OR IGNORE INTO orgs (id, name, created_at) VALUES (?, ?, ?)`).run(DEFAULT_ORG.id, DEFAULT_ORG.name, now());
-  db.exec(`
-    INSERT INTO modules (org_id, module_id, name, version, description, config, enabled, health_status,
-      health_message, last_health_check, usage_count, last_used_at, installed_at, updated_at)
-    SELECT '${DEFAULT_ORG.id}', module_id, name, version, description, config, enabled, health_status,
-      health_message, last_health_check, usage_count, last_used_at, installed_at, updated_at
-    FROM _v0_modules`);
+  // Every column the pre-tenant table shares with the baseline one, as it is; the baseline's
+  // others (org_id aside) take their defaults. Both tables are fixed, so this never changes when
+  // a later migration adds a column.
+  const shared = columns(db, '_v0_modules').filter((c) => c !== 'org_id' && columns(db, 'modules').includes(c));
+  const list = shared.map((c) => `"${c}"`).join(', ');
+  db.prepare(`INSERT INTO modules ("org_id", ${list}) SELECT ?, ${list} FROM _v0_modules`).run(DEFAULT_ORG.id);
   step('adopt-modules-copied');
   const insert = db.prepare(`
     INSERT INTO credentials (org_id, module_id, ciphertext, iv, tag, key_id, fields, created_at, updated_at)

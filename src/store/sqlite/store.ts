@@ -19,6 +19,7 @@ import type Database from 'better-sqlite3';
 import { BUSY_TIMEOUT_MS, type SqliteDatabase } from './connection.ts';
 import { createSqliteChangeFeed } from './changes.ts';
 import { settle } from './errors.ts';
+import { MODULE_COLUMNS, MODULE_COMPUTED, MODULE_FIELDS } from '../module-fields.ts';
 import { apiKeys, credentials, modules, orgs } from './schema.ts';
 
 const p = sql.placeholder;
@@ -27,73 +28,51 @@ const p = sql.placeholder;
 const MIN_FREE_PAGES = 64;
 const MIN_FREE_DISK_BYTES = 1024 * 1024;
 
-/** Module columns in select order: `moduleColumns` below must list exactly these (checked at start). */
-const MODULE_KEYS = [
-  'orgId',
-  'moduleId',
-  'name',
-  'version',
-  'description',
-  'config',
-  'enabled',
-  'healthStatus',
-  'healthMessage',
-  'lastHealthCheck',
-  'usageCount',
-  'lastUsedAt',
-  'installedAt',
-  'updatedAt',
-  'hasCredential',
-] as const satisfies ReadonlyArray<keyof ModuleRecord>;
+// Module reads take raw values and map them here, from the one definition of module fields
+// (module-fields.ts): drizzle's generic row mapper costs about 30 µs on a page of 21 rows, a third
+// of the query. Same decoding as drizzle's: booleans from 0/1, everything else as SQLite returns it.
 
-/**
- * Module reads (every list page and lookup) take raw values and map them here: drizzle's generic
- * row mapper costs about 30 µs on a page of 21 rows, a third of the query. Same decoding as
- * drizzle's: booleans from 0/1, everything else as SQLite returns it.
- */
-function toModuleRecord(r: unknown[]): ModuleRecord {
-  return {
-    orgId: r[0] as string,
-    moduleId: r[1] as string,
-    name: r[2] as string,
-    version: r[3] as string,
-    description: r[4] as string | null,
-    config: r[5] as string,
-    enabled: Number(r[6]) === 1,
-    healthStatus: r[7] as string,
-    healthMessage: r[8] as string | null,
-    lastHealthCheck: r[9] as string | null,
-    usageCount: r[10] as number,
-    lastUsedAt: r[11] as string | null,
-    installedAt: r[12] as string,
-    updatedAt: r[13] as string,
-    hasCredential: Boolean(r[14]),
+/** The SQL of each computed field, written out with table names (it is a correlated subquery). */
+const COMPUTED_SQL: Record<keyof typeof MODULE_COMPUTED, string> = {
+  hasCredential:
+    'EXISTS (SELECT 1 FROM "credentials" AS c WHERE c."org_id" = "modules"."org_id" AND c."module_id" = "modules"."module_id")',
+};
+
+type FieldSpec = (typeof MODULE_FIELDS)[number];
+
+/** How to read a set of module fields: the select list, and the row mapping (one record per row, nothing else). */
+function moduleReader(fields: readonly FieldSpec[]) {
+  const names = fields.map((f) => f.field);
+  const booleans = fields.map((f) => f.kind === 'boolean');
+  const n = names.length;
+  const select = [
+    `"${MODULE_COLUMNS.orgId.column}"`,
+    `"${MODULE_COLUMNS.moduleId.column}"`,
+    ...fields.map((f) => (f.column === undefined ? COMPUTED_SQL[f.field as keyof typeof MODULE_COMPUTED] : `"${f.column}"`)),
+  ].join(', ');
+  const decode = (r: unknown[]): ModuleRecord => {
+    const record: Record<string, unknown> = { orgId: r[0], moduleId: r[1] };
+    for (let i = 0; i < n; i++) {
+      const value = r[i + 2];
+      record[names[i]!] = booleans[i] ? Number(value) === 1 : value;
+    }
+    // With a narrowed list only the asked-for fields are present; the API reads no other (see ModuleListOptions).
+    return record as ModuleRecord;
   };
+  return { select, decode };
 }
 
-const HAS_CREDENTIAL_SQL =
-  'EXISTS (SELECT 1 FROM "credentials" AS c WHERE c."org_id" = "modules"."org_id" AND c."module_id" = "modules"."module_id")';
+const WHOLE_MODULE = moduleReader(MODULE_FIELDS);
+const ALL_MODULE_FIELDS: ReadonlySet<ModuleField> = new Set(MODULE_FIELDS.map((f) => f.field));
 
-/** SQL for each field of a projected module list, and how to decode its value. */
-const MODULE_FIELD_SQL: Record<ModuleField, string> = {
-  name: '"name"',
-  version: '"version"',
-  description: '"description"',
-  config: '"config"',
-  enabled: '"enabled"',
-  healthStatus: '"health_status"',
-  healthMessage: '"health_message"',
-  lastHealthCheck: '"last_health_check"',
-  usageCount: '"usage_count"',
-  lastUsedAt: '"last_used_at"',
-  installedAt: '"installed_at"',
-  updatedAt: '"updated_at"',
-  hasCredential: HAS_CREDENTIAL_SQL,
-};
-const MODULE_FIELDS = Object.keys(MODULE_FIELD_SQL) as ModuleField[];
-const ALL_MODULE_FIELDS: ReadonlySet<ModuleField> = new Set(MODULE_FIELDS);
-const decodeField = (field: ModuleField, value: unknown): unknown =>
-  field === 'enabled' ? Number(value) === 1 : field === 'hasCredential' ? Boolean(value) : value;
+/** The drizzle table (what migrations are generated from) must have exactly the defined columns. */
+function checkModuleColumns(): void {
+  const table = Object.entries(getTableColumns(modules)).map(([key, column]) => `${key}:${column.name}`);
+  const defined = Object.entries(MODULE_COLUMNS).map(([key, spec]) => `${key}:${spec.column}`);
+  if (table.sort().join() !== defined.sort().join()) {
+    throw new Error(`the modules table and MODULE_COLUMNS (src/store/module-fields.ts) differ: ${table.join()} / ${defined.join()}`);
+  }
+}
 
 /** At most this many distinct projections keep a prepared statement (queries select few shapes). */
 const MAX_PROJECTIONS = 64;
@@ -106,15 +85,7 @@ const MAX_PROJECTIONS = 64;
 export function createSqliteStore(sqlite: SqliteDatabase, location: string): Store {
   const db = drizzle({ client: sqlite });
 
-  const moduleColumns = {
-    ...getTableColumns(modules),
-    // Written out with table names: drizzle renders columns of a single-table select unqualified,
-    // which inside this subquery would compare the credentials table with itself.
-    hasCredential: sql<boolean>`${sql.raw(HAS_CREDENTIAL_SQL)}`.mapWith(Boolean),
-  };
-  if (Object.keys(moduleColumns).join() !== MODULE_KEYS.join()) {
-    throw new Error('modules columns changed: update MODULE_KEYS and toModuleRecord in store.ts');
-  }
+  checkModuleColumns();
 
   const q = {
     orgGet: db.select().from(orgs).where(eq(orgs.id, p('id'))).prepare(),
@@ -141,11 +112,6 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
       .update(apiKeys)
       .set({ lastUsedAt: sql`${p('at')}` })
       .where(eq(apiKeys.id, p('id')))
-      .prepare(),
-    moduleGet: db
-      .select(moduleColumns)
-      .from(modules)
-      .where(and(eq(modules.orgId, p('orgId')), eq(modules.moduleId, p('moduleId'))))
       .prepare(),
     moduleDelete: db
       .delete(modules)
@@ -215,15 +181,18 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
       .set({ healthStatus: sql`${p('status')}`, healthMessage: sql`${p('message')}`, lastHealthCheck: sql`${p('at')}` })
       .where(and(eq(modules.orgId, p('orgId')), eq(modules.moduleId, p('moduleId'))))
       .prepare(),
-    unhealthy: db
-      .select(moduleColumns)
-      .from(modules)
-      // Literal, so the planner can use the partial index modules_unhealthy_idx.
-      .where(sql`${modules.healthStatus} IN ('degraded', 'unhealthy')`)
-      .orderBy(asc(modules.orgId), asc(modules.moduleId))
-      .limit(p('limit'))
-      .prepare(),
   };
+
+  const moduleGet = sqlite
+    .prepare<[string, string]>(`SELECT ${WHOLE_MODULE.select} FROM "modules" WHERE "org_id" = ? AND "module_id" = ?`)
+    .raw();
+  const unhealthy = sqlite
+    .prepare<[number]>(
+      // Literal, so the planner can use the partial index modules_unhealthy_idx.
+      `SELECT ${WHOLE_MODULE.select} FROM "modules" WHERE "health_status" IN ('degraded', 'unhealthy') ` +
+        'ORDER BY "org_id", "module_id" LIMIT ?',
+    )
+    .raw();
 
   // totalCount runs with every page: a plain counting statement, no row mapping.
   const countModules = sqlite.prepare<[string]>('SELECT count(*) FROM "modules" WHERE "org_id" = ?').pluck();
@@ -232,20 +201,20 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
     .pluck();
 
   // List pages, whole or projected: one prepared statement per (field set, enabled filter), made on first use.
-  const projections = new Map<string, { statement: Database.Statement<unknown[]>; fields: ModuleField[] }>();
+  const projections = new Map<string, { statement: Database.Statement<unknown[]>; decode: (r: unknown[]) => ModuleRecord }>();
   const projection = (wanted: ReadonlySet<ModuleField>, filtered: boolean) => {
-    const fields = MODULE_FIELDS.filter((f) => wanted.has(f));
-    const key = `${filtered ? 'e' : 'a'}:${fields.join(',')}`;
+    const fields = MODULE_FIELDS.filter((f) => wanted.has(f.field));
+    const key = `${filtered ? 'e' : 'a'}:${fields.map((f) => f.field).join(',')}`;
     let entry = projections.get(key);
     if (!entry) {
-      const columns = ['"org_id"', '"module_id"', ...fields.map((f) => MODULE_FIELD_SQL[f])].join(', ');
+      const reader = moduleReader(fields);
       const statement = sqlite
         .prepare<unknown[]>(
-          `SELECT ${columns} FROM "modules" WHERE "org_id" = ? ${filtered ? 'AND "enabled" = ? ' : ''}` +
+          `SELECT ${reader.select} FROM "modules" WHERE "org_id" = ? ${filtered ? 'AND "enabled" = ? ' : ''}` +
             'AND "module_id" > ? ORDER BY "module_id" LIMIT ?',
         )
         .raw();
-      entry = { statement, fields };
+      entry = { statement, decode: reader.decode };
       if (projections.size < MAX_PROJECTIONS) projections.set(key, entry);
     }
     return entry;
@@ -257,21 +226,16 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
     limit: number,
     wanted: ReadonlySet<ModuleField>,
   ): ModuleRecord[] => {
-    const { statement, fields } = projection(wanted, enabled !== undefined);
+    const { statement, decode } = projection(wanted, enabled !== undefined);
     const rows = (
       enabled === undefined ? statement.all(orgId, after, limit) : statement.all(orgId, enabled ? 1 : 0, after, limit)
     ) as unknown[][];
-    return rows.map((r) => {
-      const record: Record<string, unknown> = { orgId: r[0], moduleId: r[1] };
-      for (let i = 0; i < fields.length; i++) record[fields[i]!] = decodeField(fields[i]!, r[i + 2]);
-      // Only the asked-for fields are present; the API reads no other (see ModuleListOptions).
-      return record as ModuleRecord;
-    });
+    return rows.map(decode);
   };
 
   const getModule = (orgId: string, moduleId: string): ModuleRecord | undefined => {
-    const row = q.moduleGet.values({ orgId, moduleId })[0];
-    return row === undefined ? undefined : toModuleRecord(row);
+    const row = moduleGet.get(orgId, moduleId) as unknown[] | undefined;
+    return row === undefined ? undefined : WHOLE_MODULE.decode(row);
   };
 
   const changes = createSqliteChangeFeed(sqlite);
@@ -432,7 +396,7 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
           writing(orgId, () => q.usage.run({ orgId, moduleId, count: n, at }));
           return getModule(orgId, moduleId);
         }),
-      unhealthy: (limit) => settle(() => q.unhealthy.values({ limit }).map(toModuleRecord)),
+      unhealthy: (limit) => settle(() => (unhealthy.all(limit) as unknown[][]).map(WHOLE_MODULE.decode)),
     },
     credentials: {
       keyIds: () => settle(() => q.credentialKeyIds.all().map((r) => r.keyId)),
