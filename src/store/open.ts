@@ -5,7 +5,7 @@ import type { SecretBox } from '../crypto/secret-box.ts';
 import type { Logger } from '../logger.ts';
 import { prepareDirectory, preparePrivateFile, tightenFiles } from './data-dir.ts';
 import { openDatabase, type SqliteDatabase } from './sqlite/connection.ts';
-import { migrateSqlite, type MigrateOptions, type MigrateResult } from './sqlite/migrate.ts';
+import { holdsSealedCredentials, migrateSqlite, sealedKeyIds, type MigrateOptions, type MigrateResult } from './sqlite/migrate.ts';
 import { createSqliteStore } from './sqlite/store.ts';
 import type { Store } from './types.ts';
 
@@ -18,14 +18,6 @@ export interface OpenedStore {
 }
 
 type StoreConfig = Pick<Config, 'database' | 'dataDir' | 'masterKey' | 'previousMasterKeys'>;
-
-function hasSealedCredentials(db: SqliteDatabase): boolean {
-  const table = db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'credentials'`).get();
-  if (!table) return false;
-  const sealed = db.prepare(`SELECT 1 FROM pragma_table_info('credentials') WHERE name = 'key_id'`).get();
-  if (!sealed) return false;
-  return db.prepare('SELECT 1 FROM credentials LIMIT 1').get() !== undefined;
-}
 
 /**
  * The folders and files of the store, before SQLite opens them: the data directory (when it holds
@@ -61,15 +53,13 @@ export function openStore(
   prepareFiles(config, logger);
   const sqlite = openDatabase(config.database);
   try {
-    const secretBox = loadSecretBox(config, logger, !hasSealedCredentials(sqlite));
+    const secretBox = loadSecretBox(config, logger, !holdsSealedCredentials(sqlite));
     const migration = migrateSqlite(sqlite, config.database, { ...options, secretBox: () => secretBox });
     if (migration.backupFile) {
       logger.info('adopted a pre-tenant database into org "default"', { backup: migration.backupFile });
     }
     if (migration.applied.length > 0) logger.info('migrations applied', { applied: migration.applied });
-    const unknown = (sqlite.prepare('SELECT DISTINCT key_id FROM credentials').all() as { key_id: string }[])
-      .map((r) => r.key_id)
-      .filter((id) => !secretBox.knows(id));
+    const unknown = sealedKeyIds(sqlite).filter((id) => !secretBox.knows(id));
     if (unknown.length > 0) {
       throw new ConfigError(
         `wrong master key: credentials are sealed with ${unknown.join(', ')} but the configured key is ${secretBox.currentKeyId}; ` +
