@@ -1,6 +1,6 @@
 import { Kind, type FieldNode, type GraphQLResolveInfo, type SelectionSetNode } from 'graphql';
 import { badInput } from '../errors.ts';
-import { MODULE_FIELDS } from '../store/module-fields.ts';
+import { MODULE_PAGE_FIELDS } from '../repos/modules.ts';
 import type { ModuleField, ModuleRecord } from '../store/types.ts';
 import { builder } from './builder.ts';
 
@@ -50,11 +50,11 @@ export const Module = builder.objectRef<ModuleRecord>('Module').implement({
 /**
  * The record fields each Module field reads, so that a list page reads only the columns its query
  * selects. A field named like a record field reads that field (derived from the store's one list,
- * src/store/module-fields.ts); the others are written out. A field missing here makes the page
- * read every column: safe, only slower.
+ * src/store/module-fields.ts, through the repository); the others are written out. A field
+ * missing here makes the page read every column: safe, only slower.
  */
 export const MODULE_FIELD_NEEDS: Readonly<Record<string, readonly ModuleField[]>> = {
-  ...Object.fromEntries(MODULE_FIELDS.map(({ field }) => [field, [field]])),
+  ...Object.fromEntries(MODULE_PAGE_FIELDS.map((field) => [field, [field]])),
   __typename: [],
   id: [],
   orgId: [],

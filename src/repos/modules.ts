@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { badInput, conflict, notFound } from '../errors.ts';
+import { MODULE_FIELDS } from '../store/module-fields.ts';
 import type { ModuleField, ModulePatch, ModuleRecord, OrgStore } from '../store/types.ts';
 import { displayName, jsonBytes, MAX_LOOKUP_ID, newId, parseInput } from './validate.ts';
 
@@ -48,6 +49,9 @@ const updateSchema = z.object({
 
 export type InstallModuleInput = z.input<typeof installSchema>;
 export type UpdateModuleInput = z.input<typeof updateSchema>;
+
+/** The fields a page can be narrowed to (`page({ fields })`), from the store's one definition. */
+export const MODULE_PAGE_FIELDS: readonly ModuleField[] = MODULE_FIELDS.map((f) => f.field);
 
 export interface ModulePage {
   rows: ModuleRecord[];
