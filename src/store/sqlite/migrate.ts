@@ -17,9 +17,6 @@ function findMigrations(): string {
 
 export const SQLITE_MIGRATIONS = findMigrations();
 
-/** @deprecated Import DEFAULT_ORG from src/store/types.ts; kept until server.ts's import moves (issue 12). */
-export { DEFAULT_ORG };
-
 /** drizzle's journal table; we write it exactly as drizzle does, so drizzle-kit stays usable. */
 const JOURNAL = '__drizzle_migrations';
 
