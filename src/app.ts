@@ -27,7 +27,7 @@ import type { Store } from './store/types.ts';
 
 /**
  * Root fields whose answers the response cache may keep: read-only queries that read nothing but
- * the caller's org's modules and credentials, the data Store.dataVersion vouches for.
+ * the caller's org's modules and credentials, the data the store's change feed vouches for.
  */
 const CACHEABLE_ROOT_FIELDS: ReadonlySet<string> = new Set(['modules', 'module']);
 
@@ -114,12 +114,10 @@ export function createApp({ store, secretBox, config, logger, stages }: AppOptio
     gates: stages?.gates,
     recorders: stages?.recorders,
   });
-  const dataVersion = store.dataVersion?.bind(store);
   const responseCache = createResponseCache({
-    // Only with a store that can say when an org's data changed.
-    maxBytes: dataVersion ? config.responseCacheBytes : 0,
+    maxBytes: config.responseCacheBytes,
     rootFields: CACHEABLE_ROOT_FIELDS,
-    dataVersion: dataVersion ?? (() => undefined),
+    dataVersion: store.changes.version,
   });
   metrics.watchResponseCache(() => ({ bytes: responseCache.bytes, entries: responseCache.entries }));
   const sanitizeErrors = createErrorSanitizer(schema, [stripSuggestions, sanitizeVariableErrors]);

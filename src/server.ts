@@ -19,7 +19,7 @@ const DRAIN_TIMEOUT_MS = 10_000;
 
 /** When the store holds no key at all, mint an admin key for org `default`; its secret, once. */
 export async function bootstrapAdminKey(store: Store): Promise<string | undefined> {
-  if ((await store.apiKeys.count()) > 0) return undefined;
+  if ((await store.system.keyCount()) > 0) return undefined;
   const { secret } = await issueApiKey(
     store,
     DEFAULT_ORG.id,

@@ -69,9 +69,4 @@ describe('the store change feed (store.changes)', () => {
       unsubscribe();
     }
   });
-
-  it('keeps dataVersion as the same function as changes.version until the cache moves over', async () => {
-    gw = await createTestGateway();
-    expect(gw.opened.store.dataVersion).toBe(gw.opened.store.changes.version);
-  });
 });

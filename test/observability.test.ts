@@ -152,7 +152,7 @@ describe('metrics', () => {
     for (let i = 0; i < 30; i++) {
       const orgId = `metrics-org-${i}-${randomBytes(3).toString('hex')}`;
       orgIds.push(orgId);
-      await gw.opened.store.orgs.insert({ id: orgId, name: orgId, createdAt: new Date().toISOString() });
+      await gw.opened.store.system.orgs.insert({ id: orgId, name: orgId, createdAt: new Date().toISOString() });
       const key = await gw.key(orgId, ['modules:read']);
       const name = `Op_${randomBytes(4).toString('hex')}`;
       expect((await gw.gql(key, `query ${name} { modules { totalCount } }`)).body.data.modules.totalCount).toBe(0);

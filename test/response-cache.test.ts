@@ -255,7 +255,7 @@ describe('response cache across orgs', () => {
     // and only the org in the cache key tells their answers apart.
     const gw = await createTestGateway();
     try {
-      expect(gw.opened.store.dataVersion!(ORG_A)).toBe(gw.opened.store.dataVersion!(ORG_B));
+      expect(gw.opened.store.changes.version(ORG_A)).toBe(gw.opened.store.changes.version(ORG_B));
       const a = await page(gw, gw.keys.a);
       const b = await page(gw, gw.keys.b);
       expect(b.cache).toBe('miss');
@@ -326,7 +326,7 @@ describe('data version', () => {
   it('changes for an org on its own writes and on any other connection’s commit, not on another org’s writes', async () => {
     const gw = await createTestGateway();
     try {
-      const version = gw.opened.store.dataVersion!;
+      const version = gw.opened.store.changes.version;
       const a0 = version(ORG_A);
       const b0 = version(ORG_B);
       expect(version(ORG_A)).toBe(a0);

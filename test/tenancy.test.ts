@@ -932,7 +932,7 @@ describe('random operation sequences over three orgs (fast-check)', () => {
       fc.asyncProperty(commands, async (cmds) => {
         const gw = await createTestGateway({ seed: false });
         try {
-          await gw.opened.store.orgs.insert({ id: ORG_C, name: 'Org C', createdAt: new Date().toISOString() });
+          await gw.opened.store.system.orgs.insert({ id: ORG_C, name: 'Org C', createdAt: new Date().toISOString() });
           const keys = { [ORG_A]: gw.keys.a, [ORG_B]: gw.keys.b, [ORG_C]: await gw.key(ORG_C, TENANT_SCOPES) } as Record<OrgId, string>;
           const model = { [ORG_A]: new Map(), [ORG_B]: new Map(), [ORG_C]: new Map() } as Model;
           // Every org starts with the same look-alike modules and credential field names.

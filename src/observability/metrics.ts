@@ -1,5 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client';
-import type { StoreErrorKind } from '../hardening/mask-error.ts';
+import { STORE_ERROR_KINDS, type StoreErrorKind } from '../store/errors.ts';
 
 /** Latency buckets in seconds: a gateway answer takes a millisecond or two; the tail matters. */
 const BOUNDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -88,11 +88,11 @@ export class Metrics {
     for (const reason of ['missing', 'invalid', 'rate_limited'] as const) this.#authFailures.inc({ reason }, 0);
     this.#storeErrors = new Counter({
       name: 'tenantgate_store_errors_total',
-      help: 'Store failures that reached a request, by kind (busy, readonly, full, io, corrupt, constraint, other)',
+      help: `Store failures that reached a request, by kind (${STORE_ERROR_KINDS.join(', ')})`,
       labelNames: ['kind'],
       registers: [this.registry],
     });
-    for (const kind of ['busy', 'readonly', 'full', 'io', 'corrupt', 'constraint', 'other'] as const) this.#storeErrors.inc({ kind }, 0);
+    for (const kind of STORE_ERROR_KINDS) this.#storeErrors.inc({ kind }, 0);
     const cacheResults = this.#cacheResults;
     new Counter({
       name: 'tenantgate_response_cache_total',

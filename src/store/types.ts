@@ -72,15 +72,6 @@ export interface Store {
   readonly system: SystemStore;
   readonly changes: ChangeFeed;
 
-  /**
-   * @deprecated Until the response cache reads `changes.version` (src/app.ts); the same function.
-   */
-  dataVersion?(orgId: string): string | undefined;
-  /** @deprecated Until its callers move (server.ts bootstrap: `system.keyCount`). */
-  readonly apiKeys: { count(): Promise<number> };
-  /** @deprecated Until its callers move (tests creating orgs: `system.orgs.insert`). */
-  readonly orgs: { insert(row: OrgRow): Promise<boolean> };
-
   /** Store open, schema current and writable; a reason when not. */
   check(): Promise<{ ok: true } | { ok: false; reason: string }>;
   close(): Promise<void>;

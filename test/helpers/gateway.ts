@@ -236,7 +236,7 @@ export async function createTestGateway(options: GatewayOptions = {}): Promise<T
     (await issueApiKey(store, orgId, { name: `test ${scopes.join(' ')}`, scopes, expiresAt }, { keyId: null, scopes: 'all' })).secret;
 
   const now = new Date().toISOString();
-  for (const id of [ORG_A, ORG_B]) await store.orgs.insert({ id, name: `Org ${id.slice(-1).toUpperCase()}`, createdAt: now });
+  for (const id of [ORG_A, ORG_B]) await store.system.orgs.insert({ id, name: `Org ${id.slice(-1).toUpperCase()}`, createdAt: now });
   const keys = { a: await key(ORG_A, TENANT_SCOPES), b: await key(ORG_B, TENANT_SCOPES), admin: await key('default', SCOPES) };
 
   const transport = options.transport ?? 'http';

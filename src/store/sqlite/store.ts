@@ -430,9 +430,6 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
     auth,
     system,
     changes: { version: changes.version, subscribe: changes.subscribe },
-    dataVersion: changes.version,
-    apiKeys: { count: keyCount },
-    orgs: { insert: insertOrg },
 
     check: async () => {
       try {
