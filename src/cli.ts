@@ -3,6 +3,7 @@ import { SCOPES } from './auth/scopes.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import { createLogger } from './logger.ts';
 import type { OpenedStore } from './store/open.ts';
+import { editDistance } from './edit-distance.ts';
 
 type OptionName = 'help' | 'org' | 'name' | 'scopes' | 'expires' | 'cascade';
 
@@ -105,24 +106,6 @@ class UsageError extends Error {
 function fail(message: string, detail?: string): never {
   process.stderr.write(`tenantgate: ${message}\n${detail ? `\n${detail}\n` : ''}`);
   process.exit(2);
-}
-
-/**
- * Edit distance with adjacent transpositions (optimal string alignment): "scope" is 1 from
- * "scopes", "nmae" 1 from "name".
- */
-export function editDistance(a: string, b: string): number {
-  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
-  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      let best = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) best = Math.min(best, d[i - 2]![j - 2]! + 1);
-      d[i]![j] = best;
-    }
-  }
-  return d[a.length]![b.length]!;
 }
 
 /** The candidate nearest to `input`, if it is near enough to be what was meant. */

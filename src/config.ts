@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { z } from 'zod';
 import type { OperationLimit } from './errors.ts';
+import { editDistance } from './edit-distance.ts';
 
 /**
  * The only place environment variables are read. Every setting is one entry of `environment`
@@ -271,25 +272,6 @@ function messageFor(issue: z.core.$ZodIssue, env: Env): string {
   if (issue.message.startsWith(name)) return issue.message;
   const info = settingInfo.get(environment.shape[name as SettingName]);
   return info?.secret ? `${name} ${issue.message}` : `${name} ${issue.message} (got ${quoted(env[name])})`;
-}
-
-/**
- * Optimal string alignment distance (edits, adjacent swaps counting one): PROT is 1 from
- * PORT.
- */
-function editDistance(a: string, b: string): number {
-  let before: number[] = [];
-  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const current = [i];
-    for (let j = 1; j <= b.length; j++) {
-      let best = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) best = Math.min(best, before[j - 2]! + 1);
-      current[j] = best;
-    }
-    [before, previous] = [previous, current];
-  }
-  return previous[b.length]!;
 }
 
 const PREFIX = 'TENANTGATE_';
