@@ -236,7 +236,10 @@ export function createListener(options: ListenerOptions): GatewayListener {
   };
 
   let answered = 0;
+  /** Connections whose last answer says `Connection: close` (see fail). */
+  const closing = new WeakSet<object>();
   const listener: RequestListener = (req, res) => {
+    if (closing.has(req.socket)) return;
     const arrivedAt = performance.now();
     // Yoga's adapter would throw building the URL, and answer with the stack; no request that
     // cannot form one goes further.
@@ -257,8 +260,12 @@ export function createListener(options: ListenerOptions): GatewayListener {
 
     const fail = (error: unknown) => {
       // The body is never read: close the connection rather than drain what an unauthenticated
-      // client sends.
-      res.shouldKeepAlive = false;
+      // client sends, unless it has all arrived (a request pipelined behind it is then answered).
+      // A request parsed after the closing answer could never be answered: it is not run.
+      if (!req.complete && req.readableLength < length) {
+        res.shouldKeepAlive = false;
+        closing.add(req.socket);
+      }
       writeError(res, exchange, cors, mediaType, error);
     };
     const readBody = () => {
