@@ -1,5 +1,19 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createApp, type App } from '../src/app.ts';
+import { SCOPES } from '../src/auth/scopes.ts';
+import { loadConfig } from '../src/config.ts';
+import { captureLogger } from '../src/logger.ts';
+import type { Gate } from '../src/pipeline/pipeline.ts';
+import { issueApiKey } from '../src/repos/api-keys.ts';
+import { createHttpServer } from '../src/server.ts';
+import { openStore, type OpenedStore } from '../src/store/open.ts';
 import { sleep } from './helpers/api.ts';
 import { createTestGateway, requestLines, type TestGateway } from './helpers/gateway.ts';
 
@@ -65,3 +79,48 @@ describe('the listener, on requests found in review', () => {
   });
 });
 
+describe('the listener, with a gate that waits', () => {
+  const gate: Gate = { name: 'slow gate', admit: () => sleep(100) };
+  let dir: string;
+  let opened: OpenedStore;
+  let app: App;
+  let logger: ReturnType<typeof captureLogger>;
+  let server: http.Server;
+  let port: number;
+  let key: string;
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantgate-review-'));
+    const config = loadConfig({ TENANTGATE_DATA_DIR: dir, TENANTGATE_MASTER_KEY: randomBytes(32).toString('base64') });
+    logger = captureLogger('info');
+    opened = openStore(config, logger);
+    app = createApp({ store: opened.store, secretBox: opened.secretBox, config, logger, stages: { gates: [gate] } });
+    key = (await issueApiKey(opened.store, 'default', { name: 'test', scopes: [...SCOPES] }, { keyId: null, scopes: 'all' })).secret;
+    server = createHttpServer(app, config);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as AddressInfo).port;
+  });
+  afterAll(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+    await app.close();
+    await opened.store.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('records a request whose client left mid-body while it was being admitted', async () => {
+    const lines = logger.lines.length;
+    const text = JSON.stringify({ query: '{ viewer { org { id } } }' });
+    await new Promise<void>((resolve) => {
+      const socket = net.connect(port, '127.0.0.1', () => {
+        socket.write(post(`Bearer ${key}`, text, true).slice(0, -10));
+        setTimeout(() => socket.destroy(), 20);
+      });
+      socket.on('close', () => resolve());
+      socket.on('error', () => {});
+    });
+    await sleep(300);
+    const recorded = logger.lines.slice(lines).map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'request');
+    // As when the client leaves mid-body with no gate waiting (test/listener.test.ts): Yoga reads what there is.
+    expect(recorded).toMatchObject([{ status: 400, outcome: 'bad_request', orgId: 'default' }]);
+  });
+});

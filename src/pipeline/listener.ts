@@ -291,12 +291,15 @@ export function createListener(options: ListenerOptions): GatewayListener {
       };
       req.on('readable', onReadable);
       // A client that leaves mid-body: Yoga reads what there is and answers as it would.
-      req.once('close', () => {
+      const left = () => {
         if (received >= length) return;
         req.off('readable', onReadable);
         if (chunks.length > 0) req.unshift(Buffer.concat(chunks));
         toYoga(req, res, exchange);
-      });
+      };
+      // It may have left already, while a gate kept it waiting.
+      if (req.destroyed) left();
+      else req.once('close', left);
     };
 
     let admitted: void | Promise<void>;
