@@ -80,7 +80,12 @@ describe('the listener, on requests found in review', () => {
 });
 
 describe('the listener, with a gate that waits', () => {
-  const gate: Gate = { name: 'slow gate', admit: () => sleep(100) };
+  const gate: Gate = {
+    name: 'slow gate',
+    async admit() {
+      await sleep(100);
+    },
+  };
   let dir: string;
   let opened: OpenedStore;
   let app: App;
@@ -122,5 +127,55 @@ describe('the listener, with a gate that waits', () => {
     const recorded = logger.lines.slice(lines).map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'request');
     // As when the client leaves mid-body with no gate waiting (test/listener.test.ts): Yoga reads what there is.
     expect(recorded).toMatchObject([{ status: 400, outcome: 'bad_request', orgId: 'default' }]);
+  });
+});
+
+describe('the listener, when the change feed cannot answer', () => {
+  let dir: string;
+  let opened: OpenedStore;
+  let app: App;
+  let logger: ReturnType<typeof captureLogger>;
+  let key: string;
+  const servers: http.Server[] = [];
+  const listen = async (handler: http.RequestListener) => {
+    const server = http.createServer(handler);
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return (server.address() as AddressInfo).port;
+  };
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantgate-review-'));
+    const config = loadConfig({ TENANTGATE_DATA_DIR: dir, TENANTGATE_MASTER_KEY: randomBytes(32).toString('base64') });
+    logger = captureLogger('info');
+    opened = openStore(config, logger);
+    // A networked store's feed can fail while its reads work: the cache cannot vouch for an answer then.
+    const store = Object.create(opened.store, {
+      changes: { value: { ...opened.store.changes, version: () => { throw new Error('change feed unreachable'); } } },
+    }) as typeof opened.store;
+    app = createApp({ store, secretBox: opened.secretBox, config, logger });
+    key = (await issueApiKey(opened.store, 'default', { name: 'test', scopes: [...SCOPES] }, { keyId: null, scopes: 'all' })).secret;
+  });
+  afterAll(async () => {
+    for (const server of servers) {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+    await app.close();
+    await opened.store.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('executes a cacheable query, as Yoga alone does, instead of answering 500', async () => {
+    const mine = await listen(app.listener);
+    const yoga = await listen(app.yoga as unknown as http.RequestListener);
+    const page = post(`Bearer ${key}`, JSON.stringify({ query: '{ modules(first: 5) { totalCount } }' }), true);
+    const unstamped = (answer: string) => answer.replace(/^Date: .*\r\n/gim, '');
+    const alone = unstamped(await raw(yoga, page));
+    expect(alone).toMatch(/^HTTP\/1\.1 200 /);
+    expect(alone).toContain('"totalCount":0');
+    const before = app.gateway.answered;
+    expect(unstamped(await raw(mine, page))).toBe(alone);
+    expect(app.gateway.answered - before).toBe(1);
+    expect(logger.lines.filter((l) => l.includes('"level":"error"'))).toEqual([]);
   });
 });
