@@ -29,6 +29,11 @@ export const ANSWER_TYPES: ReadonlyMap<string | undefined, string> = new Map([
   [`${GRAPHQL_ANSWER}, application/json; q=0.9`, GRAPHQL_ANSWER],
 ]);
 
+/** The headers of an answer written from the response cache's bytes, per media type (made once, not per request). */
+const CACHED_ANSWER_HEADERS: ReadonlyMap<string, Record<string, string>> = new Map(
+  [...new Set(ANSWER_TYPES.values())].map((type) => [type, { 'Content-Type': `${type}; charset=utf-8` }]),
+);
+
 /** Content types taken as JSON bodies, as sent: Yoga matches them case-sensitively. */
 const JSON_BODIES: ReadonlySet<string> = new Set(['application/json', 'application/json; charset=utf-8', 'application/json;charset=utf-8']);
 
@@ -152,6 +157,8 @@ export function createListener(options: ListenerOptions): GatewayListener {
     return ANSWER_TYPES.get(headers.accept);
   };
 
+  const corsHeaders = (request: Request) => getCORSHeadersByRequestAndOptions(request, options.cors(request));
+
   const write = (res: ServerResponse, exchange: Exchange, cors: Record<string, string> | null | undefined, status: number, headers: Record<string, string>, body: string | Buffer) => {
     const sent: Record<string, string | number> = { ...headers, ...cors, 'content-length': Buffer.byteLength(body) };
     // Answers to cross-origin requests differ by Origin once any origin is allowed (http/cors.ts).
@@ -191,7 +198,7 @@ export function createListener(options: ListenerOptions): GatewayListener {
     writeResult(res, exchange, cors, mediaType, { errors: [reported as GraphQLError] }, sent);
   };
 
-  const answer = async (req: IncomingMessage, res: ServerResponse, exchange: Exchange, request: Request, mediaType: string, cors: Record<string, string> | null | undefined, body: Buffer) => {
+  const answer = async (req: IncomingMessage, res: ServerResponse, exchange: Exchange, url: string, mediaType: string, cors: Record<string, string> | null | undefined, body: Buffer) => {
     let params: unknown;
     try {
       params = JSON.parse(body.toString('utf8'));
@@ -218,19 +225,19 @@ export function createListener(options: ListenerOptions): GatewayListener {
     if (found?.hit) {
       exchange.cache = 'hit';
       if (found.hit.meta) exchange.operation = found.hit.meta;
-      return write(res, exchange, cors, 200, { 'Content-Type': `${mediaType}; charset=utf-8` }, found.hit.body);
+      return write(res, exchange, cors, 200, CACHED_ANSWER_HEADERS.get(mediaType)!, found.hit.body);
     }
     const context: GatewayServerContext & { req: IncomingMessage; res: ServerResponse } = { req, res, exchange };
     let result: ExecutionResult;
     try {
-      result = (await yoga.getResultForParams({ params: graphqlParams as never, request }, context)) as ExecutionResult;
+      result = (await yoga.getResultForParams({ params: graphqlParams as never, request: requestLike(req, url) }, context)) as ExecutionResult;
     } catch (error) {
       return writeError(res, exchange, cors, mediaType, error, graphqlParams);
     }
     if (found?.miss && exchange.document !== undefined && responseCache.cacheable(found.miss, exchange.document, graphqlParams.operationName)) {
       exchange.cache = 'miss';
       const kept = responseCache.keep(found.miss, result, exchange.operation);
-      if (kept !== undefined) return write(res, exchange, cors, 200, { 'Content-Type': `${mediaType}; charset=utf-8` }, kept);
+      if (kept !== undefined) return write(res, exchange, cors, 200, CACHED_ANSWER_HEADERS.get(mediaType)!, kept);
     }
     writeResult(res, exchange, cors, mediaType, result, graphqlParams);
   };
@@ -253,9 +260,9 @@ export function createListener(options: ListenerOptions): GatewayListener {
     const mediaType = takes(req);
     if (mediaType === undefined) return toYoga(req, res, undefined);
     const exchange = createExchange('POST', req.url!, arrivedAt, clientAddress(req.headers['x-forwarded-for'] as string | undefined, req.socket.remoteAddress, options.trustProxy));
-    const request = requestLike(req, url);
-    // undefined for a same-origin request; null when its origin gets no CORS headers.
-    const cors = req.headers.origin === undefined ? undefined : getCORSHeadersByRequestAndOptions(request, options.cors(request));
+    // undefined for a same-origin request; null when its origin gets no CORS headers. A cache hit
+    // without an Origin needs no Request-like object at all.
+    const cors = req.headers.origin === undefined ? undefined : corsHeaders(requestLike(req, url));
     const length = Number(req.headers['content-length']);
 
     const fail = (error: unknown) => {
@@ -283,7 +290,7 @@ export function createListener(options: ListenerOptions): GatewayListener {
         if (received < length) return;
         req.off('readable', onReadable);
         const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-        answer(req, res, exchange, request, mediaType, cors, body).catch((error: unknown) => {
+        answer(req, res, exchange, url, mediaType, cors, body).catch((error: unknown) => {
           logger.error('request failed outside GraphQL handling', { error: { name: (error as Error).name, message: (error as Error).message } });
           if (!res.headersSent) writeError(res, exchange, cors, mediaType, error);
           else res.destroy();
