@@ -29,6 +29,7 @@ const cases: Case[] = [
   { name: 'a body that is not JSON (unterminated)', body: `{"query": "{ viewer { scopes } }", "x": "${SECRET}`, message: /^POST body sent invalid JSON\.$/, status: 400 },
   { name: 'a body that is not JSON (bare word)', body: `{"query": ${SECRET}}`, message: /^POST body sent invalid JSON\.$/, status: 400 },
   { name: 'a large body that is not JSON', body: `{"query": "{ viewer { scopes } }", "pad": "${'x'.repeat(200_000)}", "s": "${SECRET}" ,,}`, message: /invalid JSON/, status: 400 },
+  { name: 'an unknown body parameter named like a secret', body: `{"query": "{ viewer { scopes } }", "${SECRET}": 1}`, message: /^Unexpected parameter in the request body: only query, variables, operationName and extensions are taken$/, status: 400 },
   { name: 'a string token where a colon goes', query: `{ module(id "${SECRET}") { id } }`, message: /^Syntax Error: Expected ":", found String\.$/ },
   { name: 'a block string token', query: `{ module(id """${SECRET}""") { id } }`, message: /^Syntax Error: Expected ":", found BlockString\.$/ },
   { name: 'a string holding a quote', query: `{ module(id "a\\"${SECRET}") { id } }`, message: /^Syntax Error: Expected ":", found String\.$/ },

@@ -110,6 +110,8 @@ function rewriteNames(message: string, names: ReadonlySet<string>, variables: Re
   });
 }
 
+const UNEXPECTED_PARAMETER = /^Unexpected parameter ".*" in the request body\.$/s;
+
 /** The codes of errors whose messages graphql-js or Yoga wrote (ours never hold a request's text). */
 const FALLBACK: Record<string, string> = {
   BAD_REQUEST: 'The request is not valid',
@@ -130,6 +132,8 @@ export function withoutEchoes(errors: readonly Error[], sent: () => Sent, names:
     }
     const code = extensions.code;
     known ??= sent();
+    // Yoga names an unknown body parameter, which is the client's own text (a key pasted there).
+    if (UNEXPECTED_PARAMETER.test(error.message)) error.message = 'Unexpected parameter in the request body: only query, variables, operationName and extensions are taken';
     if (code === 'GRAPHQL_PARSE_FAILED') error.message = rewriteSyntaxError(error.message);
     else if (code === 'GRAPHQL_VALIDATION_FAILED' || code === 'BAD_USER_INPUT') error.message = rewriteNames(error.message, names, known.variables);
     const fallback = FALLBACK[String(code)];
