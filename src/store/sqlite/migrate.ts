@@ -6,7 +6,7 @@ import type { SecretBox } from '../../crypto/secret-box.ts';
 import type { SqliteDatabase } from './connection.ts';
 import { DEFAULT_ORG } from '../types.ts';
 
-/** drizzle/sqlite of the package, found upwards from here (src/ under tsx, dist/src/ when built). */
+/** drizzle/sqlite of the package, found upwards from here (src/ under tsx, dist/src/ when compiled, dist/ when bundled). */
 function findMigrations(): string {
   for (let dir = path.dirname(fileURLToPath(import.meta.url)); ; dir = path.dirname(dir)) {
     const candidate = path.join(dir, 'drizzle', 'sqlite');
