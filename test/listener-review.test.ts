@@ -14,25 +14,13 @@ import type { Gate } from '../src/pipeline/pipeline.ts';
 import { issueApiKey } from '../src/repos/api-keys.ts';
 import { createHttpServer } from '../src/server.ts';
 import { openStore, type OpenedStore } from '../src/store/open.ts';
-import { sleep } from './helpers/api.ts';
+import { sleep, raw } from './helpers/api.ts';
 import { createTestGateway, requestLines, type TestGateway } from './helpers/gateway.ts';
 
 /**
  * Requests found in review of the listener (src/pipeline/listener.ts) that it answered otherwise
  * than Yoga alone would, or that skipped a stage: each is sent as raw bytes over a socket.
  */
-
-/** Every byte a server sends back for these bytes, until it closes the connection. */
-function raw(port: number, bytes: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1');
-    let received = '';
-    socket.on('data', (chunk) => (received += chunk.toString('latin1')));
-    socket.on('close', () => resolve(received));
-    socket.on('error', reject);
-    socket.end(bytes);
-  });
-}
 
 const post = (authorization: string | undefined, text: string, last: boolean) =>
   `POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\n${last ? 'Connection: close\r\n' : ''}Content-Type: application/json\r\n` +

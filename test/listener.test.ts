@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ANSWER_TYPES } from '../src/pipeline/listener.ts';
-import { ok, sleep } from './helpers/api.ts';
+import { ok, raw, sleep } from './helpers/api.ts';
 import { createTestGateway, ORG_A, ORG_B, requestLines, type LogLine, type TestGateway } from './helpers/gateway.ts';
 
 /**
@@ -64,18 +64,6 @@ function post(url: URL, headers: Record<string, string | undefined>, body: strin
     } else {
       req.end(body);
     }
-  });
-}
-
-/** What a server sends back for these bytes, read until it closes the connection. */
-function raw(port: number, bytes: Buffer): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1');
-    let received = '';
-    socket.on('data', (chunk) => (received += chunk.toString('latin1')));
-    socket.on('close', () => resolve(received));
-    socket.on('error', reject);
-    socket.end(bytes);
   });
 }
 

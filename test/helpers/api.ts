@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { expect } from 'vitest';
 import type { GqlResponse, TestGateway } from './gateway.ts';
 
@@ -39,3 +40,15 @@ export async function install(
 }
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Every byte a server on 127.0.0.1 sends back for these bytes, until it closes the connection. */
+export function raw(port: number, bytes: string | Buffer): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let received = '';
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+    socket.on('close', () => resolve(received));
+    socket.on('error', reject);
+    socket.end(bytes);
+  });
+}
