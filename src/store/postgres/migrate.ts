@@ -1,0 +1,164 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { readMigrationFiles } from 'drizzle-orm/migrator';
+import pg from 'pg';
+import { TENANT_TABLES, WALLED_TABLES } from './schema.ts';
+
+/** drizzle/pg of the package, found upwards from here (src/ under tsx, dist/src/ when compiled, dist/ when bundled). */
+function findMigrations(): string {
+  for (let dir = path.dirname(fileURLToPath(import.meta.url)); ; dir = path.dirname(dir)) {
+    const candidate = path.join(dir, 'drizzle', 'pg');
+    if (fs.existsSync(path.join(candidate, 'meta', '_journal.json'))) return candidate;
+    if (path.dirname(dir) === dir) throw new Error('drizzle/pg migrations not found above ' + import.meta.url);
+  }
+}
+
+export const PG_MIGRATIONS = findMigrations();
+
+/** drizzle's journal, where drizzle's own migrator keeps it, in its format, so drizzle-kit stays usable. */
+const JOURNAL_SCHEMA = 'drizzle';
+const JOURNAL = '__drizzle_migrations';
+
+/** Held for the migrating transaction: replicas starting at once take turns. Any fixed bigint; this is "tgmigrat". */
+const MIGRATION_LOCK = '8388347590866315636';
+
+export interface PgMigrateOptions {
+  /** The owning role's URL (TENANTGATE_MIGRATION_DATABASE): it owns the tables. */
+  ownerUrl: string;
+  /** The request role's URL (TENANTGATE_DATABASE): that role is created and granted when missing. */
+  requestUrl: string;
+  migrationsFolder?: string;
+}
+
+export interface PgMigrateResult {
+  /** The `when` of each migration applied by this run (none when the schema was current). */
+  applied: string[];
+  /** Whether this run created the request role. */
+  createdRole: boolean;
+  /** The privileges this run granted, e.g. "SELECT ON modules"; none when all were held already. */
+  granted: string[];
+}
+
+/** The role a URL connects as. */
+export function roleOf(url: string): string {
+  const name = decodeURIComponent(new URL(url).username);
+  if (!name) throw new Error('the database URL names no role (postgres://ROLE@host/db)');
+  return name;
+}
+
+/**
+ * Brings a PostgreSQL database to the current schema as the owning role, in one transaction under
+ * an advisory lock. drizzle's own node-postgres migrator reads the journal before its transaction
+ * and takes no lock, so two replicas starting together could both apply a migration; we run
+ * drizzle's files and journal ourselves, reading the journal only once the lock is held.
+ *
+ * In the same transaction, the request role is created when missing (LOGIN, no superuser, no
+ * BYPASSRLS, no CREATEROLE or CREATEDB, owning nothing) and granted what requests need, and no more:
+ * USAGE on the schema, SELECT on orgs, SELECT/INSERT/UPDATE/DELETE on the tenant tables. An existing
+ * role is never altered: if it could bypass the wall, `checkRequestRole` refuses it.
+ */
+export async function migratePostgres(options: PgMigrateOptions): Promise<PgMigrateResult> {
+  const migrations = readMigrationFiles({ migrationsFolder: options.migrationsFolder ?? PG_MIGRATIONS });
+  const requestRole = roleOf(options.requestUrl);
+  const password = decodeURIComponent(new URL(options.requestUrl).password);
+  if (requestRole === roleOf(options.ownerUrl)) {
+    throw new Error('TENANTGATE_DATABASE and TENANTGATE_MIGRATION_DATABASE name the same role; requests must not run as the tables\' owner');
+  }
+  const result: PgMigrateResult = { applied: [], createdRole: false, granted: [] };
+  const client = new pg.Client({ connectionString: options.ownerUrl });
+  await client.connect();
+  try {
+    await client.query('BEGIN');
+    try {
+      await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+      await client.query(`CREATE SCHEMA IF NOT EXISTS "${JOURNAL_SCHEMA}"`);
+      await client.query(
+        `CREATE TABLE IF NOT EXISTS "${JOURNAL_SCHEMA}"."${JOURNAL}" (id SERIAL PRIMARY KEY, hash text NOT NULL, created_at bigint)`,
+      );
+      const last = await client.query<{ created_at: string }>(
+        `SELECT created_at FROM "${JOURNAL_SCHEMA}"."${JOURNAL}" ORDER BY created_at DESC LIMIT 1`,
+      );
+      const lastMillis = last.rows[0] ? Number(last.rows[0].created_at) : 0;
+      for (const migration of migrations) {
+        if (migration.folderMillis <= lastMillis) continue;
+        for (const statement of migration.sql) {
+          if (statement.trim()) await client.query(statement);
+        }
+        await client.query(`INSERT INTO "${JOURNAL_SCHEMA}"."${JOURNAL}" ("hash", "created_at") VALUES ($1, $2)`, [
+          migration.hash,
+          migration.folderMillis,
+        ]);
+        result.applied.push(String(migration.folderMillis));
+      }
+
+      const role = client.escapeIdentifier(requestRole);
+      const exists = await client.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [requestRole]);
+      if (exists.rowCount === 0) {
+        const secret = password ? ` PASSWORD ${client.escapeLiteral(password)}` : '';
+        await client.query(`CREATE ROLE ${role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT${secret}`);
+        result.createdRole = true;
+      }
+      const schema = await client.query<{ ok: boolean }>(`SELECT has_schema_privilege($1, 'public', 'USAGE') AS ok`, [requestRole]);
+      if (!schema.rows[0]?.ok) {
+        await client.query(`GRANT USAGE ON SCHEMA public TO ${role}`);
+        result.granted.push('USAGE ON SCHEMA public');
+      }
+      const wanted: Array<[table: string, privileges: string[]]> = [
+        ['orgs', ['SELECT']],
+        ...TENANT_TABLES.map((t): [string, string[]] => [t, ['SELECT', 'INSERT', 'UPDATE', 'DELETE']]),
+      ];
+      for (const [table, privileges] of wanted) {
+        for (const privilege of privileges) {
+          const held = await client.query<{ ok: boolean }>(`SELECT has_table_privilege($1, $2, $3) AS ok`, [
+            requestRole,
+            `public.${table}`,
+            privilege,
+          ]);
+          if (held.rows[0]?.ok) continue;
+          await client.query(`GRANT ${privilege} ON TABLE public.${client.escapeIdentifier(table)} TO ${role}`);
+          result.granted.push(`${privilege} ON ${table}`);
+        }
+      }
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw error;
+    }
+  } finally {
+    await client.end();
+  }
+  return result;
+}
+
+/**
+ * Whether the role of a request URL is held by row-level security: not a superuser, not
+ * BYPASSRLS, and neither owner nor member of an owner of a walled table (an owner's member can
+ * take the owner's role and switch the wall off). A reason, in one line, when not.
+ */
+export async function checkRequestRole(url: string): Promise<{ ok: true } | { ok: false; reason: string }> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ role: string; rolsuper: boolean; rolbypassrls: boolean; owns: string | null }>(
+      `SELECT r.rolname AS role, r.rolsuper, r.rolbypassrls,
+              (SELECT string_agg(c.relname, ', ' ORDER BY c.relname)
+                 FROM pg_class c
+                WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND c.relname = ANY($1)
+                  AND pg_has_role(r.oid, c.relowner, 'MEMBER')) AS owns
+         FROM pg_roles r WHERE r.rolname = current_user`,
+      [[...WALLED_TABLES]],
+    );
+    const row = rows[0];
+    if (!row) return { ok: false, reason: 'the request role is not in pg_roles' };
+    const name = JSON.stringify(row.role);
+    if (row.rolsuper) return { ok: false, reason: `TENANTGATE_DATABASE connects as ${name}, a superuser: it bypasses row-level security` };
+    if (row.rolbypassrls) return { ok: false, reason: `TENANTGATE_DATABASE connects as ${name}, which has BYPASSRLS: it bypasses row-level security` };
+    if (row.owns) {
+      return { ok: false, reason: `TENANTGATE_DATABASE connects as ${name}, owner (or member of the owner) of ${row.owns}: it could switch row-level security off` };
+    }
+    return { ok: true };
+  } finally {
+    await client.end();
+  }
+}

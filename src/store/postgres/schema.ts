@@ -1,0 +1,160 @@
+import { sql } from 'drizzle-orm';
+import {
+  boolean,
+  customType,
+  foreignKey,
+  index,
+  integer,
+  jsonb,
+  pgPolicy,
+  pgTable,
+  primaryKey,
+  text,
+  unique,
+} from 'drizzle-orm/pg-core';
+import type { ApiKeyRow, CredentialRow, ModuleRow, OrgRow } from '../types.ts';
+
+// Mirrors src/store/sqlite/schema.ts column for column. Timestamps stay ISO-8601 UTC text (not
+// timestamptz) so a row copied from SQLite keeps its bytes and sorts the same way. The name lists
+// (scopes, fields) are jsonb: they are read whole and never compared as text, and jsonb rejects
+// a value that is not JSON. modules.config stays text: the store hands it back byte for byte as
+// the client wrote it, and jsonb would reorder keys and drop duplicates.
+
+/** node-postgres reads bytea as a Buffer and writes a Buffer as bytea. */
+const bytea = customType<{ data: Buffer; driverData: Buffer }>({
+  dataType: () => 'bytea',
+});
+
+/**
+ * The second wall: a row is visible and writable only while the transaction's `app.org_id` names
+ * its org. The setting is read once per statement (the subselect); unset it is NULL and after a
+ * transaction-local setting ends it is '', and neither equals an org id, so nothing is admitted.
+ * The policy is for PUBLIC: the request role's name is the deployer's (TENANTGATE_DATABASE), so a
+ * migration cannot name it, and a role the policy does not name would see nothing anyway. The
+ * owning role is held to it too (FORCE, in the custom migration).
+ */
+const orgWall = (table: string) =>
+  pgPolicy(`${table}_org_wall`, {
+    as: 'permissive',
+    for: 'all',
+    to: 'public',
+    using: sql`org_id = (select current_setting('app.org_id', true))`,
+    withCheck: sql`org_id = (select current_setting('app.org_id', true))`,
+  });
+
+// orgs is walled too, on its id: an org's name is its own, and another org must not learn that it
+// exists. Creating and listing orgs are operator paths, not the request role's.
+export const orgs = pgTable(
+  'orgs',
+  {
+    id: text('id').primaryKey(),
+    name: text('name').notNull(),
+    createdAt: text('created_at').notNull(),
+  },
+  () => [
+    pgPolicy('orgs_org_wall', {
+      as: 'permissive',
+      for: 'select',
+      to: 'public',
+      using: sql`id = (select current_setting('app.org_id', true))`,
+    }),
+  ],
+).enableRLS();
+
+export const apiKeys = pgTable(
+  'api_keys',
+  {
+    id: text('id').notNull(),
+    orgId: text('org_id')
+      .notNull()
+      .references(() => orgs.id, { onDelete: 'cascade' }),
+    name: text('name').notNull(),
+    prefix: text('prefix').notNull(),
+    hash: text('hash').notNull(),
+    scopes: jsonb('scopes').notNull().$type<string[]>(),
+    createdAt: text('created_at').notNull(),
+    expiresAt: text('expires_at'),
+    revokedAt: text('revoked_at'),
+    lastUsedAt: text('last_used_at'),
+    createdByKeyId: text('created_by_key_id'),
+  },
+  (t) => [
+    // org_id leads the key; the id alone is still unique, as in SQLite, so a key id names one key.
+    primaryKey({ columns: [t.orgId, t.id] }),
+    unique('api_keys_id_key').on(t.id),
+    unique('api_keys_hash_key').on(t.hash),
+    index('api_keys_org_idx').on(t.orgId, t.createdAt, t.id),
+    orgWall('api_keys'),
+  ],
+).enableRLS();
+
+export const modules = pgTable(
+  'modules',
+  {
+    orgId: text('org_id')
+      .notNull()
+      .references(() => orgs.id),
+    moduleId: text('module_id').notNull(),
+    name: text('name').notNull(),
+    version: text('version').notNull(),
+    description: text('description'),
+    config: text('config').notNull().default('{}'),
+    enabled: boolean('enabled').notNull().default(true),
+    healthStatus: text('health_status').notNull().default('unknown'),
+    healthMessage: text('health_message'),
+    lastHealthCheck: text('last_health_check'),
+    usageCount: integer('usage_count').notNull().default(0),
+    lastUsedAt: text('last_used_at'),
+    installedAt: text('installed_at').notNull(),
+    updatedAt: text('updated_at').notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.orgId, t.moduleId] }),
+    index('modules_org_enabled_idx').on(t.orgId, t.enabled, t.moduleId),
+    index('modules_unhealthy_idx')
+      .on(t.orgId, t.moduleId)
+      .where(sql`health_status IN ('degraded', 'unhealthy')`),
+    orgWall('modules'),
+  ],
+).enableRLS();
+
+export const credentials = pgTable(
+  'credentials',
+  {
+    orgId: text('org_id').notNull(),
+    moduleId: text('module_id').notNull(),
+    ciphertext: bytea('ciphertext').notNull(),
+    iv: bytea('iv').notNull(),
+    tag: bytea('tag').notNull(),
+    keyId: text('key_id').notNull(),
+    /** Field names only, as a JSON array; never values. */
+    fields: jsonb('fields').notNull().$type<string[]>(),
+    createdAt: text('created_at').notNull(),
+    updatedAt: text('updated_at').notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.orgId, t.moduleId] }),
+    foreignKey({
+      columns: [t.orgId, t.moduleId],
+      foreignColumns: [modules.orgId, modules.moduleId],
+    }).onDelete('cascade'),
+    index('credentials_org_key_idx').on(t.orgId, t.keyId),
+    orgWall('credentials'),
+  ],
+).enableRLS();
+
+/** The tables holding an org's rows, each under the wall, forced (drizzle/pg/0001). */
+export const TENANT_TABLES = ['api_keys', 'modules', 'credentials'] as const;
+/** Every table under the wall: the tenant tables and orgs (read-only to the request role). */
+export const WALLED_TABLES = ['orgs', ...TENANT_TABLES] as const;
+
+// The tables must read back exactly the store's row types: a column added here and not there (or
+// the other way round) fails to compile.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+type Assert<T extends true[]> = T;
+export type SchemaMatchesRowTypes = Assert<[
+  Same<typeof orgs.$inferSelect, OrgRow>,
+  Same<typeof apiKeys.$inferSelect, ApiKeyRow>,
+  Same<typeof modules.$inferSelect, ModuleRow>,
+  Same<typeof credentials.$inferSelect, CredentialRow>,
+]>;
