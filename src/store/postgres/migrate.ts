@@ -24,7 +24,7 @@ const JOURNAL = '__drizzle_migrations';
 const MIGRATION_LOCK = '8388347590866315636';
 
 export interface PgMigrateOptions {
-  /** The owning role's URL (TENANTGATE_MIGRATION_DATABASE): it owns the tables. */
+  /** The owning role's URL (the migration URL; a setting of its own once the gateway runs on PostgreSQL): it owns the tables. */
   ownerUrl: string;
   /** The request role's URL (TENANTGATE_DATABASE): that role is created and granted when missing. */
   requestUrl: string;
@@ -63,7 +63,7 @@ export async function migratePostgres(options: PgMigrateOptions): Promise<PgMigr
   const requestRole = roleOf(options.requestUrl);
   const password = decodeURIComponent(new URL(options.requestUrl).password);
   if (requestRole === roleOf(options.ownerUrl)) {
-    throw new Error('TENANTGATE_DATABASE and TENANTGATE_MIGRATION_DATABASE name the same role; requests must not run as the tables\' owner');
+    throw new Error('the request URL and the migration URL name the same role; requests must not run as the tables\' owner');
   }
   const result: PgMigrateResult = { applied: [], createdRole: false, granted: [] };
   const client = new pg.Client({ connectionString: options.ownerUrl });
