@@ -129,8 +129,3 @@ export function payloadTooLarge(maxBytes: number): GraphQLError {
 export function badRequest(message: string): GraphQLError {
   return appError('BAD_REQUEST', message, { status: 400 });
 }
-
-export function errorCode(error: unknown): ErrorCode | undefined {
-  if (error instanceof GraphQLError) return error.extensions.code as ErrorCode | undefined;
-  return undefined;
-}

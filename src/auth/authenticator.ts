@@ -75,18 +75,6 @@ export class Authenticator {
     return this.#lookUp(hash, now);
   }
 
-  /**
-   * The principal of a key verified within the cache TTL and still valid, or undefined; never
-   * asks the store. For the HTTP front, which answers only requests it can admit at once and
-   * leaves the rest (unknown keys, failures and their rate limit) to the full path.
-   */
-  cachedPrincipal(presented: string): Principal | undefined {
-    if (!isWellFormedKey(presented)) return undefined;
-    const now = this.#now();
-    const cached = this.#cache.get(hashKey(presented));
-    return cached && cached.until > now ? this.#admit(cached.principal, now) : undefined;
-  }
-
   #lookUp(hash: string, now: number): Promise<Principal | undefined> {
     const forgotten = this.#forgotten;
     return this.#store.auth.keyByHash(hash).then((row) => {
