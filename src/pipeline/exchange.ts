@@ -13,7 +13,8 @@ export interface OperationMeta {
  * One request's passage through the pipeline. Every path that answers a request to the GraphQL
  * endpoint (the listener's own, or Yoga's for what the listener hands over) fills the same
  * object, so the stages read and write one thing and nothing travels in side tables keyed by
- * the request. It holds no key and no request bytes: only what the stages decided.
+ * the request. It holds no key; of the request itself only the parsed document (the response
+ * cache decides by it), which nothing logs. The rest is what the stages decided.
  */
 export interface Exchange {
   readonly method: string;

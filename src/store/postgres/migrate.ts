@@ -1,20 +1,9 @@
-import fs from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { readMigrationFiles } from 'drizzle-orm/migrator';
 import pg from 'pg';
 import { TENANT_TABLES, WALLED_TABLES } from './schema.ts';
+import { findMigrations } from '../migrations-folder.ts';
 
-/** drizzle/pg of the package, found upwards from here (src/ under tsx, dist/src/ when compiled, dist/ when bundled). */
-function findMigrations(): string {
-  for (let dir = path.dirname(fileURLToPath(import.meta.url)); ; dir = path.dirname(dir)) {
-    const candidate = path.join(dir, 'drizzle', 'pg');
-    if (fs.existsSync(path.join(candidate, 'meta', '_journal.json'))) return candidate;
-    if (path.dirname(dir) === dir) throw new Error('drizzle/pg migrations not found above ' + import.meta.url);
-  }
-}
-
-export const PG_MIGRATIONS = findMigrations();
+export const PG_MIGRATIONS = findMigrations('pg', import.meta.url);
 
 /** drizzle's journal, where drizzle's own migrator keeps it, in its format, so drizzle-kit stays usable. */
 const JOURNAL_SCHEMA = 'drizzle';

@@ -1,21 +1,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { readMigrationFiles } from 'drizzle-orm/migrator';
 import type { SecretBox } from '../../crypto/secret-box.ts';
 import type { SqliteDatabase } from './connection.ts';
 import { DEFAULT_ORG } from '../types.ts';
+import { findMigrations } from '../migrations-folder.ts';
 
-/** drizzle/sqlite of the package, found upwards from here (src/ under tsx, dist/src/ when compiled, dist/ when bundled). */
-function findMigrations(): string {
-  for (let dir = path.dirname(fileURLToPath(import.meta.url)); ; dir = path.dirname(dir)) {
-    const candidate = path.join(dir, 'drizzle', 'sqlite');
-    if (fs.existsSync(path.join(candidate, 'meta', '_journal.json'))) return candidate;
-    if (path.dirname(dir) === dir) throw new Error('drizzle/sqlite migrations not found above ' + import.meta.url);
-  }
-}
-
-export const SQLITE_MIGRATIONS = findMigrations();
+export const SQLITE_MIGRATIONS = findMigrations('sqlite', import.meta.url);
 
 /** drizzle's journal table; we write it exactly as drizzle does, so drizzle-kit stays usable. */
 const JOURNAL = '__drizzle_migrations';
