@@ -77,6 +77,8 @@ export function formatReport(r: Report): string {
     `- Store: ${int(s.main.modules)} modules across ${int(s.main.orgs)} orgs, ${int(s.main.keys.length)} keys (rotated on every request), ${int(s.main.credentials)} sealed credentials; gateway in production mode, logging at warn`,
     '',
   );
+  // Only PostgreSQL rows were asked for (--only): they follow in their own section.
+  if (r.rows.length === 0 && r.scale.length === 0) return lines.join('\n');
 
   lines.push('| server: scenario | req/s | p50 ms | p99 ms | vs yoga `{ hello }` | vs node:http | server CPU µs/req | failures | gateway peak RSS |');
   lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|');

@@ -8,6 +8,8 @@ import { formatReport, type Machine, type Report, type Row } from './report.ts';
 import { CREDENTIALS_PER_ORG, moduleId, MODULES_PER_ORG, seedFixture, TARGET_ORG, type BenchKey, type Fixture } from './seed.ts';
 import { formatHostileDocuments, measureHostileDocuments } from './hostile-documents.ts';
 import { formatReady, measureReady } from './startup.ts';
+import { PG_ROW_NAMES, runPostgres } from './postgres.ts';
+import { formatPostgres } from './postgres-report.ts';
 import type { FromChild, ToChild } from './servers/child.ts';
 
 /**
@@ -15,8 +17,9 @@ import type { FromChild, ToChild } from './servers/child.ts';
  * load generator never shares the server's event loop) with autocannon on 127.0.0.1.
  * Flags: --seconds=N --warmup=N --connections=N (defaults 8, 2, 50), --profile (every server
  * writes a CPU profile to bench/profiles/), --no-write (leave bench/results.md alone),
- * --only=NAME,... (some of bare, yoga, modules, viewer, module, writes, scale, ready, hostile; for
- * profiling). `npx tsx bench/hostile-documents.ts` runs the hostile documents alone.
+ * --only=NAME,... (some of bare, yoga, modules, viewer, module, writes, scale, ready, hostile, and
+ * the PostgreSQL rows of bench/postgres.ts: postgraphile, pg, pg-scale; for profiling).
+ * `npx tsx bench/hostile-documents.ts` runs the hostile documents alone.
  */
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
@@ -84,15 +87,18 @@ function readHighWaterMark(pid: number): number | undefined {
   }
 }
 
-async function startChild(script: string, env: Record<string, string>, withProfile: boolean): Promise<Child> {
+/** `script` names a file of bench/servers/ (run compiled), or is an absolute path run by `execPath` (PostGraphile's Node 24). */
+async function startChild(script: string, env: Record<string, string>, withProfile: boolean, execPath?: string): Promise<Child> {
   const profileDir = path.join(BENCH_DIR, 'profiles');
   if (withProfile) fs.mkdirSync(profileDir, { recursive: true });
   // The bench's children start from a clean slate: no TENANTGATE_* from the caller's shell.
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TENANTGATE_')));
   const gateway = script === 'gateway.ts';
   // Children run compiled (see buildServers), the gateway with the Node flags `npm start` uses.
-  const child: ChildProcess = fork(path.join(ROOT, 'dist', 'bench', 'servers', script.replace(/\.ts$/, '.js')), [], {
+  const file = path.isAbsolute(script) ? script : path.join(ROOT, 'dist', 'bench', 'servers', script.replace(/\.ts$/, '.js'));
+  const child: ChildProcess = fork(file, [], {
     cwd: ROOT,
+    ...(execPath ? { execPath } : {}),
     execArgv: [
       ...(withProfile ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),
       ...(gateway ? START_NODE_FLAGS : []),
@@ -434,6 +440,20 @@ async function main(): Promise<void> {
       }
     }
 
+    // The PostgreSQL rows (issue 13): seeded into scratch databases of their own, dropped after.
+    const postgres = PG_ROW_NAMES.some(selected)
+      ? await runPostgres({
+          startChild,
+          measure,
+          gatewayEnv: (database, masterKey) => ({ ...gatewayEnv(dir, fixture, ''), TENANTGATE_DATABASE: database, TENANTGATE_MASTER_KEY: masterKey }),
+          load,
+          profile,
+          selected,
+          explicit: only !== undefined && PG_ROW_NAMES.some((name) => only.includes(name)),
+          log,
+        })
+      : undefined;
+
     const report: Report = {
       machine: before,
       loadAverageAfter: os.loadavg()[0] ?? 0,
@@ -448,7 +468,8 @@ async function main(): Promise<void> {
     const markdown = formatReport(report) + (ready ? formatReady(ready, `the main store (${seeded.modules.toLocaleString('en-US')} modules, ${seeded.orgs.toLocaleString('en-US')} orgs, ${seeded.keys.length.toLocaleString('en-US')} keys, ${seeded.credentials.toLocaleString('en-US')} credentials)`) : '');
     // In this process, after the load: the costliest documents within the limits (bench/hostile-documents.ts).
     const hostile = selected('hostile') ? await measureHostileDocuments() : undefined;
-    const output = hostile === undefined ? markdown : `${markdown}\n\n${formatHostileDocuments(hostile)}`;
+    const withPostgres = postgres === undefined ? markdown : `${markdown}\n\n${formatPostgres(postgres, load)}`;
+    const output = hostile === undefined ? withPostgres : `${withPostgres}\n\n${formatHostileDocuments(hostile)}`;
     process.stdout.write(`${output}\n`);
     if (writeResults) {
       fs.writeFileSync(path.join(BENCH_DIR, 'results.md'), `${output}\n`);

@@ -5,6 +5,7 @@ import { displayPrefix, generateKey, hashKey } from '../src/auth/key-format.ts';
 import { SCOPES, type Scope } from '../src/auth/scopes.ts';
 import { createLogger } from '../src/logger.ts';
 import { openStore } from '../src/store/open.ts';
+import type { SecretBox } from '../src/crypto/secret-box.ts';
 
 /**
  * Seeded stores for the benchmark. Each store is created by `openStore`, so the schema comes from
@@ -49,7 +50,8 @@ export interface Fixture {
 
 export const moduleId = (n: number) => `mod-${String(n).padStart(3, '0')}`;
 
-interface StorePlan {
+export interface StorePlan {
+  /** File name inside the seed directory (SQLite), or the database's suffix (PostgreSQL). */
   file: string;
   orgIds: string[];
   /** Keys minted for each org: every org gets `perOrg`, the target org `target`. */
@@ -59,12 +61,66 @@ interface StorePlan {
 const BASE_TIME = Date.parse('2026-01-01T00:00:00.000Z');
 const iso = (offsetSeconds: number) => new Date(BASE_TIME + offsetSeconds * 1000).toISOString();
 
+/** One org's rows, in the column order of the INSERTs below (bench/postgres.ts loads the same rows). */
+export interface OrgRows {
+  org: { id: string; name: string; createdAt: string };
+  keys: Array<{ id: string; name: string; prefix: string; hash: string; scopes: string; createdAt: string }>;
+  modules: Array<{
+    moduleId: string;
+    name: string;
+    version: string;
+    description: string | null;
+    config: string;
+    enabled: boolean;
+    healthStatus: string;
+    usageCount: number;
+    at: string;
+  }>;
+  credentials: Array<{ moduleId: string; ciphertext: Buffer; iv: Buffer; tag: Buffer; keyId: string; fields: string; at: string }>;
+  /** The keys' secrets, for the load generator (only their hashes are stored). */
+  secrets: BenchKey[];
+}
+
+const HEALTHS = ['unknown', 'healthy', 'healthy', 'healthy', 'degraded'];
+
+/** The `o`-th org of a plan: its keys, its MODULES_PER_ORG modules and CREDENTIALS_PER_ORG sealed credentials. */
+export function orgRows(plan: StorePlan, o: number, secretBox: SecretBox): OrgRows {
+  const orgId = plan.orgIds[o]!;
+  const rows: OrgRows = { org: { id: orgId, name: `Bench org ${orgId}`, createdAt: iso(o) }, keys: [], modules: [], credentials: [], secrets: [] };
+  let k = 0;
+  for (const spec of plan.keys(orgId)) {
+    const secret = generateKey();
+    rows.keys.push({ id: `key_bench_${orgId}_${k++}`, name: spec.name, prefix: displayPrefix(secret), hash: hashKey(secret), scopes: JSON.stringify(spec.scopes), createdAt: iso(o) });
+    rows.secrets.push({ orgId, secret, scopes: spec.scopes });
+  }
+  for (let m = 0; m < MODULES_PER_ORG; m++) {
+    const id = moduleId(m);
+    const at = iso(o * MODULES_PER_ORG + m);
+    rows.modules.push({
+      moduleId: id,
+      name: `Module ${m} of ${orgId}`,
+      version: `1.${m % 10}.${o % 7}`,
+      description: m % 3 === 0 ? null : `Integration number ${m}, installed for the benchmark.`,
+      config: JSON.stringify({ region: 'eu-west-1', retries: m % 5, feature: `f${m}` }),
+      enabled: m % 9 !== 8,
+      healthStatus: HEALTHS[m % HEALTHS.length]!,
+      usageCount: m * 3,
+      at,
+    });
+    if (m < CREDENTIALS_PER_ORG) {
+      const sealed = secretBox.seal(orgId, id, JSON.stringify({ token: `tok-${orgId}-${id}`, user: 'bench' }));
+      rows.credentials.push({ moduleId: id, ...sealed, fields: JSON.stringify(['token', 'user']), at });
+    }
+  }
+  return rows;
+}
+
 async function seedStore(dir: string, plan: StorePlan, masterKey: Buffer, log: (line: string) => void): Promise<SeededStore> {
   const started = performance.now();
   const database = path.join(dir, plan.file);
   for (const suffix of ['', '-wal', '-shm']) fs.rmSync(database + suffix, { force: true });
   const logger = createLogger('warn');
-  const { sqlite, store, secretBox } = openStore({ database, dataDir: dir, masterKey, previousMasterKeys: [] }, logger);
+  const { sqlite, store, secretBox } = await openStore({ database, dataDir: dir, masterKey, previousMasterKeys: [] }, logger);
   // A throwaway file rebuilt on any failure: no fsync while seeding; close() checkpoints it whole.
   sqlite.pragma('synchronous = OFF');
   sqlite.pragma('cache_size = -262144');
@@ -87,40 +143,22 @@ async function seedStore(dir: string, plan: StorePlan, masterKey: Buffer, log: (
   const keys: BenchKey[] = [];
   let modules = 0;
   let credentials = 0;
-  const healths = ['unknown', 'healthy', 'healthy', 'healthy', 'degraded'];
   const fill = sqlite.transaction(() => {
-    plan.orgIds.forEach((orgId, o) => {
-      insertOrg.run(orgId, `Bench org ${orgId}`, iso(o));
-      let k = 0;
-      for (const spec of plan.keys(orgId)) {
-        const secret = generateKey();
-        insertKey.run(`key_bench_${orgId}_${k++}`, orgId, spec.name, displayPrefix(secret), hashKey(secret), JSON.stringify(spec.scopes), iso(o));
-        keys.push({ orgId, secret, scopes: spec.scopes });
+    for (let o = 0; o < plan.orgIds.length; o++) {
+      const rows = orgRows(plan, o, secretBox);
+      const orgId = rows.org.id;
+      insertOrg.run(orgId, rows.org.name, rows.org.createdAt);
+      for (const key of rows.keys) insertKey.run(key.id, orgId, key.name, key.prefix, key.hash, key.scopes, key.createdAt);
+      keys.push(...rows.secrets);
+      for (const m of rows.modules) {
+        insertModule.run(orgId, m.moduleId, m.name, m.version, m.description, m.config, m.enabled ? 1 : 0, m.healthStatus, m.usageCount, m.at, m.at);
       }
-      for (let m = 0; m < MODULES_PER_ORG; m++) {
-        const id = moduleId(m);
-        const at = iso(o * MODULES_PER_ORG + m);
-        insertModule.run(
-          orgId,
-          id,
-          `Module ${m} of ${orgId}`,
-          `1.${m % 10}.${o % 7}`,
-          m % 3 === 0 ? null : `Integration number ${m}, installed for the benchmark.`,
-          JSON.stringify({ region: 'eu-west-1', retries: m % 5, feature: `f${m}` }),
-          m % 9 === 8 ? 0 : 1,
-          healths[m % healths.length],
-          m * 3,
-          at,
-          at,
-        );
-        modules++;
-        if (m < CREDENTIALS_PER_ORG) {
-          const sealed = secretBox.seal(orgId, id, JSON.stringify({ token: `tok-${orgId}-${id}`, user: 'bench' }));
-          insertCredential.run(orgId, id, sealed.ciphertext, sealed.iv, sealed.tag, sealed.keyId, JSON.stringify(['token', 'user']), at, at);
-          credentials++;
-        }
+      modules += rows.modules.length;
+      for (const c of rows.credentials) {
+        insertCredential.run(orgId, c.moduleId, c.ciphertext, c.iv, c.tag, c.keyId, c.fields, c.at, c.at);
       }
-    });
+      credentials += rows.credentials.length;
+    }
   });
   fill();
   await store.close();
@@ -143,15 +181,22 @@ const scaleKeys = (orgId: string) =>
     ? Array.from({ length: 10 }, (_, i) => ({ name: `bench target ${i}`, scopes: READ_SCOPES }))
     : [{ name: 'bench read-only', scopes: READ_SCOPES }];
 
+/** The three stores: the main one, and the scale pair (the same target org among 10k and 1M module rows). */
+export const PLANS = {
+  main: { file: 'main.db', orgIds: orgRange(1000, 4), keys: mainKeys },
+  scale10k: { file: 'scale-10k.db', orgIds: [...orgRange(99, 5), TARGET_ORG], keys: scaleKeys },
+  scale1m: { file: 'scale-1m.db', orgIds: [...orgRange(9999, 5), TARGET_ORG], keys: scaleKeys },
+} satisfies Record<string, StorePlan>;
+
 /**
  * Seeds the main store and, when `scale` is set, the scale pair into `dir` (a fresh directory the
  * caller removes afterwards). The 1M-row store takes most of the seeding time.
  */
 export async function seedFixture(dir: string, log: (line: string) => void, { scale }: { scale: boolean }): Promise<Fixture> {
   const masterKey = randomBytes(32);
-  const main = await seedStore(dir, { file: 'main.db', orgIds: orgRange(1000, 4), keys: mainKeys }, masterKey, log);
+  const main = await seedStore(dir, PLANS.main, masterKey, log);
   if (!scale) return { masterKey: masterKey.toString('base64'), stores: { main } };
-  const scale10k = await seedStore(dir, { file: 'scale-10k.db', orgIds: [...orgRange(99, 5), TARGET_ORG], keys: scaleKeys }, masterKey, log);
-  const scale1m = await seedStore(dir, { file: 'scale-1m.db', orgIds: [...orgRange(9999, 5), TARGET_ORG], keys: scaleKeys }, masterKey, log);
+  const scale10k = await seedStore(dir, PLANS.scale10k, masterKey, log);
+  const scale1m = await seedStore(dir, PLANS.scale1m, masterKey, log);
   return { masterKey: masterKey.toString('base64'), stores: { main, scale: { scale10k, scale1m } } };
 }
