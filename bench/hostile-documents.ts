@@ -90,7 +90,7 @@ async function measureWith(env: Record<string, string>, list: Shape[]): Promise<
   try {
     const config = loadConfig({ TENANTGATE_DATA_DIR: dir, TENANTGATE_MASTER_KEY: randomBytes(32).toString('base64'), TENANTGATE_PRODUCTION: 'true', TENANTGATE_INTROSPECTION: 'true', ...env });
     const logger = captureLogger('warn');
-    const opened = openStore(config, logger);
+    const opened = await openStore(config, logger);
     const app = createApp({ store: opened.store, secretBox: opened.secretBox, config, logger });
     try {
       const key = (await issueApiKey(opened.store, 'default', { name: 'bench', scopes: SCOPES }, { keyId: null, scopes: 'all' })).secret;

@@ -6,6 +6,7 @@
 //
 // Left outside the bundle, loaded from node_modules at run time:
 // - better-sqlite3: a native addon, found by `bindings` relative to its own files.
+// - pg-native: pg's optional native driver, required only if asked for (never: we use pg's JavaScript client).
 // - @graphql-yoga/render-graphiql: never imported; src/http/graphiql.ts resolves it with
 //   createRequire(import.meta.url) and reads it in a worker thread (9 MB that must not be parsed
 //   at start). From dist/ that resolves through the same node_modules/.
@@ -35,7 +36,7 @@ export async function bundle(root) {
     banner: {
       js: "import { createRequire as __tenantgateCreateRequire } from 'node:module';\nconst require = __tenantgateCreateRequire(import.meta.url);",
     },
-    external: ['better-sqlite3', '@graphql-yoga/render-graphiql'],
+    external: ['better-sqlite3', '@graphql-yoga/render-graphiql', 'pg-native'],
     // NODE_ENV is read at run time: main.ts settles it before graphql-js is first evaluated.
     logLevel: 'warning',
   });

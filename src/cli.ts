@@ -234,7 +234,7 @@ function readScopes(text: string): string[] {
 async function withStore<T>(config: Config, fn: (opened: OpenedStore) => Promise<T>): Promise<T> {
   const logger = createLogger(config.logLevel === 'debug' ? 'debug' : 'warn');
   const { openStore } = await import('./store/open.ts');
-  const opened = openStore(config, logger);
+  const opened = await openStore(config, logger);
   try {
     return await fn(opened);
   } finally {

@@ -25,8 +25,12 @@ export interface Config {
   host: string;
   port: number;
   dataDir: string;
-  /** A SQLite file path (or, later, a postgres:// URL). */
+  /** A SQLite file path (absolute), or a postgres:// URL naming the request role (it may hold a password: never log it). */
   database: string;
+  /** The owning role's postgres:// URL, used only to migrate (on start when set, and by `tenantgate migrate`); PostgreSQL only. */
+  migrationDatabase: string | undefined;
+  /** The PostgreSQL pool (ignored on SQLite). */
+  databasePool: DatabasePool;
   /** 32-byte key from TENANTGATE_MASTER_KEY; undefined means "use or generate the data-dir key". */
   masterKey: Buffer | undefined;
   /** Keys that older credential rows may still be encrypted with, during a rotation. */
@@ -53,6 +57,17 @@ export interface Config {
   /** A request's headers must arrive within this many ms, the whole request within requestTimeoutMs. */
   headersTimeoutMs: number;
   requestTimeoutMs: number;
+}
+
+export interface DatabasePool {
+  /** Connections at most. */
+  max: number;
+  /** How long a request waits for a connection before the store is unavailable. */
+  connectTimeoutMs: number;
+  /** An idle connection is closed after this. */
+  idleTimeoutMs: number;
+  /** The longest a statement may run; the server cancels it then. */
+  statementTimeoutMs: number;
 }
 
 export class ConfigError extends Error {
@@ -100,12 +115,33 @@ function oneOf<const T extends readonly [string, ...string[]]>(values: T) {
 
 const hostName = z.string({ error: 'must be a host name or IP address' }).max(253).regex(/^[A-Za-z0-9.:_-]+$/);
 
-const sqlitePath = z
-  .string()
-  .refine((value) => !/^postgres(ql)?:\/\//i.test(value), {
-    error: 'TENANTGATE_DATABASE: PostgreSQL is not supported by this version yet; use a SQLite file path',
-  })
-  .refine((value) => !value.includes('://'), { error: 'TENANTGATE_DATABASE must be a SQLite file path (got a URL)' });
+/** A postgres:// or postgresql:// URL: the PostgreSQL store. */
+export const isPostgresUrl = (value: string) => /^postgres(ql)?:\/\//i.test(value);
+
+/**
+ * A PostgreSQL URL with a role and a database. The messages name the variable and never repeat
+ * the value: a URL may hold a password.
+ */
+function postgresUrl(name: string) {
+  return z.string().superRefine((value, ctx) => {
+    const fail = (why: string) => ctx.addIssue({ code: 'custom', message: `${name} ${why}` });
+    if (!isPostgresUrl(value)) return fail('must be a postgres:// URL (postgres://ROLE[:PASSWORD]@HOST[:PORT]/DATABASE)');
+    if (!URL.canParse(value)) return fail('is not a valid URL (a password with @, :, / or % must be percent-encoded)');
+    const url = new URL(value);
+    if (!url.username) return fail('names no role (postgres://ROLE@HOST/DATABASE)');
+    if (!url.hostname) return fail('names no host (postgres://ROLE@HOST/DATABASE)');
+    if (url.pathname.length <= 1) return fail('names no database (postgres://ROLE@HOST/DATABASE)');
+  });
+}
+
+const databasePath = z.string().superRefine((value, ctx) => {
+  if (isPostgresUrl(value)) {
+    const checked = postgresUrl('TENANTGATE_DATABASE').safeParse(value);
+    if (!checked.success) ctx.addIssue({ code: 'custom', message: checked.error.issues[0]!.message });
+  } else if (value.includes('://')) {
+    ctx.addIssue({ code: 'custom', message: 'TENANTGATE_DATABASE must be a SQLite file path or a postgres:// URL (got another URL)' });
+  }
+});
 
 const MASTER_KEY_ACCEPTS = 'must be 32 bytes encoded as base64 (44 characters); generate one with: openssl rand -base64 32';
 
@@ -142,7 +178,22 @@ export const environment = z.object({
   TENANTGATE_DATA_DIR: withDefault('./data', z.string(), {
     meaning: 'where the SQLite store, its backups and the generated master key live',
   }),
-  TENANTGATE_DATABASE: optional(sqlitePath, { meaning: 'the SQLite file; <data dir>/tenantgate.db when unset' }),
+  TENANTGATE_DATABASE: optional(databasePath, {
+    meaning: "the SQLite file, or a postgres:// URL of the request role (see PostgreSQL below); <data dir>/tenantgate.db when unset",
+  }),
+  TENANTGATE_MIGRATION_DATABASE: optional(postgresUrl('TENANTGATE_MIGRATION_DATABASE'), {
+    meaning: "PostgreSQL only: the owning role's postgres:// URL, used only to migrate (on start when set, and by tenantgate migrate)",
+    secret: true,
+  }),
+  TENANTGATE_DATABASE_POOL_MAX: withDefault('10', wholeNumber(2, 1000), {
+    meaning: 'PostgreSQL only: connections each process may hold at once',
+  }),
+  TENANTGATE_DATABASE_CONNECT_TIMEOUT_MS: withDefault('5000', wholeNumber(100, 600_000), {
+    meaning: 'PostgreSQL only: how long a request waits for a connection before it answers SERVICE_UNAVAILABLE',
+  }),
+  TENANTGATE_DATABASE_STATEMENT_TIMEOUT_MS: withDefault('5000', wholeNumber(100, 600_000), {
+    meaning: "PostgreSQL only: the longest a statement may run (the server's statement_timeout); longer answers SERVICE_UNAVAILABLE",
+  }),
   TENANTGATE_MASTER_KEY: optional(masterKey, {
     meaning: 'the key that encrypts credentials; generated into <data dir>/master.key when unset',
     secret: true,
@@ -225,12 +276,30 @@ const config = environment.transform((env, ctx): Config => {
     return z.NEVER;
   }
   const dataDir = path.resolve(env.TENANTGATE_DATA_DIR);
+  const database = env.TENANTGATE_DATABASE;
+  const postgres = database !== undefined && isPostgresUrl(database);
+  if (env.TENANTGATE_MIGRATION_DATABASE !== undefined && !postgres) {
+    ctx.issues.push({
+      code: 'custom',
+      path: ['TENANTGATE_MIGRATION_DATABASE'],
+      input: env,
+      message: 'TENANTGATE_MIGRATION_DATABASE is for PostgreSQL only; set TENANTGATE_DATABASE to the request role\'s postgres:// URL too',
+    });
+    return z.NEVER;
+  }
   const production = env.TENANTGATE_PRODUCTION;
   return {
     host: env.TENANTGATE_HOST,
     port: env.TENANTGATE_PORT,
     dataDir,
-    database: env.TENANTGATE_DATABASE === undefined ? path.join(dataDir, 'tenantgate.db') : path.resolve(env.TENANTGATE_DATABASE),
+    database: database === undefined ? path.join(dataDir, 'tenantgate.db') : postgres ? database : path.resolve(database),
+    migrationDatabase: env.TENANTGATE_MIGRATION_DATABASE,
+    databasePool: {
+      max: env.TENANTGATE_DATABASE_POOL_MAX,
+      connectTimeoutMs: env.TENANTGATE_DATABASE_CONNECT_TIMEOUT_MS,
+      idleTimeoutMs: 30_000,
+      statementTimeoutMs: env.TENANTGATE_DATABASE_STATEMENT_TIMEOUT_MS,
+    },
     masterKey: env.TENANTGATE_MASTER_KEY,
     previousMasterKeys: env.TENANTGATE_MASTER_KEY_PREVIOUS ?? [],
     production,

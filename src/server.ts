@@ -50,7 +50,7 @@ export function createHttpServer(app: App, config: Pick<Config, 'headersTimeoutM
 }
 
 export async function startServer(config: Config, logger: Logger, out: NodeJS.WritableStream = process.stdout): Promise<RunningServer> {
-  const opened = openStore(config, logger);
+  const opened = await openStore(config, logger);
   const app = createApp({ store: opened.store, secretBox: opened.secretBox, config, logger });
   const server = createHttpServer(app, config);
 
@@ -66,7 +66,8 @@ export async function startServer(config: Config, logger: Logger, out: NodeJS.Wr
   const url = `http://${host}:${port}/graphql`;
   logger.info('tenantgate listening', { url, store: opened.store.location, production: config.production });
 
-  const secret = await bootstrapAdminKey(opened.store);
+  // Replicas starting together on a fresh PostgreSQL store take turns: one mints the key, the others find it.
+  const secret = await opened.exclusive('bootstrap', () => bootstrapAdminKey(opened.store));
   if (secret) {
     // The one place a key is ever printed: on first start, for the operator.
     out.write(`tenantgate: admin key for org "default" (shown once, store it now): ${secret}\n`);

@@ -27,6 +27,8 @@ interface Case {
   valid: [value: string, read: (config: Config) => unknown, expected: unknown];
   /** A value that is refused and the exact line it is refused with; null with a reason when every value loads. */
   invalid: [value: string, message: string] | { none: string };
+  /** Other settings the value needs beside it (both the valid and the invalid value are read with them). */
+  with?: Record<string, string>;
 }
 
 const whole = (name: string, min: number, max: number, got: string) =>
@@ -45,7 +47,24 @@ const CASES = {
   },
   TENANTGATE_DATABASE: {
     valid: ['/var/db/x.db', (c) => c.database, '/var/db/x.db'],
-    invalid: ['postgres://u@h/db', 'TENANTGATE_DATABASE: PostgreSQL is not supported by this version yet; use a SQLite file path'],
+    invalid: ['postgres://db.example/tenantgate', 'TENANTGATE_DATABASE names no role (postgres://ROLE@HOST/DATABASE)'],
+  },
+  TENANTGATE_MIGRATION_DATABASE: {
+    valid: ['postgres://owner:pw@db.example/tg', (c) => c.migrationDatabase, 'postgres://owner:pw@db.example/tg'],
+    invalid: ['mysql://owner:pw@db.example/tg', 'TENANTGATE_MIGRATION_DATABASE must be a postgres:// URL (postgres://ROLE[:PASSWORD]@HOST[:PORT]/DATABASE)'],
+    with: { TENANTGATE_DATABASE: 'postgres://tg@db.example/tg' },
+  },
+  TENANTGATE_DATABASE_POOL_MAX: {
+    valid: ['50', (c) => c.databasePool.max, 50],
+    invalid: ['1', whole('TENANTGATE_DATABASE_POOL_MAX', 2, 1000, '1')],
+  },
+  TENANTGATE_DATABASE_CONNECT_TIMEOUT_MS: {
+    valid: ['100', (c) => c.databasePool.connectTimeoutMs, 100],
+    invalid: ['99', whole('TENANTGATE_DATABASE_CONNECT_TIMEOUT_MS', 100, 600_000, '99')],
+  },
+  TENANTGATE_DATABASE_STATEMENT_TIMEOUT_MS: {
+    valid: ['600000', (c) => c.databasePool.statementTimeoutMs, 600_000],
+    invalid: ['600001', whole('TENANTGATE_DATABASE_STATEMENT_TIMEOUT_MS', 100, 600_000, '600001')],
   },
   TENANTGATE_MASTER_KEY: {
     valid: [KEY.toString('base64'), (c) => c.masterKey, KEY],
@@ -146,7 +165,7 @@ const CASES = {
   },
 } satisfies Record<SettingName, Case>;
 
-const SECRETS: readonly SettingName[] = ['TENANTGATE_MASTER_KEY', 'TENANTGATE_MASTER_KEY_PREVIOUS', 'TENANTGATE_METRICS_TOKEN'];
+const SECRETS: readonly SettingName[] = ['TENANTGATE_MASTER_KEY', 'TENANTGATE_MASTER_KEY_PREVIOUS', 'TENANTGATE_METRICS_TOKEN', 'TENANTGATE_MIGRATION_DATABASE'];
 
 describe('configuration', () => {
   it('has a row in this table for every setting, and no other', () => {
@@ -160,6 +179,8 @@ describe('configuration', () => {
       port: 4000,
       dataDir: path.resolve('./data'),
       database: path.resolve('./data/tenantgate.db'),
+      migrationDatabase: undefined,
+      databasePool: { max: 10, connectTimeoutMs: 5000, idleTimeoutMs: 30_000, statementTimeoutMs: 5000 },
       masterKey: undefined,
       previousMasterKeys: [],
       production: false,
@@ -192,22 +213,23 @@ describe('configuration', () => {
 
   const rows = Object.entries(CASES) as [SettingName, Case][];
 
-  it.each(rows)('reads %s', (name, { valid: [value, read, expected] }) => {
-    expect(read(loadConfig({ [name]: value }))).toEqual(expected);
+  it.each(rows)('reads %s', (name, { valid: [value, read, expected], with: beside }) => {
+    expect(read(loadConfig({ ...beside, [name]: value }))).toEqual(expected);
   });
 
-  it.each(rows.filter(([, c]) => Array.isArray(c.invalid)))('refuses a bad %s with one line naming it', (name, { invalid }) => {
+  it.each(rows.filter(([, c]) => Array.isArray(c.invalid)))('refuses a bad %s with one line naming it', (name, { invalid, with: beside }) => {
     const [value, message] = invalid as [string, string];
-    const got = refusal({ [name]: value });
+    const got = refusal({ ...beside, [name]: value });
     expect(got).toBe(message);
     expect(got).not.toContain('\n');
   });
 
   it.each(SECRETS)('never repeats the value of %s', (name) => {
-    const [value] = CASES[name].invalid as [string, string];
+    const { invalid, with: beside } = CASES[name] as Case;
+    const [value] = invalid as [string, string];
     const secretish = `${'A'.repeat(60)}SECRETPART`;
     for (const bad of [value, `${secretish} x`, `${secretish}\u0007`]) {
-      const message = refusal({ [name]: bad });
+      const message = refusal({ ...beside, [name]: bad });
       expect(message, bad).toMatch(new RegExp(`^${name} must be`));
       expect(message).not.toContain('SECRETPART');
       expect(message).not.toContain('AAAAAAAA');
@@ -236,10 +258,25 @@ describe('configuration', () => {
     expect(loadConfig({ TENANTGATE_PRODUCTION: 'false', TENANTGATE_GRAPHIQL: 'no' })).toMatchObject({ introspection: true, graphiql: false });
   });
 
-  it('places the database in the data dir unless given, and refuses any URL', () => {
+  it('places the database in the data dir unless given, takes a PostgreSQL URL as it is, and refuses other URLs', () => {
     expect(loadConfig({ TENANTGATE_DATA_DIR: '/srv/tg', TENANTGATE_DATABASE: 'x.db' }).database).toBe(path.resolve('x.db'));
-    expect(refusal({ TENANTGATE_DATABASE: 'POSTGRESQL://u@h/db' })).toMatch(/^TENANTGATE_DATABASE: PostgreSQL is not supported/);
-    expect(refusal({ TENANTGATE_DATABASE: 'file:///tmp/x.db' })).toBe('TENANTGATE_DATABASE must be a SQLite file path (got a URL)');
+    expect(loadConfig({ TENANTGATE_DATABASE: 'POSTGRESQL://u@h/db' }).database).toBe('POSTGRESQL://u@h/db');
+    expect(loadConfig({ TENANTGATE_DATABASE: 'postgres://u:p%40ss@h:5433/db' }).database).toBe('postgres://u:p%40ss@h:5433/db');
+    expect(refusal({ TENANTGATE_DATABASE: 'file:///tmp/x.db' })).toBe(
+      'TENANTGATE_DATABASE must be a SQLite file path or a postgres:// URL (got another URL)',
+    );
+    // A password is never repeated, whatever is wrong with the URL.
+    for (const bad of ['postgres://u:SECRETPW@h', 'postgres://:SECRETPW@h/db', 'postgres://u:SECRETPW@h:99999/db']) {
+      const message = refusal({ TENANTGATE_DATABASE: bad });
+      expect(message, bad).toMatch(/^TENANTGATE_DATABASE /);
+      expect(message).not.toContain('SECRETPW');
+    }
+  });
+
+  it('takes TENANTGATE_MIGRATION_DATABASE only beside a PostgreSQL TENANTGATE_DATABASE', () => {
+    expect(refusal({ TENANTGATE_MIGRATION_DATABASE: 'postgres://owner:SECRETPW@h/db' })).toBe(
+      "TENANTGATE_MIGRATION_DATABASE is for PostgreSQL only; set TENANTGATE_DATABASE to the request role's postgres:// URL too",
+    );
   });
 
   it('refuses a header timeout longer than the request timeout, naming both', () => {
@@ -288,7 +325,7 @@ describe('configuration', () => {
     });
 
     it('is never a real setting, even beside all the others', () => {
-      const everything = Object.fromEntries(rows.map(([name, c]) => [name, c.valid[0]]));
+      const everything = Object.fromEntries(rows.filter(([, c]) => !c.with).map(([name, c]) => [name, c.valid[0]]));
       expect(loadConfig(everything)).toMatchObject({ port: 8080, database: '/var/db/x.db', limits: { maxDepth: 1 } });
     });
   });

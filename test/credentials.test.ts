@@ -291,7 +291,7 @@ describe('the master key', () => {
   /** A store in `dir` holding one credential, sealed under `key` (or the generated file key). */
   async function storeWithCredential(dir: string, key?: Buffer): Promise<void> {
     const config = loadConfig({ TENANTGATE_DATA_DIR: dir, ...(key ? { TENANTGATE_MASTER_KEY: key.toString('base64') } : {}) });
-    const opened = openStore(config, captureLogger());
+    const opened = await openStore(config, captureLogger());
     const at = new Date().toISOString();
     await opened.store.forOrg('default').modules.insert({ moduleId: 'github', name: 'GitHub', version: '1.0.0', description: null, config: '{}', enabled: true, installedAt: at, updatedAt: at });
     const sealed = opened.secretBox.seal('default', 'github', JSON.stringify({ token: 'the-plaintext' }));
@@ -307,7 +307,7 @@ describe('the master key', () => {
     let logger;
     try {
       logger = captureLogger();
-      const opened = openStore(loadConfig({ TENANTGATE_DATA_DIR: dir }), logger);
+      const opened = await openStore(loadConfig({ TENANTGATE_DATA_DIR: dir }), logger);
       await opened.store.close();
     } finally {
       process.umask(previousUmask);
@@ -323,7 +323,7 @@ describe('the master key', () => {
 
     // The second start reuses it: what the first sealed, the second opens.
     await storeWithCredential(dir);
-    const again = open(dir);
+    const again = await open(dir);
     try {
       expect(again.secretBox.currentKeyId).toBe(masterKeyId(Buffer.from(content.trim(), 'base64')));
       const row = await again.store.forOrg('default').credentials.get('github');
@@ -340,7 +340,7 @@ describe('the master key', () => {
     await (await openStore(loadConfig({ TENANTGATE_DATA_DIR: dir }), captureLogger())).store.close();
     fs.chmodSync(path.join(dir, 'master.key'), 0o644);
     const logger = captureLogger();
-    await openStore(loadConfig({ TENANTGATE_DATA_DIR: dir }), logger).store.close();
+    await (await openStore(loadConfig({ TENANTGATE_DATA_DIR: dir }), logger)).store.close();
     expect(logger.lines.some((l) => l.includes('"level":"warn"') && l.includes('chmod 600'))).toBe(true);
   });
 
@@ -351,7 +351,7 @@ describe('the master key', () => {
     await storeWithCredential(dir, right);
     let error: unknown;
     try {
-      open(dir, { TENANTGATE_MASTER_KEY: wrong.toString('base64') });
+      await open(dir, { TENANTGATE_MASTER_KEY: wrong.toString('base64') });
     } catch (e) {
       error = e;
     }
@@ -365,7 +365,7 @@ describe('the master key', () => {
       expect(message).not.toContain(key.toString('hex'));
     }
     // The right key opens it, and the refused attempt changed nothing.
-    const opened = open(dir, { TENANTGATE_MASTER_KEY: right.toString('base64') });
+    const opened = await open(dir, { TENANTGATE_MASTER_KEY: right.toString('base64') });
     try {
       const row = await opened.store.forOrg('default').credentials.get('github');
       if (!row) throw new Error('no row');
@@ -379,13 +379,13 @@ describe('the master key', () => {
     const dir = tempDir();
     await storeWithCredential(dir); // generated key
     fs.writeFileSync(path.join(dir, 'master.key'), `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
-    expect(() => open(dir)).toThrow(/^wrong master key/);
+    await expect(open(dir)).rejects.toThrow(/^wrong master key/);
   });
 
   it('a missing key stops openStore when the store holds credentials, and no new key is generated', async () => {
     const dir = tempDir();
     await storeWithCredential(dir, randomBytes(32));
-    expect(() => open(dir)).toThrow(
+    await expect(open(dir)).rejects.toThrow(
       new ConfigError(
         `no master key: the store holds encrypted credentials but ${path.join(dir, 'master.key')} is missing and TENANTGATE_MASTER_KEY is not set`,
       ),
@@ -461,10 +461,10 @@ describe('rekeying credentials under a new master key', () => {
   });
 
   /** A gateway on the same files, as a restart with `env` would give. */
-  function restart(env: Record<string, string>) {
+  async function restart(env: Record<string, string>) {
     const config = loadConfig({ TENANTGATE_DATA_DIR: dir, ...env });
     const logger = captureLogger();
-    const opened = openStore(config, logger);
+    const opened = await openStore(config, logger);
     const app = createApp({ store: opened.store, secretBox: opened.secretBox, config, logger });
     const gql = async (key: string, query: string, variables?: Record<string, unknown>): Promise<GqlResponse> => {
       const res = await app.yoga.fetch(
@@ -492,7 +492,7 @@ describe('rekeying credentials under a new master key', () => {
   const total = ORGS.length * (MODULES.length + 1); // + the seeded github credential
 
   it('re-encrypts every credential while reads (and writes) through the gateway keep working, interleaved', async () => {
-    const node = restart(rotationEnv);
+    const node = await restart(rotationEnv);
     try {
       expect(node.keyIds()).toEqual([{ key_id: masterKeyId(OLD), n: total }]);
       // Each reseal yields to the event loop first, so that requests run between the rotation's steps.
@@ -560,18 +560,18 @@ describe('rekeying credentials under a new master key', () => {
     }
 
     // Afterwards the new key alone opens the store, and the old key alone is refused.
-    const after = restart({ TENANTGATE_MASTER_KEY: NEW.toString('base64') });
+    const after = await restart({ TENANTGATE_MASTER_KEY: NEW.toString('base64') });
     try {
       expect(ok(await after.gql(gw.keys.b, REVEAL, { m: 'm07' })).credentialSecret).toEqual(secretOf(ORG_B, 'm07'));
       expect(ok(await after.gql(gw.keys.a, REVEAL, { m: 'github' })).credentialSecret).toEqual({ token: 'secret-token-of-org-a' });
     } finally {
       await after.close();
     }
-    expect(() => restart({ TENANTGATE_MASTER_KEY: OLD.toString('base64') })).toThrow(/^wrong master key/);
+    await expect(restart({ TENANTGATE_MASTER_KEY: OLD.toString('base64') })).rejects.toThrow(/^wrong master key/);
   });
 
   it('`npm run cli -- credentials rekey` re-encrypts everything while a gateway holding both keys keeps serving', async () => {
-    const node = restart(rotationEnv);
+    const node = await restart(rotationEnv);
     try {
       const env = { ...cleanEnv(), TENANTGATE_DATA_DIR: dir, ...rotationEnv };
       const cli = run('npm', ['run', '--silent', 'cli', '--', 'credentials', 'rekey'], { cwd: ROOT, env });
@@ -610,7 +610,7 @@ describe('rekeying credentials under a new master key', () => {
     );
     expect(error?.code).toBe(2);
     expect(error?.stderr).toMatch(/^tenantgate: wrong master key: credentials are sealed with mk_/);
-    const node = restart({ TENANTGATE_MASTER_KEY: OLD.toString('base64') });
+    const node = await restart({ TENANTGATE_MASTER_KEY: OLD.toString('base64') });
     try {
       expect(node.keyIds()).toEqual([{ key_id: masterKeyId(OLD), n: total }]);
     } finally {

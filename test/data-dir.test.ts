@@ -168,7 +168,7 @@ describe('files at rest are private whatever the umask', () => {
   it('a new data directory is 0700 and the store, its -wal and -shm and master.key 0600', async () => {
     const dir = path.join(tempDir(), 'nested', 'data');
     const logger = captureLogger();
-    const opened = permissive(() => openStore(loadConfig({ TENANTGATE_DATA_DIR: dir }), logger));
+    const opened = await permissive(() => openStore(loadConfig({ TENANTGATE_DATA_DIR: dir }), logger));
     try {
       // A write, so the -wal holds pages (and the -shm exists) while the store is open.
       opened.sqlite.prepare(`INSERT INTO orgs (id, name, created_at) VALUES ('acme', 'Acme', '2026-01-01T00:00:00Z')`).run();
@@ -193,7 +193,7 @@ describe('files at rest are private whatever the umask', () => {
     expect(mode(dir)).toBe(0o777);
     expect(mode(path.join(dir, 'tenantgate.db')) & 0o077).not.toBe(0); // as the single-tenant registry left it
     const logger = captureLogger();
-    const opened = permissive(() => openStore(loadConfig({ TENANTGATE_DATA_DIR: dir }), logger));
+    const opened = await permissive(() => openStore(loadConfig({ TENANTGATE_DATA_DIR: dir }), logger));
     try {
       expect(opened.migration.adoptedLegacy).toBe(true);
       opened.sqlite.prepare(`INSERT INTO orgs (id, name, created_at) VALUES ('acme', 'Acme', '2026-01-01T00:00:00Z')`).run();
@@ -217,7 +217,7 @@ describe('files at rest are private whatever the umask', () => {
     permissive(() => fs.mkdirSync(dir, { mode: 0o777 }));
     fs.writeFileSync(path.join(dir, 'someone-elses.txt'), '');
     const logger = captureLogger();
-    const opened = permissive(() => openStore(loadConfig({ TENANTGATE_DATA_DIR: dir }), logger));
+    const opened = await permissive(() => openStore(loadConfig({ TENANTGATE_DATA_DIR: dir }), logger));
     await opened.store.close();
     expect(mode(dir)).toBe(0o777);
     expect(mode(path.join(dir, 'tenantgate.db'))).toBe(0o600);
@@ -229,7 +229,7 @@ describe('files at rest are private whatever the umask', () => {
     const base = tempDir();
     const file = path.join(base, 'db', 'store.db');
     const logger = captureLogger();
-    const opened = permissive(() =>
+    const opened = await permissive(() =>
       openStore(loadConfig({ TENANTGATE_DATA_DIR: path.join(base, 'data'), TENANTGATE_DATABASE: file }), logger),
     );
     await opened.store.close();

@@ -77,7 +77,7 @@ describe('a pre-tenant file with a credential whose module is gone', () => {
       db.prepare(`INSERT INTO credentials VALUES ('ghost-module', '{"t":"x"}', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')`).run();
       db.close();
       const config = { database: file, dataDir: dir, masterKey: Buffer.alloc(32, 7), previousMasterKeys: [] };
-      expect(() => openStore(config, captureLogger())).toThrow('credentials row for module "ghost-module" has no modules row');
+      await expect(openStore(config, captureLogger())).rejects.toThrow('credentials row for module "ghost-module" has no modules row');
       const after = new Database(file);
       expect(after.prepare(`SELECT count(*) FROM pragma_table_info('modules') WHERE name = 'org_id'`).pluck().get()).toBe(0);
       expect(after.prepare('SELECT count(*) FROM credentials').pluck().get()).toBe(3);

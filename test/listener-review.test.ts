@@ -85,7 +85,7 @@ describe('the listener, with a gate that waits', () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantgate-review-'));
     const config = loadConfig({ TENANTGATE_DATA_DIR: dir, TENANTGATE_MASTER_KEY: randomBytes(32).toString('base64') });
     logger = captureLogger('info');
-    opened = openStore(config, logger);
+    opened = await openStore(config, logger);
     app = createApp({ store: opened.store, secretBox: opened.secretBox, config, logger, stages: { gates: [gate] } });
     key = (await issueApiKey(opened.store, 'default', { name: 'test', scopes: [...SCOPES] }, { keyId: null, scopes: 'all' })).secret;
     server = createHttpServer(app, config);
@@ -135,7 +135,7 @@ describe('the listener, when the change feed cannot answer', () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantgate-review-'));
     const config = loadConfig({ TENANTGATE_DATA_DIR: dir, TENANTGATE_MASTER_KEY: randomBytes(32).toString('base64') });
     logger = captureLogger('info');
-    opened = openStore(config, logger);
+    opened = await openStore(config, logger);
     // A networked store's feed can fail while its reads work: the cache cannot vouch for an answer then.
     const store = Object.create(opened.store, {
       changes: { value: { ...opened.store.changes, version: () => { throw new Error('change feed unreachable'); } } },

@@ -56,7 +56,7 @@ describe('the stages run on every path, in order', () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantgate-pipeline-'));
     const config = loadConfig({ TENANTGATE_DATA_DIR: dir, TENANTGATE_MASTER_KEY: randomBytes(32).toString('base64') });
     const logger = captureLogger('warn');
-    opened = openStore(config, logger);
+    opened = await openStore(config, logger);
     app = createApp({ store: opened.store, secretBox: opened.secretBox, config, logger, stages: { gates: [gate], recorders: [recorder] } });
     key = (await issueApiKey(opened.store, 'default', { name: 'test', scopes: [...SCOPES] }, { keyId: null, scopes: 'all' })).secret;
     const server = createHttpServer(app, config);
@@ -151,7 +151,7 @@ describe('Yoga plugins and the listener', () => {
   it("has no plugin whose request hooks the listener would skip, beyond Yoga's own and those that say why", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantgate-plugins-'));
     const config = loadConfig({ TENANTGATE_DATA_DIR: dir, TENANTGATE_MASTER_KEY: randomBytes(32).toString('base64') });
-    const opened = openStore(config, captureLogger('warn'));
+    const opened = await openStore(config, captureLogger('warn'));
     const app = createApp({ store: opened.store, secretBox: opened.secretBox, config, logger: captureLogger('warn') });
     try {
       // Yoga's own plugins, as the app configures Yoga: they serve what the listener hands over.

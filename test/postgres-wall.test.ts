@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { checkRequestRole, migratePostgres, type PgMigrateResult } from '../src/store/postgres/migrate.ts';
+import { checkRequestRole, DEFINER_FUNCTIONS, migratePostgres, type PgMigrateResult } from '../src/store/postgres/migrate.ts';
 import { TENANT_TABLES, WALLED_TABLES } from '../src/store/postgres/schema.ts';
 
 // Row-level security as a second wall (issue 13, item 2), proven with the application out of the
@@ -145,12 +145,14 @@ describe.skipIf(!available)('PostgreSQL row-level security (issue 13, item 2)', 
     });
 
   it('the first migration created the schema, the request role and its grants', () => {
-    expect(firstRun.applied).toHaveLength(2);
+    expect(firstRun.applied).toHaveLength(3);
     expect(firstRun.createdRole).toBe(true);
     // USAGE on the public schema is PUBLIC's by default, so it is not granted again.
     expect(firstRun.granted).toEqual([
       'SELECT ON orgs',
       ...TENANT_TABLES.flatMap((t) => ['SELECT', 'INSERT', 'UPDATE', 'DELETE'].map((p) => `${p} ON ${t}`)),
+      ...DEFINER_FUNCTIONS.map((f) => `EXECUTE ON ${f.slice(0, f.indexOf('('))}`),
+      'SELECT ON the migration journal',
     ]);
   });
 
@@ -233,20 +235,47 @@ describe.skipIf(!available)('PostgreSQL row-level security (issue 13, item 2)', 
         `SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity, pg_get_userbyid(c.relowner) AS owner
            FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' ORDER BY c.relname`,
       );
-      const policies = await c.query<{ tablename: string; qual: string }>(`SELECT tablename, qual FROM pg_policies ORDER BY tablename`);
+      const policies = await c.query<{ tablename: string; policyname: string; roles: string[]; qual: string | null; with_check: string | null }>(
+        `SELECT tablename, policyname, roles::text[] AS roles, qual, with_check FROM pg_policies ORDER BY tablename, policyname`,
+      );
+      const functions = await c.query<{ proname: string; prosecdef: boolean; owner: string; proconfig: string[]; acl: string }>(
+        `SELECT proname, prosecdef, pg_get_userbyid(proowner) AS owner, proconfig, proacl::text AS acl
+           FROM pg_proc WHERE pronamespace = 'public'::regnamespace ORDER BY proname`,
+      );
       const role = await c.query(
         `SELECT rolsuper, rolbypassrls, rolcreaterole, rolcreatedb, rolcanlogin,
                 (SELECT count(*)::int FROM pg_class WHERE relowner = r.oid) AS owns
            FROM pg_roles r WHERE rolname = $1`,
         [names.request],
       );
-      return { tables: tables.rows, policies: policies.rows, role: role.rows[0] };
+      return { tables: tables.rows, policies: policies.rows, functions: functions.rows, role: role.rows[0] };
     });
     expect(catalog.tables).toEqual(
       [...WALLED_TABLES].sort().map((relname) => ({ relname, relrowsecurity: true, relforcerowsecurity: true, owner: names.owner })),
     );
-    expect(catalog.policies.map((p) => p.tablename)).toEqual([...WALLED_TABLES].sort());
-    for (const p of catalog.policies) expect(p.qual).toMatch(/current_setting\('app\.org_id'::text, true\)/);
+    // The wall: one policy per table for every role, on the org setting.
+    const walls = catalog.policies.filter((p) => p.policyname.endsWith('_org_wall'));
+    expect(walls.map((p) => p.tablename)).toEqual([...WALLED_TABLES].sort());
+    for (const p of walls) {
+      expect(p.roles).toEqual(['public']);
+      expect(p.qual).toMatch(/current_setting\('app\.org_id'::text, true\)/);
+    }
+    // The cross-org path: the owner alone, and only while it acts for another session's role (inside a definer function).
+    const definer = catalog.policies.filter((p) => !p.policyname.endsWith('_org_wall'));
+    expect(definer.map((p) => p.policyname).sort()).toEqual([
+      'api_keys_definer_read', 'api_keys_definer_touch', 'credentials_definer_read', 'modules_definer_read', 'orgs_definer_insert', 'orgs_definer_read',
+    ]);
+    for (const p of definer) {
+      expect(p.roles).toEqual([names.owner]);
+      for (const expr of [p.qual, p.with_check].filter((e) => e !== null)) expect(expr).toMatch(/CURRENT_USER <> SESSION_USER/i);
+    }
+    expect(catalog.functions.map((f) => f.proname)).toEqual(DEFINER_FUNCTIONS.map((f) => f.slice(0, f.indexOf('('))).sort());
+    for (const f of catalog.functions) {
+      expect(f).toMatchObject({ prosecdef: true, owner: names.owner, proconfig: ['search_path=pg_catalog, pg_temp'] });
+      // EXECUTE for the owner and the request role only: not PUBLIC (an ACL entry "=X/owner").
+      expect(f.acl).not.toMatch(/(^|[{,])=X/);
+      expect(f.acl).toContain(`${names.request}=X/${names.owner}`);
+    }
     expect(catalog.role).toEqual({ rolsuper: false, rolbypassrls: false, rolcreaterole: false, rolcreatedb: false, rolcanlogin: true, owns: 0 });
   });
 
@@ -279,7 +308,7 @@ describe.skipIf(!available)('PostgreSQL row-level security (issue 13, item 2)', 
         return rows[0];
       });
     const before = await snapshot();
-    expect(before.journal).toHaveLength(2);
+    expect(before.journal).toHaveLength(3);
     const again = await migratePostgres({ ownerUrl, requestUrl });
     expect(again).toEqual({ applied: [], createdRole: false, granted: [] });
     expect(await snapshot()).toEqual(before);
@@ -295,11 +324,11 @@ describe.skipIf(!available)('PostgreSQL row-level security (issue 13, item 2)', 
     ]);
     const sorted = results.map((r) => ({ applied: r.applied.length, createdRole: r.createdRole, granted: r.granted.length })).sort((a, b) => b.applied - a.applied);
     expect(sorted).toEqual([
-      { applied: 2, createdRole: true, granted: 13 },
+      { applied: 3, createdRole: true, granted: 13 + DEFINER_FUNCTIONS.length + 1 },
       { applied: 0, createdRole: false, granted: 0 },
     ]);
     const journal = await asSuperuser(names.db2, async (c) => (await c.query('SELECT hash FROM drizzle.__drizzle_migrations')).rowCount);
-    expect(journal).toBe(2);
+    expect(journal).toBe(3);
     expect(await checkRequestRole(request2)).toEqual({ ok: true });
   });
 });

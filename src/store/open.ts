@@ -1,23 +1,36 @@
 import path from 'node:path';
-import { ConfigError, type Config } from '../config.ts';
-import { loadSecretBox, MASTER_KEY_FILE } from '../crypto/master-key.ts';
+import { isPostgresUrl, type Config } from '../config.ts';
+import { loadSecretBox, MASTER_KEY_FILE, wrongKeyError } from '../crypto/master-key.ts';
 import type { SecretBox } from '../crypto/secret-box.ts';
 import type { Logger } from '../logger.ts';
 import { prepareDirectory, preparePrivateFile, tightenFiles } from './data-dir.ts';
 import { openDatabase, type SqliteDatabase } from './sqlite/connection.ts';
 import { holdsSealedCredentials, migrateSqlite, sealedKeyIds, type MigrateOptions, type MigrateResult } from './sqlite/migrate.ts';
 import { createSqliteStore } from './sqlite/store.ts';
+import type { PostgresStore } from './postgres/store.ts';
 import type { Store } from './types.ts';
 
 export interface OpenedStore {
   store: Store;
   secretBox: SecretBox;
   migration: MigrateResult;
-  /** The raw connection, for tests and maintenance commands only; never handed to resolvers. */
-  sqlite: SqliteDatabase;
+  /**
+   * The raw SQLite connection, for tests and maintenance commands only; never handed to
+   * resolvers. On PostgreSQL reading it throws (use `postgres`).
+   */
+  readonly sqlite: SqliteDatabase;
+  /** The PostgreSQL store (its request-role pool), for tests and maintenance only; undefined on SQLite. */
+  postgres: PostgresStore | undefined;
+  /**
+   * Runs `fn` while no other process opening the same store runs its own (PostgreSQL: a session
+   * advisory lock on a connection of its own; SQLite: one process serves a file, so it just runs).
+   * Start-up's bootstrap runs under it, so replicas starting together mint one admin key.
+   */
+  exclusive<T>(name: string, fn: () => Promise<T>): Promise<T>;
 }
 
-type StoreConfig = Pick<Config, 'database' | 'dataDir' | 'masterKey' | 'previousMasterKeys'>;
+export type StoreConfig = Pick<Config, 'database' | 'dataDir' | 'masterKey' | 'previousMasterKeys'> &
+  Partial<Pick<Config, 'migrationDatabase' | 'databasePool'>>;
 
 /**
  * The folders and files of the store, before SQLite opens them: the data directory (when it holds
@@ -42,10 +55,23 @@ function prepareFiles(config: StoreConfig, logger: Logger): void {
 }
 
 /**
- * Opens the configured store, migrates it (adopting a pre-tenant file in place) and loads the
- * master key, refusing to start when the key cannot decrypt what the store holds.
+ * Opens the configured store: a SQLite file, or PostgreSQL when TENANTGATE_DATABASE is a
+ * postgres:// URL. Migrates it (SQLite always, adopting a pre-tenant file in place; PostgreSQL
+ * when TENANTGATE_MIGRATION_DATABASE is set) and loads the master key, refusing to start when the
+ * key cannot decrypt what the store holds.
  */
-export function openStore(
+export async function openStore(
+  config: StoreConfig,
+  logger: Logger,
+  options: Pick<MigrateOptions, 'onStep' | 'migrationsFolder'> = {},
+): Promise<OpenedStore> {
+  // Loaded only for PostgreSQL: a SQLite start never loads pg.
+  if (isPostgresUrl(config.database)) return (await import('./postgres/open.ts')).openPostgres(config, logger, options);
+  return openSqliteStore(config, logger, options);
+}
+
+/** The SQLite store, opened synchronously (openStore's SQLite half; for tests that step through a migration). */
+export function openSqliteStore(
   config: StoreConfig,
   logger: Logger,
   options: Pick<MigrateOptions, 'onStep' | 'migrationsFolder'> = {},
@@ -60,15 +86,18 @@ export function openStore(
     }
     if (migration.applied.length > 0) logger.info('migrations applied', { applied: migration.applied });
     const unknown = sealedKeyIds(sqlite).filter((id) => !secretBox.knows(id));
-    if (unknown.length > 0) {
-      throw new ConfigError(
-        `wrong master key: credentials are sealed with ${unknown.join(', ')} but the configured key is ${secretBox.currentKeyId}; ` +
-          'set TENANTGATE_MASTER_KEY (and TENANTGATE_MASTER_KEY_PREVIOUS during a rotation) to the keys that sealed them',
-      );
-    }
-    return { store: createSqliteStore(sqlite, config.database), secretBox, migration, sqlite };
+    if (unknown.length > 0) throw wrongKeyError(unknown, secretBox);
+    return {
+      store: createSqliteStore(sqlite, config.database),
+      secretBox,
+      migration,
+      sqlite,
+      postgres: undefined,
+      exclusive: (_name, fn) => fn(),
+    };
   } catch (error) {
     sqlite.close();
     throw error;
   }
 }
+

@@ -61,7 +61,7 @@ export const DEFAULT_ORG = { id: 'default', name: 'Default' } as const;
  * the store itself rejects with a StoreError (src/store/errors.ts), never a dialect's own error.
  */
 export interface Store {
-  readonly dialect: 'sqlite';
+  readonly dialect: 'sqlite' | 'postgres';
   /** Where the data lives, for logs and /ready (never contains credentials). */
   readonly location: string;
 

@@ -14,6 +14,7 @@ import { captureLogger } from '../../src/logger.ts';
 import { issueApiKey } from '../../src/repos/api-keys.ts';
 import { createHttpServer } from '../../src/server.ts';
 import { openStore, type OpenedStore } from '../../src/store/open.ts';
+import { createScratchDatabase, type ScratchDatabase } from './postgres.ts';
 
 export const ORG_A = 'org-a';
 export const ORG_B = 'org-b';
@@ -44,8 +45,16 @@ export interface GqlResponse {
   text: string;
 }
 
+/** Which store a test gateway runs on. */
+export type Dialect = 'sqlite' | 'postgres';
+/** The dialect test gateways use unless a test names one: TG_TEST_DIALECT=postgres runs a suite on PostgreSQL. */
+export const DEFAULT_DIALECT: Dialect = process.env.TG_TEST_DIALECT === 'postgres' ? 'postgres' : 'sqlite';
+
 export interface TestGateway {
   dir: string;
+  dialect: Dialect;
+  /** The scratch database (PostgreSQL only): its URLs, and superuser `query` to inspect rows; dropped by close(). */
+  postgres: ScratchDatabase | undefined;
   config: Config;
   app: App;
   opened: OpenedStore;
@@ -87,6 +96,14 @@ export interface GatewayOptions {
   seed?: boolean;
   /** Default `http`. */
   transport?: Transport;
+  /**
+   * Default DEFAULT_DIALECT (SQLite unless TG_TEST_DIALECT=postgres). On PostgreSQL the gateway
+   * gets a scratch database of its own (test/helpers/postgres.ts), migrated on start through
+   * TENANTGATE_MIGRATION_DATABASE, served as the request role, dropped by close().
+   */
+  dialect?: Dialect;
+  /** PostgreSQL: use this scratch database instead of a new one (a second gateway on the same store); close() then leaves it. */
+  database?: ScratchDatabase;
 }
 
 const LOOPBACK = /^127\.(25[0-5]|2[0-4]\d|1?\d?\d)\.(25[0-5]|2[0-4]\d|1?\d?\d)\.(25[0-5]|2[0-4]\d|1?\d?\d)$/;
@@ -222,13 +239,27 @@ async function serve(app: App, config: Config): Promise<Served> {
  */
 export async function createTestGateway(options: GatewayOptions = {}): Promise<TestGateway> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantgate-test-'));
-  const config = loadConfig({
-    TENANTGATE_DATA_DIR: dir,
-    TENANTGATE_MASTER_KEY: randomBytes(32).toString('base64'),
-    ...options.env,
-  });
+  const dialect = options.database ? 'postgres' : (options.dialect ?? DEFAULT_DIALECT);
+  const scratch = dialect === 'postgres' ? (options.database ?? (await createScratchDatabase({ migrate: false }))) : undefined;
+  const dropScratch = async () => {
+    if (scratch && !options.database) await scratch.drop();
+  };
   const logger = captureLogger('debug');
-  const opened = openStore(config, logger);
+  let config: Config;
+  let opened: OpenedStore;
+  try {
+    config = loadConfig({
+      TENANTGATE_DATA_DIR: dir,
+      TENANTGATE_MASTER_KEY: randomBytes(32).toString('base64'),
+      ...(scratch ? { TENANTGATE_DATABASE: scratch.requestUrl, TENANTGATE_MIGRATION_DATABASE: scratch.ownerUrl } : {}),
+      ...options.env,
+    });
+    opened = await openStore(config, logger);
+  } catch (error) {
+    await dropScratch();
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw error;
+  }
   const app = createApp({ store: opened.store, secretBox: opened.secretBox, config, logger });
   const store = opened.store;
 
@@ -236,6 +267,7 @@ export async function createTestGateway(options: GatewayOptions = {}): Promise<T
     (await issueApiKey(store, orgId, { name: `test ${scopes.join(' ')}`, scopes, expiresAt }, { keyId: null, scopes: 'all' })).secret;
 
   const now = new Date().toISOString();
+  // A second gateway on the same scratch database finds the orgs there.
   for (const id of [ORG_A, ORG_B]) await store.system.orgs.insert({ id, name: `Org ${id.slice(-1).toUpperCase()}`, createdAt: now });
   const keys = { a: await key(ORG_A, TENANT_SCOPES), b: await key(ORG_B, TENANT_SCOPES), admin: await key('default', SCOPES) };
 
@@ -266,6 +298,8 @@ export async function createTestGateway(options: GatewayOptions = {}): Promise<T
   let closing: Promise<void> | undefined;
   const gateway: TestGateway = {
     dir,
+    dialect,
+    postgres: scratch,
     config,
     app,
     opened,
@@ -283,6 +317,7 @@ export async function createTestGateway(options: GatewayOptions = {}): Promise<T
         await served?.close();
         await app.close();
         await store.close();
+        await dropScratch();
       })();
       await closing;
       if (!keepDir) fs.rmSync(dir, { recursive: true, force: true });

@@ -5,6 +5,21 @@ import { findMigrations } from '../migrations-folder.ts';
 
 export const PG_MIGRATIONS = findMigrations('pg', import.meta.url);
 
+/**
+ * The cross-org path (drizzle/pg/0002): SECURITY DEFINER functions owned by the owning role,
+ * EXECUTE revoked from PUBLIC there and granted to the request role here, with their signatures.
+ */
+export const DEFINER_FUNCTIONS = [
+  'tenantgate_key_by_hash(text)',
+  'tenantgate_touch_keys(text[], text[])',
+  'tenantgate_orgs()',
+  'tenantgate_insert_org(text, text, text)',
+  'tenantgate_key_count()',
+  'tenantgate_unhealthy_modules(integer)',
+  'tenantgate_credential_key_ids()',
+  'tenantgate_credentials_not_under_key(text, integer)',
+] as const;
+
 /** drizzle's journal, where drizzle's own migrator keeps it, in its format, so drizzle-kit stays usable. */
 const JOURNAL_SCHEMA = 'drizzle';
 const JOURNAL = '__drizzle_migrations';
@@ -15,8 +30,11 @@ const MIGRATION_LOCK = '8388347590866315636';
 export interface PgMigrateOptions {
   /** The owning role's URL (the migration URL; a setting of its own once the gateway runs on PostgreSQL): it owns the tables. */
   ownerUrl: string;
-  /** The request role's URL (TENANTGATE_DATABASE): that role is created and granted when missing. */
-  requestUrl: string;
+  /**
+   * The request role's URL (TENANTGATE_DATABASE): that role is created and granted when missing.
+   * Absent: only the schema is migrated (`tenantgate copy` prepares a target as the owner alone).
+   */
+  requestUrl?: string | undefined;
   migrationsFolder?: string;
 }
 
@@ -49,9 +67,9 @@ export function roleOf(url: string): string {
  */
 export async function migratePostgres(options: PgMigrateOptions): Promise<PgMigrateResult> {
   const migrations = readMigrationFiles({ migrationsFolder: options.migrationsFolder ?? PG_MIGRATIONS });
-  const requestRole = roleOf(options.requestUrl);
-  const password = decodeURIComponent(new URL(options.requestUrl).password);
-  if (requestRole === roleOf(options.ownerUrl)) {
+  const requestRole = options.requestUrl === undefined ? undefined : roleOf(options.requestUrl);
+  const password = options.requestUrl === undefined ? '' : decodeURIComponent(new URL(options.requestUrl).password);
+  if (requestRole !== undefined && requestRole === roleOf(options.ownerUrl)) {
     throw new Error('the request URL and the migration URL name the same role; requests must not run as the tables\' owner');
   }
   const result: PgMigrateResult = { applied: [], createdRole: false, granted: [] };
@@ -81,6 +99,10 @@ export async function migratePostgres(options: PgMigrateOptions): Promise<PgMigr
         result.applied.push(String(migration.folderMillis));
       }
 
+      if (requestRole === undefined) {
+        await client.query('COMMIT');
+        return result;
+      }
       const role = client.escapeIdentifier(requestRole);
       const exists = await client.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [requestRole]);
       if (exists.rowCount === 0) {
@@ -108,6 +130,22 @@ export async function migratePostgres(options: PgMigrateOptions): Promise<PgMigr
           await client.query(`GRANT ${privilege} ON TABLE public.${client.escapeIdentifier(table)} TO ${role}`);
           result.granted.push(`${privilege} ON ${table}`);
         }
+      }
+      for (const fn of DEFINER_FUNCTIONS) {
+        const held = await client.query<{ ok: boolean }>(`SELECT has_function_privilege($1, $2, 'EXECUTE') AS ok`, [requestRole, `public.${fn}`]);
+        if (held.rows[0]?.ok) continue;
+        await client.query(`GRANT EXECUTE ON FUNCTION public.${fn} TO ${role}`);
+        result.granted.push(`EXECUTE ON ${fn.slice(0, fn.indexOf('('))}`);
+      }
+      // The gateway checks at start that the schema is current (schemaStatus), reading the journal.
+      const journal = await client.query<{ ok: boolean }>(`SELECT has_table_privilege($1, $2, 'SELECT') AS ok`, [
+        requestRole,
+        `"${JOURNAL_SCHEMA}"."${JOURNAL}"`,
+      ]);
+      if (!journal.rows[0]?.ok) {
+        await client.query(`GRANT USAGE ON SCHEMA "${JOURNAL_SCHEMA}" TO ${role}`);
+        await client.query(`GRANT SELECT ON TABLE "${JOURNAL_SCHEMA}"."${JOURNAL}" TO ${role}`);
+        result.granted.push('SELECT ON the migration journal');
       }
       await client.query('COMMIT');
     } catch (error) {
@@ -147,6 +185,33 @@ export async function checkRequestRole(url: string): Promise<{ ok: true } | { ok
       return { ok: false, reason: `TENANTGATE_DATABASE connects as ${name}, owner (or member of the owner) of ${row.owns}: it could switch row-level security off` };
     }
     return { ok: true };
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * Whether the database's schema is the one this build's migrations make, read as the request
+ * role: the journal's last entry against the last migration in drizzle/pg. A reason when not.
+ */
+export async function schemaStatus(url: string, migrationsFolder = PG_MIGRATIONS): Promise<{ ok: true } | { ok: false; reason: string }> {
+  const migrations = readMigrationFiles({ migrationsFolder });
+  const wanted = migrations.at(-1)?.folderMillis ?? 0;
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ last: string | null }>(
+      `SELECT (SELECT max(created_at) FROM "${JOURNAL_SCHEMA}"."${JOURNAL}")::text AS last`,
+    );
+    const last = Number(rows[0]?.last ?? 0);
+    if (last < wanted) return { ok: false, reason: 'the PostgreSQL schema is not current' };
+    if (last > wanted) return { ok: false, reason: 'the PostgreSQL schema is newer than this version of tenantgate' };
+    return { ok: true };
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    // No journal yet (42P01, 3F000), or a role the migration never granted it to (42501).
+    if (code === '42P01' || code === '3F000' || code === '42501') return { ok: false, reason: 'the PostgreSQL schema is not migrated' };
+    throw error;
   } finally {
     await client.end();
   }

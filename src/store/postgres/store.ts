@@ -1,0 +1,603 @@
+import { and, eq, getTableColumns } from 'drizzle-orm';
+import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
+import pg from 'pg';
+import { MODULE_COLUMNS, MODULE_COMPUTED, MODULE_FIELDS } from '../module-fields.ts';
+import type {
+  ApiKeyRow,
+  AuthStore,
+  CredentialMeta,
+  CredentialRow,
+  KeyTree,
+  ModuleField,
+  ModulePatch,
+  ModuleRecord,
+  OrgRow,
+  OrgStore,
+  Store,
+  SystemStore,
+} from '../types.ts';
+import { CHANGES_CHANNEL, createPostgresChangeFeed, notifyPayload, type ChangeKind, type PostgresChangeFeed } from './changes.ts';
+import { toStoreError } from './errors.ts';
+import { apiKeys, credentials, modules } from './schema.ts';
+
+export interface PostgresStoreOptions {
+  /** The request role's URL (TENANTGATE_DATABASE). */
+  url: string;
+  /** Host, port and database only, for logs and /ready. */
+  location: string;
+  /** Connections the pool may hold at once. */
+  poolMax: number;
+  /** How long a request waits for a pooled connection (or a new one to open) before the store is unavailable. */
+  connectionTimeoutMs: number;
+  /** An idle pooled connection is closed after this long. */
+  idleTimeoutMs: number;
+  /** The longest any statement may run (the server cancels it: a busy StoreError). */
+  statementTimeoutMs: number;
+  /** Told when the change feed's listening connection is lost and back, and of idle connections that fail. */
+  onEvent?: (level: 'info' | 'warn', event: string, fields?: Record<string, unknown>) => void;
+}
+
+export interface PostgresStore extends Store {
+  readonly dialect: 'postgres';
+  readonly changes: PostgresChangeFeed;
+  /** The request role's pool, for tests and maintenance only; never handed to resolvers. */
+  readonly pool: pg.Pool;
+}
+
+/** The SQL of each computed field (a correlated subquery; the wall applies inside it too). */
+const COMPUTED_SQL: Record<keyof typeof MODULE_COMPUTED, string> = {
+  hasCredential:
+    'EXISTS (SELECT 1 FROM "credentials" AS c WHERE c."org_id" = "modules"."org_id" AND c."module_id" = "modules"."module_id")',
+};
+/** The same fields as the definer function tenantgate_unhealthy_modules names its output columns. */
+const COMPUTED_COLUMN: Record<keyof typeof MODULE_COMPUTED, string> = { hasCredential: '"has_credential"' };
+
+type FieldSpec = (typeof MODULE_FIELDS)[number];
+
+// Module reads take rows as arrays and map them here, from the one definition of module fields
+// (module-fields.ts), as the SQLite store does: PostgreSQL returns booleans and integers typed,
+// so each value is taken as it comes.
+function moduleReader(fields: readonly FieldSpec[], computed: Record<keyof typeof MODULE_COMPUTED, string> = COMPUTED_SQL) {
+  const names = fields.map((f) => f.field);
+  const n = names.length;
+  const select = [
+    `"${MODULE_COLUMNS.orgId.column}"`,
+    `"${MODULE_COLUMNS.moduleId.column}"`,
+    ...fields.map((f) => (f.column === undefined ? computed[f.field as keyof typeof MODULE_COMPUTED] : `"${f.column}"`)),
+  ].join(', ');
+  const decode = (r: unknown[]): ModuleRecord => {
+    const record: Record<string, unknown> = { orgId: r[0], moduleId: r[1] };
+    for (let i = 0; i < n; i++) record[names[i]!] = r[i + 2];
+    // With a narrowed list only the asked-for fields are present; the API reads no other (see ModuleListOptions).
+    return record as ModuleRecord;
+  };
+  return { select, decode };
+}
+
+const WHOLE_MODULE = moduleReader(MODULE_FIELDS);
+const UNHEALTHY_MODULE = moduleReader(MODULE_FIELDS, COMPUTED_COLUMN);
+const ALL_MODULE_FIELDS: ReadonlySet<ModuleField> = new Set(MODULE_FIELDS.map((f) => f.field));
+/** At most this many distinct projections keep a named prepared statement (queries select few shapes). */
+const MAX_PROJECTIONS = 64;
+
+function checkModuleColumns(): void {
+  const table = Object.entries(getTableColumns(modules)).map(([key, column]) => `${key}:${column.name}`);
+  const defined = Object.entries(MODULE_COLUMNS).map(([key, spec]) => `${key}:${spec.column}`);
+  if (table.sort().join() !== defined.sort().join()) {
+    throw new Error(`the PostgreSQL modules table and MODULE_COLUMNS (src/store/module-fields.ts) differ: ${table.join()} / ${defined.join()}`);
+  }
+}
+
+const KEY_COLUMNS =
+  '"id", "org_id", "name", "prefix", "hash", "scopes", "created_at", "expires_at", "revoked_at", "last_used_at", "created_by_key_id"';
+type KeyRecord = {
+  id: string; org_id: string; name: string; prefix: string; hash: string; scopes: string[]; created_at: string;
+  expires_at: string | null; revoked_at: string | null; last_used_at: string | null; created_by_key_id: string | null;
+};
+const keyRow = (r: KeyRecord): ApiKeyRow => ({
+  id: r.id,
+  orgId: r.org_id,
+  name: r.name,
+  prefix: r.prefix,
+  hash: r.hash,
+  scopes: r.scopes,
+  createdAt: r.created_at,
+  expiresAt: r.expires_at,
+  revokedAt: r.revoked_at,
+  lastUsedAt: r.last_used_at,
+  createdByKeyId: r.created_by_key_id,
+});
+
+const CREDENTIAL_COLUMNS = '"org_id", "module_id", "ciphertext", "iv", "tag", "key_id", "fields", "created_at", "updated_at"';
+type CredentialRecord = {
+  org_id: string; module_id: string; ciphertext: Buffer; iv: Buffer; tag: Buffer; key_id: string; fields: string[];
+  created_at: string; updated_at: string;
+};
+const credentialRow = (r: CredentialRecord): CredentialRow => ({
+  orgId: r.org_id,
+  moduleId: r.module_id,
+  ciphertext: r.ciphertext,
+  iv: r.iv,
+  tag: r.tag,
+  keyId: r.key_id,
+  fields: r.fields,
+  createdAt: r.created_at,
+  updatedAt: r.updated_at,
+});
+
+/** PostgreSQL text cannot hold NUL: no stored id has one, so a lookup by such an id is answered as missing without asking. */
+const storable = (value: string) => !value.includes('\u0000');
+
+/** A key's tree (itself and what it created, directly or not), walked within the org; UNION ends a cycle in hand-edited rows. */
+const KEY_TREE = `WITH RECURSIVE tree(id) AS (
+    SELECT r."id" FROM "api_keys" AS r WHERE r."org_id" = $1 AND r."id" = $2
+    UNION
+    SELECT k."id" FROM "api_keys" AS k JOIN tree ON k."created_by_key_id" = tree."id" WHERE k."org_id" = $1
+  )`;
+
+/** What a unit of work notifies at commit. */
+type Notify = { kind: ChangeKind } | undefined;
+
+/**
+ * The PostgreSQL implementation of the storage seam, over a bounded pg.Pool as the request role.
+ * Every org-bound method is one transaction whose first round trip is BEGIN with the org set
+ * (set_config(..., true): transaction-local, so a pooled connection never carries it on), and whose
+ * statements still name org_id (the wall is row-level security; the filter also leads every
+ * index). A write notifies in the round trip of its COMMIT, and counts in this process's change
+ * feed at once. Cross-org operations call the definer functions of drizzle/pg/0002. Hot reads are
+ * written as SQL with named prepared statements and array rows (as the SQLite store does); the
+ * writes with many columns go through drizzle on the transaction's connection.
+ */
+export async function createPostgresStore(options: PostgresStoreOptions): Promise<PostgresStore> {
+  checkModuleColumns();
+  const pool = new pg.Pool({
+    connectionString: options.url,
+    max: options.poolMax,
+    connectionTimeoutMillis: options.connectionTimeoutMs,
+    idleTimeoutMillis: options.idleTimeoutMs,
+    statement_timeout: options.statementTimeoutMs,
+    // A lock wait counts against the statement timeout too, but a row lock held by a stuck
+    // transaction should fail fast rather than hold a pooled connection for the whole timeout.
+    lock_timeout: Math.min(options.statementTimeoutMs, 5_000),
+    idle_in_transaction_session_timeout: Math.max(options.statementTimeoutMs * 2, 10_000),
+    keepAlive: true,
+    application_name: 'tenantgate',
+  });
+  // An idle client whose server went away emits 'error' on the pool; without a listener that
+  // would end the process. The next checkout opens a new connection.
+  pool.on('error', (error) => options.onEvent?.('warn', 'idle PostgreSQL connection failed', { code: (error as { code?: string }).code ?? 'connection' }));
+
+  let changes: PostgresChangeFeed;
+  try {
+    changes = await createPostgresChangeFeed({
+      client: { connectionString: options.url, connectionTimeoutMillis: options.connectionTimeoutMs, application_name: 'tenantgate-listen' },
+      onState: (state, error) =>
+        state === 'lost'
+          ? options.onEvent?.('warn', 'change feed lost its connection; caches off until it listens again', {
+              code: (error as { code?: string } | undefined)?.code ?? 'connection',
+            })
+          : options.onEvent?.('info', 'change feed listening'),
+    });
+  } catch (error) {
+    await pool.end();
+    throw toStoreError(error);
+  }
+
+  async function checkout(): Promise<pg.PoolClient> {
+    try {
+      return await pool.connect();
+    } catch (error) {
+      throw toStoreError(error);
+    }
+  }
+
+  /**
+   * One transaction for `orgId`. A read answers as soon as its statements have (its COMMIT runs
+   * after, before the connection goes back to the pool: nothing it read depends on it). A write
+   * answers after COMMIT, notifying in the same round trip, and is counted in the change feed
+   * whether or not the commit was acknowledged (a spurious change costs a cache miss; a missed one
+   * a stale answer).
+   */
+  async function inOrg<T>(orgId: string, notify: Notify, work: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    const client = await checkout();
+    let failed: Error | undefined;
+    try {
+      await client.query(`BEGIN; SELECT set_config('app.org_id', ${client.escapeLiteral(orgId)}, true)`);
+      const result = await work(client);
+      if (notify === undefined) {
+        const done = client.query('COMMIT').then(
+          () => client.release(),
+          (error: Error) => client.release(error),
+        );
+        void done;
+        return result;
+      }
+      try {
+        await client.query(`SELECT pg_notify('${CHANGES_CHANNEL}', ${client.escapeLiteral(notifyPayload(notify.kind, orgId))}); COMMIT`);
+      } finally {
+        changes.wrote(notify.kind, orgId);
+      }
+      client.release();
+      return result;
+    } catch (error) {
+      try {
+        await client.query('ROLLBACK');
+      } catch (rollback) {
+        failed = rollback as Error;
+      }
+      client.release(failed ?? undefined);
+      throw toStoreError(error);
+    }
+  }
+
+  /** A statement outside any org (the definer functions), on a pooled connection of its own. */
+  async function crossOrg<R extends pg.QueryResultRow>(text: string, values: unknown[], name?: string): Promise<R[]> {
+    try {
+      return (await pool.query<R>({ text, values, ...(name ? { name } : {}) })).rows;
+    } catch (error) {
+      throw toStoreError(error);
+    }
+  }
+
+  const db = (client: pg.PoolClient): NodePgDatabase => drizzle({ client });
+
+  // List pages, whole or projected: one named prepared statement per (field set, enabled filter).
+  const projections = new Map<string, { name: string | undefined; text: string; decode: (r: unknown[]) => ModuleRecord }>();
+  const projection = (wanted: ReadonlySet<ModuleField>, filtered: boolean) => {
+    const fields = MODULE_FIELDS.filter((f) => wanted.has(f.field));
+    const key = `${filtered ? 'e' : 'a'}:${fields.map((f) => f.field).join(',')}`;
+    let entry = projections.get(key);
+    if (!entry) {
+      const reader = moduleReader(fields);
+      const text =
+        `SELECT ${reader.select} FROM "modules" WHERE "org_id" = $1 ${filtered ? 'AND "enabled" = $4 ' : ''}` +
+        'AND "module_id" > $2 ORDER BY "module_id" LIMIT $3';
+      const cached = projections.size < MAX_PROJECTIONS;
+      entry = { name: cached ? `tg_modules_${projections.size}` : undefined, text, decode: reader.decode };
+      if (cached) projections.set(key, entry);
+    }
+    return entry;
+  };
+
+  const MODULE_GET = `SELECT ${WHOLE_MODULE.select} FROM "modules" WHERE "org_id" = $1 AND "module_id" = $2`;
+  const getModule = async (c: pg.PoolClient, orgId: string, moduleId: string): Promise<ModuleRecord | undefined> => {
+    const { rows } = await c.query<unknown[]>({ name: 'tg_module_get', text: MODULE_GET, values: [orgId, moduleId], rowMode: 'array' });
+    return rows[0] === undefined ? undefined : WHOLE_MODULE.decode(rows[0]);
+  };
+  const KEY_GET = `SELECT ${KEY_COLUMNS} FROM "api_keys" WHERE "org_id" = $1 AND "id" = $2`;
+  const getKey = async (c: pg.PoolClient, orgId: string, id: string): Promise<ApiKeyRow | undefined> => {
+    const { rows } = await c.query<KeyRecord>({ name: 'tg_key_get', text: KEY_GET, values: [orgId, id] });
+    return rows[0] === undefined ? undefined : keyRow(rows[0]);
+  };
+  const DESCENDANTS = `${KEY_TREE} SELECT ${KEY_COLUMNS} FROM "api_keys" WHERE "org_id" = $1 AND "id" <> $2 AND "id" IN (SELECT "id" FROM tree)
+    ORDER BY "created_at", "id"`;
+  const descendantsOf = async (c: pg.PoolClient, orgId: string, id: string): Promise<ApiKeyRow[]> =>
+    (await c.query<KeyRecord>({ name: 'tg_key_descendants', text: DESCENDANTS, values: [orgId, id] })).rows.map(keyRow);
+
+  const orgStore = (orgId: string): OrgStore => ({
+    orgId,
+    org: () =>
+      inOrg(orgId, undefined, async (c) => {
+        const { rows } = await c.query<{ id: string; name: string; created_at: string }>({
+          name: 'tg_org_get',
+          text: 'SELECT "id", "name", "created_at" FROM "orgs" WHERE "id" = $1',
+          values: [orgId],
+        });
+        const r = rows[0];
+        return r === undefined ? undefined : { id: r.id, name: r.name, createdAt: r.created_at };
+      }),
+
+    apiKeys: {
+      list: () =>
+        inOrg(orgId, undefined, async (c) =>
+          (
+            await c.query<KeyRecord>({
+              name: 'tg_keys_list',
+              text: `SELECT ${KEY_COLUMNS} FROM "api_keys" WHERE "org_id" = $1 ORDER BY "created_at", "id"`,
+              values: [orgId],
+            })
+          ).rows.map(keyRow),
+        ),
+      get: async (id) => (storable(id) ? inOrg(orgId, undefined, (c) => getKey(c, orgId, id)) : undefined),
+      insert: (row) =>
+        inOrg(orgId, { kind: 'touch' }, async (c) => {
+          await db(c).insert(apiKeys).values({ ...row, orgId });
+        }),
+      revoke: async (id, at) =>
+        storable(id)
+          ? inOrg(orgId, { kind: 'touch' }, async (c) => {
+              const { rows } = await c.query<KeyRecord>({
+                name: 'tg_key_revoke',
+                text: `UPDATE "api_keys" SET "revoked_at" = COALESCE("revoked_at", $3) WHERE "org_id" = $1 AND "id" = $2 RETURNING ${KEY_COLUMNS}`,
+                values: [orgId, id, at],
+              });
+              return rows[0] === undefined ? undefined : keyRow(rows[0]);
+            })
+          : undefined,
+      descendants: async (id) => (storable(id) ? inOrg(orgId, undefined, (c) => descendantsOf(c, orgId, id)) : []),
+      revokeTree: async (id, at, check) => {
+        if (!storable(id)) return undefined;
+        let refused: { error: unknown } | undefined;
+        try {
+          return await inOrg(orgId, { kind: 'touch' }, async (c): Promise<KeyTree | undefined> => {
+            // The key's row is locked first, so two revocations of one tree take turns and each check sees the other's outcome.
+            const { rows } = await c.query<KeyRecord>({
+              name: 'tg_key_lock',
+              text: `SELECT ${KEY_COLUMNS} FROM "api_keys" WHERE "org_id" = $1 AND "id" = $2 FOR UPDATE`,
+              values: [orgId, id],
+            });
+            if (rows[0] === undefined) return undefined;
+            const before = keyRow(rows[0]);
+            const beforeDescendants = await descendantsOf(c, orgId, id);
+            try {
+              check(before, beforeDescendants);
+            } catch (error) {
+              refused = { error };
+              throw error;
+            }
+            await c.query({
+              name: 'tg_key_revoke_tree',
+              text: `${KEY_TREE} UPDATE "api_keys" SET "revoked_at" = $3 WHERE "org_id" = $1 AND "revoked_at" IS NULL AND "id" IN (SELECT "id" FROM tree)`,
+              values: [orgId, id, at],
+            });
+            const revoked = [before, ...beforeDescendants].filter((k) => k.revokedAt === null).map((k) => k.id);
+            return { key: (await getKey(c, orgId, id))!, descendants: await descendantsOf(c, orgId, id), revoked };
+          });
+        } catch (error) {
+          // The check's own refusal reaches the caller as it threw it.
+          if (refused) throw refused.error;
+          throw error;
+        }
+      },
+    },
+
+    modules: {
+      list: ({ enabled, after, limit, fields }) =>
+        inOrg(orgId, undefined, async (c) => {
+          const { name, text, decode } = projection(fields ?? ALL_MODULE_FIELDS, enabled !== undefined);
+          const values = enabled === undefined ? [orgId, after, limit] : [orgId, after, limit, enabled];
+          const { rows } = await c.query<unknown[]>({ ...(name ? { name } : {}), text, values, rowMode: 'array' });
+          return rows.map(decode);
+        }),
+      count: (enabled) =>
+        inOrg(orgId, undefined, async (c) => {
+          const { rows } =
+            enabled === undefined
+              ? await c.query<unknown[]>({ name: 'tg_modules_count', text: 'SELECT count(*)::integer FROM "modules" WHERE "org_id" = $1', values: [orgId], rowMode: 'array' })
+              : await c.query<unknown[]>({
+                  name: 'tg_modules_count_enabled',
+                  text: 'SELECT count(*)::integer FROM "modules" WHERE "org_id" = $1 AND "enabled" = $2',
+                  values: [orgId, enabled],
+                  rowMode: 'array',
+                });
+          return rows[0]![0] as number;
+        }),
+      get: async (moduleId) => (storable(moduleId) ? inOrg(orgId, undefined, (c) => getModule(c, orgId, moduleId)) : undefined),
+      insert: (row) =>
+        inOrg(orgId, { kind: 'data' }, async (c) => {
+          const inserted = await db(c)
+            .insert(modules)
+            .values({ ...row, orgId })
+            .onConflictDoNothing()
+            .returning({ moduleId: modules.moduleId });
+          return inserted.length === 1;
+        }),
+      update: async (moduleId, patch: ModulePatch, at) =>
+        storable(moduleId)
+          ? inOrg(orgId, { kind: 'data' }, async (c) => {
+              await db(c)
+                .update(modules)
+                .set({ ...patch, updatedAt: at })
+                .where(and(eq(modules.orgId, orgId), eq(modules.moduleId, moduleId)));
+              return getModule(c, orgId, moduleId);
+            })
+          : undefined,
+      delete: async (moduleId) =>
+        storable(moduleId)
+          ? inOrg(orgId, { kind: 'data' }, async (c) => {
+              const { rowCount } = await c.query({
+                name: 'tg_module_delete',
+                text: 'DELETE FROM "modules" WHERE "org_id" = $1 AND "module_id" = $2',
+                values: [orgId, moduleId],
+              });
+              return rowCount === 1;
+            })
+          : false,
+    },
+
+    credentials: {
+      get: async (moduleId) =>
+        storable(moduleId)
+          ? inOrg(orgId, undefined, async (c) => {
+              const { rows } = await c.query<CredentialRecord>({
+                name: 'tg_credential_get',
+                text: `SELECT ${CREDENTIAL_COLUMNS} FROM "credentials" WHERE "org_id" = $1 AND "module_id" = $2`,
+                values: [orgId, moduleId],
+              });
+              return rows[0] === undefined ? undefined : credentialRow(rows[0]);
+            })
+          : undefined,
+      list: () =>
+        inOrg(orgId, undefined, async (c) => {
+          const { rows } = await c.query<Omit<CredentialRecord, 'ciphertext' | 'iv' | 'tag'>>({
+            name: 'tg_credential_list',
+            text: 'SELECT "org_id", "module_id", "fields", "key_id", "created_at", "updated_at" FROM "credentials" WHERE "org_id" = $1 ORDER BY "module_id"',
+            values: [orgId],
+          });
+          return rows.map(
+            (r): CredentialMeta => ({ orgId: r.org_id, moduleId: r.module_id, fields: r.fields, keyId: r.key_id, createdAt: r.created_at, updatedAt: r.updated_at }),
+          );
+        }),
+      has: async (moduleId) =>
+        storable(moduleId)
+          ? inOrg(orgId, undefined, async (c) => {
+              const { rowCount } = await c.query({
+                name: 'tg_credential_has',
+                text: 'SELECT 1 FROM "credentials" WHERE "org_id" = $1 AND "module_id" = $2',
+                values: [orgId, moduleId],
+              });
+              return rowCount === 1;
+            })
+          : false,
+      upsert: async (row) =>
+        storable(row.moduleId)
+          ? inOrg(orgId, { kind: 'data' }, async (c) => {
+              // The module must exist in this org; its row is locked (KEY SHARE, as the foreign key's own check) so it cannot go in between.
+              const { rowCount } = await c.query({
+                name: 'tg_credential_module',
+                text: 'SELECT 1 FROM "modules" WHERE "org_id" = $1 AND "module_id" = $2 FOR KEY SHARE',
+                values: [orgId, row.moduleId],
+              });
+              if (rowCount !== 1) return false;
+              // Replaces the sealed value and field names; created_at stays as first written.
+              await db(c)
+                .insert(credentials)
+                .values({ ...row, orgId })
+                .onConflictDoUpdate({
+                  target: [credentials.orgId, credentials.moduleId],
+                  set: { ciphertext: row.ciphertext, iv: row.iv, tag: row.tag, keyId: row.keyId, fields: row.fields, updatedAt: row.updatedAt },
+                });
+              return true;
+            })
+          : false,
+      delete: async (moduleId) =>
+        storable(moduleId)
+          ? inOrg(orgId, { kind: 'data' }, async (c) => {
+              const { rowCount } = await c.query({
+                name: 'tg_credential_delete',
+                text: 'DELETE FROM "credentials" WHERE "org_id" = $1 AND "module_id" = $2',
+                values: [orgId, moduleId],
+              });
+              return rowCount === 1;
+            })
+          : false,
+    },
+  });
+
+  const auth: AuthStore = {
+    keyByHash: async (hash) => {
+      if (!storable(hash)) return undefined;
+      const rows = await crossOrg<KeyRecord>(`SELECT ${KEY_COLUMNS} FROM public.tenantgate_key_by_hash($1)`, [hash], 'tg_key_by_hash');
+      return rows[0] === undefined ? undefined : keyRow(rows[0]);
+    },
+    touchKeys: async (entries) => {
+      if (entries.length === 0) return;
+      await crossOrg('SELECT public.tenantgate_touch_keys($1, $2)', [entries.map((e) => e[0]), entries.map((e) => e[1])], 'tg_touch_keys');
+    },
+  };
+
+  /** A platform report about one org's module: an org-bound write, the narrower path. */
+  const moduleReport = (orgId: string, moduleId: string, text: string, values: unknown[], name: string) =>
+    storable(moduleId)
+      ? inOrg(orgId, { kind: 'data' }, async (c) => {
+          await c.query({ name, text, values: [orgId, moduleId, ...values] });
+          return getModule(c, orgId, moduleId);
+        })
+      : Promise.resolve(undefined);
+
+  const system: SystemStore = {
+    orgs: {
+      list: async () =>
+        (await crossOrg<{ id: string; name: string; created_at: string }>('SELECT "id", "name", "created_at" FROM public.tenantgate_orgs()', [])).map(
+          (r): OrgRow => ({ id: r.id, name: r.name, createdAt: r.created_at }),
+        ),
+      insert: async (row) => {
+        // The notification goes with the insert's own transaction (one statement: autocommit).
+        const rows = await crossOrg<{ inserted: boolean }>(
+          `SELECT public.tenantgate_insert_org($1, $2, $3) AS inserted, pg_notify('${CHANGES_CHANNEL}', $4)`,
+          [row.id, row.name, row.createdAt, notifyPayload('touch', row.id)],
+        );
+        const inserted = rows[0]?.inserted === true;
+        if (inserted) changes.wrote('touch', row.id);
+        return inserted;
+      },
+    },
+    keyCount: async () => (await crossOrg<{ n: number }>('SELECT public.tenantgate_key_count() AS n', []))[0]?.n ?? 0,
+    modules: {
+      reportHealth: (orgId, moduleId, status, message, at) =>
+        moduleReport(
+          orgId,
+          moduleId,
+          'UPDATE "modules" SET "health_status" = $3, "health_message" = $4, "last_health_check" = $5 WHERE "org_id" = $1 AND "module_id" = $2',
+          [status, message, at],
+          'tg_module_health',
+        ),
+      recordUsage: (orgId, moduleId, n, at) =>
+        moduleReport(
+          orgId,
+          moduleId,
+          'UPDATE "modules" SET "usage_count" = "usage_count" + $3, "last_used_at" = $4 WHERE "org_id" = $1 AND "module_id" = $2',
+          [n, at],
+          'tg_module_usage',
+        ),
+      unhealthy: async (limit) => {
+        try {
+          const { rows } = await pool.query<unknown[]>({
+            text: `SELECT ${UNHEALTHY_MODULE.select} FROM public.tenantgate_unhealthy_modules($1)`,
+            values: [limit],
+            rowMode: 'array',
+          });
+          return rows.map(UNHEALTHY_MODULE.decode);
+        } catch (error) {
+          throw toStoreError(error);
+        }
+      },
+    },
+    credentials: {
+      keyIds: async () => (await crossOrg<{ key_id: string }>('SELECT k AS key_id FROM public.tenantgate_credential_key_ids() AS k', [])).map((r) => r.key_id),
+      notUnderKey: async (keyId, limit) =>
+        (await crossOrg<CredentialRecord>(`SELECT ${CREDENTIAL_COLUMNS} FROM public.tenantgate_credentials_not_under_key($1, $2)`, [keyId, limit])).map(
+          credentialRow,
+        ),
+      reseal: (row, expectedIv) =>
+        inOrg(row.orgId, { kind: 'data' }, async (c) => {
+          const { rowCount } = await c.query({
+            text: 'UPDATE "credentials" SET "ciphertext" = $3, "iv" = $4, "tag" = $5, "key_id" = $6 WHERE "org_id" = $1 AND "module_id" = $2 AND "iv" = $7',
+            values: [row.orgId, row.moduleId, row.ciphertext, row.iv, row.tag, row.keyId, expectedIv],
+          });
+          return rowCount === 1;
+        }),
+    },
+  };
+
+  let closed = false;
+  return {
+    dialect: 'postgres',
+    location: options.location,
+    pool,
+    forOrg: orgStore,
+    auth,
+    system,
+    changes,
+
+    check: async () => {
+      if (closed) return { ok: false, reason: 'store is closed' };
+      if (!changes.listening) return { ok: false, reason: 'change feed is not listening' };
+      try {
+        const { rows } = await pool.query<{ ro: string }>("SELECT current_setting('transaction_read_only') AS ro");
+        if (rows[0]?.ro === 'on') return { ok: false, reason: 'store is read-only' };
+        return { ok: true };
+      } catch (error) {
+        const mapped = toStoreError(error);
+        return { ok: false, reason: `store is ${(mapped as { kind?: string }).kind ?? 'failing'}` };
+      }
+    },
+
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      await changes.close();
+      await pool.end();
+    },
+  };
+}
+
+/** Host, port and database of a PostgreSQL URL, for logs: never its user or password. */
+export function describeUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    return `postgres://${parsed.host}${parsed.pathname}`;
+  } catch {
+    return 'postgres://(unparsable URL)';
+  }
+}
