@@ -1,5 +1,5 @@
 import type { LoadOptions } from './load.ts';
-import type { PgReport } from './postgres.ts';
+import type { PgReport, PgRow } from './postgres.ts';
 
 /** The targets of issue 13, item 7. */
 export const PG_TARGETS = {
@@ -13,6 +13,9 @@ const ms = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : 'n/a');
 const ratio = (n: number) => (Number.isFinite(n) ? `${n.toFixed(2)}x` : 'n/a');
 const mb = (bytes: number | undefined) => (bytes === undefined ? '' : `${(bytes / 1e6).toFixed(0)} MB`);
 const verdict = (ok: boolean) => (ok ? 'met' : '**missed**');
+const failures = (n: number) => String(n);
+/** The database's columns: its backends' CPU and its transactions, per response (two cells). */
+const db = (row: PgRow) => (row.db ? `${int(row.db.cpuMicrosPerRequest)} | ${row.db.transactionsPerRequest.toFixed(2)}` : ' | ');
 
 export function formatPostgres(r: PgReport, load: LoadOptions): string {
   const lines: string[] = ['### PostgreSQL, side by side with PostGraphile 5 (issue 13)', ''];
@@ -29,15 +32,18 @@ export function formatPostgres(r: PgReport, load: LoadOptions): string {
     `- Same load as above: ${load.connections} connections, warm-up of one pass and ${load.warmupSeconds} s, ${load.durationSeconds} s measured per row.`,
   );
   for (const line of r.verified) lines.push(`- Checked before the load: ${line}.`);
-  lines.push('');
+  lines.push(
+    '- PostgreSQL CPU µs/req: the CPU time of the database\'s backends (`/proc`) over the measured run, per response; transactions/req from `pg_stat_database` (the database\'s count, updated by its backends within a second or so; each transaction costs the server a BEGIN, the org\'s `set_config` and a COMMIT besides its statements, each a round trip unless pipelined).',
+    '',
+  );
 
   const peer = r.rows.find((row) => row.scenario === 'postgraphile')?.result;
-  lines.push('| server: scenario | req/s | p50 ms | p99 ms | vs PostGraphile | server CPU µs/req | failures | peak RSS |');
-  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|');
+  lines.push('| server: scenario | req/s | p50 ms | p99 ms | vs PostGraphile | server CPU µs/req | PostgreSQL CPU µs/req | transactions/req | failures | peak RSS |');
+  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const row of r.rows) {
     const x = row.result;
     const vs = row.scenario === 'postgraphile' || !peer ? '' : ratio(x.rps / peer.rps);
-    lines.push(`| ${row.label} | ${int(x.rps)} | ${ms(x.p50)} | ${ms(x.p99)} | ${vs} | ${int(x.cpuMicrosPerRequest)} | ${x.failures} | ${mb(row.peakRss)} |`);
+    lines.push(`| ${row.label} | ${int(x.rps)} | ${ms(x.p50)} | ${ms(x.p99)} | ${vs} | ${int(x.cpuMicrosPerRequest)} | ${db(row)} | ${failures(x.failures)} | ${mb(row.peakRss)} |`);
   }
   lines.push('');
 
@@ -50,12 +56,12 @@ export function formatPostgres(r: PgReport, load: LoadOptions): string {
       '',
       'Response cache off; both gateways up at once, three interleaved rounds, each row the median round (as for SQLite above).',
       '',
-      '| store | req/s | p50 ms | p99 ms | server CPU µs/req | failures | gateway peak RSS |',
-      '|---|---:|---:|---:|---:|---:|---:|',
+      '| store | req/s | p50 ms | p99 ms | server CPU µs/req | PostgreSQL CPU µs/req | transactions/req | failures | gateway peak RSS |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
     );
     for (const row of r.scale) {
       const x = row.result;
-      lines.push(`| ${row.label} | ${int(x.rps)} | ${ms(x.p50)} | ${ms(x.p99)} | ${int(x.cpuMicrosPerRequest)} | ${x.failures} | ${mb(row.peakRss)} |`);
+      lines.push(`| ${row.label} | ${int(x.rps)} | ${ms(x.p50)} | ${ms(x.p99)} | ${int(x.cpuMicrosPerRequest)} | ${db(row)} | ${failures(x.failures)} | ${mb(row.peakRss)} |`);
     }
     lines.push('', `Ratio 1M / 10k: p50 ${ratio(scaleP50)}, throughput (10k / 1M) ${ratio(scaleRps)}.`, '');
   }
@@ -84,7 +90,7 @@ export function formatPostgres(r: PgReport, load: LoadOptions): string {
     Number.isFinite(worstScale) ? ratio(worstScale) : undefined,
     worstScale <= PG_TARGETS.scaleRatio,
   );
-  const failures = [...r.rows, ...r.scale].reduce((n, row) => n + row.result.failures, 0);
-  if (failures > 0) lines.push('', `**${failures} PostgreSQL-row requests failed**: the figures above are suspect.`);
+  const failed = [...r.rows, ...r.scale].reduce((n, row) => n + row.result.failures, 0);
+  if (failed > 0) lines.push('', `**${failed} PostgreSQL-row requests failed**: the figures above are suspect.`);
   return lines.join('\n');
 }

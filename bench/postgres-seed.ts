@@ -48,7 +48,8 @@ export interface PgFixture {
   drop(): Promise<void>;
 }
 
-async function asSuperuser<T>(db: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+/** A connection as the superuser, for the scratch databases' life cycle and the bench's own probes: never for a request. */
+export async function asSuperuserOn<T>(db: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: url(SUPERUSER, db), connectionTimeoutMillis: 3000 });
   await client.connect();
   try {
@@ -61,7 +62,7 @@ async function asSuperuser<T>(db: string, fn: (client: pg.Client) => Promise<T>)
 /** Whether a PostgreSQL server answers at PG_HOST as the superuser. */
 export async function postgresAnswers(): Promise<boolean> {
   try {
-    await asSuperuser('postgres', (c) => c.query('SELECT 1'));
+    await asSuperuserOn('postgres', (c) => c.query('SELECT 1'));
     return true;
   } catch {
     return false;
@@ -208,7 +209,7 @@ export async function seedPostgres(masterKey: Buffer, log: (line: string) => voi
   const request = `tgbench_req_${suffix}`;
   const databases: string[] = [];
   const drop = async () => {
-    await asSuperuser('postgres', async (c) => {
+    await asSuperuserOn('postgres', async (c) => {
       for (const db of databases) await c.query(`DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`);
       await c.query(`DROP ROLE IF EXISTS "${request}"`);
       await c.query(`DROP ROLE IF EXISTS "${owner}"`);
@@ -219,12 +220,12 @@ export async function seedPostgres(masterKey: Buffer, log: (line: string) => voi
   const seed = async (name: string, plan: StorePlan): Promise<PgStore> => {
     const started = performance.now();
     const database = `tgbench_${suffix}_${name}`;
-    await asSuperuser('postgres', (c) => c.query(`CREATE DATABASE "${database}" OWNER "${owner}"`));
+    await asSuperuserOn('postgres', (c) => c.query(`CREATE DATABASE "${database}" OWNER "${owner}"`));
     databases.push(database);
     const ownerUrl = url(owner, database);
     const requestUrl = url(request, database);
     await migratePostgres({ ownerUrl, requestUrl });
-    const loaded = await asSuperuser(database, async (c) => {
+    const loaded = await asSuperuserOn(database, async (c) => {
       await c.query('BEGIN');
       // A scratch database rebuilt on any failure: no wait for the WAL flush; no per-row FK triggers.
       await c.query('SET LOCAL synchronous_commit = off');
@@ -243,7 +244,7 @@ export async function seedPostgres(masterKey: Buffer, log: (line: string) => voi
   };
 
   try {
-    await asSuperuser('postgres', async (c) => {
+    await asSuperuserOn('postgres', async (c) => {
       // The owning role: not a superuser (FORCE holds it too); CREATEROLE so migrating creates the request role.
       await c.query(`CREATE ROLE "${owner}" LOGIN NOSUPERUSER NOBYPASSRLS CREATEROLE`);
     });

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SecretBox } from '../src/crypto/secret-box.ts';
 import type { LoadOptions, LoadRequest, LoadResult } from './load.ts';
-import { PG_HOST, postgresAnswers, seedPostgres, type PgFixture, type PgStore } from './postgres-seed.ts';
+import { asSuperuserOn, PG_HOST, postgresAnswers, seedPostgres, type PgFixture, type PgStore } from './postgres-seed.ts';
 import type { Row } from './report.ts';
 import { MODULES_PER_ORG, orgRows, TARGET_ORG, type BenchKey } from './seed.ts';
 
@@ -31,6 +31,8 @@ export const PG_ROW_NAMES = ['postgraphile', 'pg', 'pg-scale'] as const;
 
 export interface PgChild {
   url: string;
+  /** The child's CPU time so far, µs: `drive` reads it just before and just after the measured run. */
+  cpu(): Promise<number>;
   peakRss(): Promise<number>;
   stop(): Promise<void>;
 }
@@ -64,9 +66,74 @@ export interface PgReport {
   stores: { main?: PgStore; scale10k?: PgStore; scale1m?: PgStore };
   /** Pages compared before the load: orgs checked, and that they matched. */
   verified: string[];
-  rows: Row[];
-  scale: Row[];
+  rows: PgRow[];
+  scale: PgRow[];
   peerVersion?: string;
+}
+
+/** A row, with what the database did for it: CPU of the server's backends and transactions, per response. */
+export type PgRow = Row & { db?: { cpuMicrosPerRequest: number; transactionsPerRequest: number } };
+
+// ---------------------------------------------------------------------------------------------
+// What the database does per request
+
+const CLOCK_TICK_MICROS = 10_000; // /proc/<pid>/stat counts CPU in clock ticks, 100 a second on Linux
+
+interface DbSample {
+  /** CPU µs used so far by each backend connected to the database, by pid. */
+  cpu: Map<number, number>;
+  transactions: number;
+}
+
+/**
+ * The backends serving one database (pg_stat_activity, read as the superuser) and their CPU from
+ * /proc: PostgreSQL runs on this machine, as the bench's target host is loopback. A backend that
+ * exits between two samples takes its CPU with it (the pools keep theirs during a run), so the
+ * figure can only be low. Transactions come from pg_stat_database, which backends update within
+ * about a second of committing.
+ */
+async function sampleDb(database: string): Promise<DbSample> {
+  return asSuperuserOn('postgres', async (c) => {
+    const { rows } = await c.query<{ pid: number }>(
+      `SELECT pid FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend' AND pid <> pg_backend_pid()`,
+      [database],
+    );
+    const cpu = new Map<number, number>();
+    for (const { pid } of rows) {
+      try {
+        const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+        // utime and stime are the 14th and 15th fields; the split above starts at the 3rd.
+        cpu.set(pid, (Number(fields[11]) + Number(fields[12])) * CLOCK_TICK_MICROS);
+      } catch {
+        // gone, or no /proc: not counted
+      }
+    }
+    const stats = await c.query<{ n: string }>('SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = $1', [database]);
+    return { cpu, transactions: Number(stats.rows[0]?.n ?? 0) };
+  });
+}
+
+/**
+ * Wraps a child so that the two CPU readings `drive` takes around the measured run also sample the
+ * database; `perRequest` then gives the database's share of that run.
+ */
+function probed<C extends PgChild>(child: C, database: string): { child: C; perRequest(responses: number): PgRow['db'] } {
+  const samples: DbSample[] = [];
+  const wrapped = Object.create(child) as C;
+  wrapped.cpu = async () => {
+    samples.push(await sampleDb(database));
+    return child.cpu();
+  };
+  return {
+    child: wrapped,
+    perRequest(responses) {
+      const [before, after] = samples.slice(-2);
+      if (!before || !after || responses === 0) return undefined;
+      let cpu = 0;
+      for (const [pid, micros] of after.cpu) cpu += micros - (before.cpu.get(pid) ?? 0);
+      return { cpuMicrosPerRequest: cpu / responses, transactionsPerRequest: (after.transactions - before.transactions) / responses };
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -187,7 +254,7 @@ async function verifyPages(
     orgs.add(key.orgId);
   }
   const others = [...new Set([...seen.values()].map((s) => s.who).filter((w) => w !== who))];
-  return `${who}: the page of ${orgs.size} orgs (${[...orgs].join(', ')}) equals the seeded rows${compared ? ` and ${others.join(' and ')}'s answer` : ''}`;
+  return `${who}: the page of ${orgs.size === 1 ? 'org' : `${orgs.size} orgs`} ${[...orgs].join(', ')} equals the seeded rows${compared ? ` and ${others.join(' and ')}'s answer` : ''}`;
 }
 
 /** PostGraphile with no org set, or an org that does not exist, must see nothing: the policies hold it. */
@@ -207,8 +274,8 @@ async function verifyPeerWall(url: string, key: BenchKey): Promise<void> {
 const CACHE_OFF = { TENANTGATE_RESPONSE_CACHE_BYTES: '0' };
 const SCALE_ROUNDS = 3;
 
-function medianRound(results: LoadResult[]): LoadResult {
-  const sorted = [...results].sort((a, b) => a.rps - b.rps);
+function medianRound<T extends { result: LoadResult }>(results: T[]): T {
+  const sorted = [...results].sort((a, b) => a.result.rps - b.result.rps);
   const median = sorted[Math.floor(sorted.length / 2)];
   if (!median) throw new Error('no rounds measured');
   return median;
@@ -272,8 +339,16 @@ export async function runPostgres<C extends PgChild>(ctx: PgBenchContext<C>): Pr
           requests: keys.map(peerRequest),
           check: (d) => fullPage(peerPage(d)),
         };
-        const result = await ctx.measure(child, scenario);
-        report.rows.push({ kind: 'gateway', label: `${report.peerVersion}: \`allModules(first: 20)\` + totalCount, org from a header`, scenario: 'postgraphile', result, peakRss: await child.peakRss() });
+        const probe = probed(child, main.database);
+        const result = await ctx.measure(probe.child, scenario);
+        report.rows.push({
+          kind: 'gateway',
+          label: `${report.peerVersion}: \`allModules(first: 20)\` + totalCount, org from a header`,
+          scenario: 'postgraphile',
+          result,
+          peakRss: await child.peakRss(),
+          db: probe.perRequest(result.ok + result.failures),
+        });
       } finally {
         await child.stop();
       }
@@ -287,8 +362,9 @@ export async function runPostgres<C extends PgChild>(ctx: PgBenchContext<C>): Pr
           const name = `gateway on PostgreSQL, response cache ${cache ? 'on' : 'off'}: modules(first: 20)`;
           const verified = await verifyPages(child.url, `gateway on PostgreSQL (cache ${cache ? 'on' : 'off'})`, main, keys, ourRequest, ourPage, pages);
           if (!cache) report.verified.push(verified);
-          const result = await ctx.measure(child, ourScenario(keys, name));
-          report.rows.push({ kind: 'gateway', label: name, scenario: 'pg', cache, result, peakRss: await child.peakRss() });
+          const probe = probed(child, main.database);
+          const result = await ctx.measure(probe.child, ourScenario(keys, name));
+          report.rows.push({ kind: 'gateway', label: name, scenario: 'pg', cache, result, peakRss: await child.peakRss(), db: probe.perRequest(result.ok + result.failures) });
         } finally {
           await child.stop();
         }
@@ -305,7 +381,7 @@ export async function runPostgres<C extends PgChild>(ctx: PgBenchContext<C>): Pr
         ),
       );
       try {
-        const rounds: LoadResult[][] = pair.map(() => []);
+        const rounds: Array<Array<{ result: LoadResult; db: PgRow['db'] }>> = pair.map(() => []);
         const roundLoad: LoadOptions = { ...ctx.load, warmupSeconds: 1, durationSeconds: Math.max(1, Math.round(ctx.load.durationSeconds / 2)) };
         for (const [i, store] of pair.entries()) {
           const target = store.keys.filter((k) => k.orgId === TARGET_ORG);
@@ -314,14 +390,18 @@ export async function runPostgres<C extends PgChild>(ctx: PgBenchContext<C>): Pr
         for (let round = 0; round < SCALE_ROUNDS; round++) {
           for (const [i, store] of pair.entries()) {
             const name = `PostgreSQL modules(first: 20) on ${store.modules.toLocaleString('en-US')} rows, round ${round + 1}/${SCALE_ROUNDS}`;
-            rounds[i]!.push(await ctx.measure(children[i]!, ourScenario(store.keys.filter((k) => k.orgId === TARGET_ORG), name), roundLoad));
+            const probe = probed(children[i]!, store.database);
+            const result = await ctx.measure(probe.child, ourScenario(store.keys.filter((k) => k.orgId === TARGET_ORG), name), roundLoad);
+            rounds[i]!.push({ result, db: probe.perRequest(result.ok + result.failures) });
           }
         }
         for (const [i, store] of pair.entries()) {
+          const median = medianRound(rounds[i]!);
           report.scale.push({
             kind: 'gateway',
             label: `${store.modules.toLocaleString('en-US')} module rows (${store.orgs.toLocaleString('en-US')} orgs)`,
-            result: medianRound(rounds[i]!),
+            result: median.result,
+            db: median.db,
             peakRss: await children[i]!.peakRss(),
           });
         }
