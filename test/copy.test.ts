@@ -322,6 +322,22 @@ describe.skipIf(!available)('tenantgate copy --to postgres://… (issue 13, item
     expect(await forced(target)).toEqual(ALL_FORCED);
   });
 
+  it('stops at a source value PostgreSQL cannot hold, naming the row and column, and copies nothing', async () => {
+    const source = await buildSource();
+    const db = new Database(path.join(source.dir, 'tenantgate.db'));
+    db.prepare(`UPDATE modules SET usage_count = ? WHERE org_id = ? AND module_id = 'slack'`).run(2 ** 40, ORG_A);
+    db.close();
+    const target = await scratch();
+    const { out, io } = capture();
+    expect(await runCopy(['copy', '--to', target.ownerUrl], source.env, io)).toBe(2);
+    expect(out.stderr).toBe(
+      'tenantgate: the source cannot be copied: modules row org_id="org-a", module_id="slack" column usage_count holds 1099511627776, past the range of a PostgreSQL integer\n',
+    );
+    const got = await targetRows(target);
+    expect([got.apiKeys, got.modules, got.credentials]).toEqual([[], [], []]);
+    expect(await forced(target)).toEqual(ALL_FORCED);
+  });
+
   it('answers bad input in one line with exit code 2, never repeating a password, and writes nothing', async () => {
     const source = await buildSource();
     const cases: Array<[string[], RegExp]> = [
