@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { SCOPES } from './auth/scopes.ts';
-import { ConfigError, loadConfig, type Config } from './config.ts';
+import { ConfigError, isPostgresUrl, loadConfig, type Config } from './config.ts';
 import { createLogger } from './logger.ts';
 import type { OpenedStore } from './store/open.ts';
 import { editDistance } from './edit-distance.ts';
@@ -30,7 +30,13 @@ interface Command {
 
 const COMMANDS: Command[] = [
   { route: 'serve', usage: '', text: ['start the gateway (same as npm start)'], args: 0, options: [] },
-  { route: 'migrate', usage: '', text: ['migrate the store (adopting a pre-tenant file) and exit'], args: 0, options: [] },
+  {
+    route: 'migrate',
+    usage: '',
+    text: ['migrate the store (adopting a pre-tenant file) and exit; on PostgreSQL', 'as TENANTGATE_MIGRATION_DATABASE, creating the request role'],
+    args: 0,
+    options: [],
+  },
   { route: 'orgs list', usage: '', text: ['list orgs'], args: 0, options: [] },
   { route: 'orgs create', usage: '<id> --name <name>', text: ['create an org'], args: 1, options: ['name'] },
   { route: 'keys list', usage: '--org <id>', text: ["list an org's keys (never secrets)"], args: 0, options: ['org'] },
@@ -307,6 +313,10 @@ export async function cli(argv: string[]): Promise<void> {
   }
 
   const config = loadConfig();
+  if (command.route === 'migrate' && isPostgresUrl(config.database) && !config.migrationDatabase) {
+    // The request role may not change the schema; migrating is the owning role's.
+    throw new ConfigError("tenantgate migrate on PostgreSQL needs TENANTGATE_MIGRATION_DATABASE, the owning role's postgres:// URL");
+  }
   const logger = createLogger('warn');
   // Loaded only now: a usage error answers without loading the store, GraphQL or the crypto.
   const [{ Authenticator }, { systemRepos }, { rekeyCredentials }] = await Promise.all([

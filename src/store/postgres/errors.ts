@@ -1,3 +1,4 @@
+import { DrizzleQueryError } from 'drizzle-orm/errors';
 import { StoreError, type StoreErrorKind } from '../errors.ts';
 
 /** Node's socket errors of a server that is not there or went away. */
@@ -31,6 +32,9 @@ const CONNECTION_MESSAGES = /timeout exceeded when trying to connect|Connection 
 export function toStoreError(error: unknown): unknown {
   if (error instanceof StoreError) return error;
   if (!(error instanceof Error)) return error;
+  // drizzle wraps the driver's error in a DrizzleQueryError whose message holds the query and
+  // its parameters (a sealed credential, a key's hash): the driver's own error is what we keep.
+  if (error instanceof DrizzleQueryError) return error.cause instanceof Error ? toStoreError(error.cause) : new StoreError('other', 'drizzle', 'query failed');
   const code = (error as { code?: unknown }).code;
   if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) return new StoreError(kindOfSqlState(code), code, error);
   if (typeof code === 'string' && CONNECTION_CODES.has(code)) return new StoreError('unavailable', code, error);

@@ -74,6 +74,7 @@ export async function migratePostgres(options: PgMigrateOptions): Promise<PgMigr
   }
   const result: PgMigrateResult = { applied: [], createdRole: false, granted: [] };
   const client = new pg.Client({ connectionString: options.ownerUrl });
+  client.on('error', () => {}); // a connection lost mid-query rejects that query; unheard, the event would end the process
   await client.connect();
   try {
     await client.query('BEGIN');
@@ -165,6 +166,7 @@ export async function migratePostgres(options: PgMigrateOptions): Promise<PgMigr
  */
 export async function checkRequestRole(url: string): Promise<{ ok: true } | { ok: false; reason: string }> {
   const client = new pg.Client({ connectionString: url });
+  client.on('error', () => {}); // a connection lost mid-query rejects that query; unheard, the event would end the process
   await client.connect();
   try {
     const { rows } = await client.query<{ role: string; rolsuper: boolean; rolbypassrls: boolean; owns: string | null }>(
@@ -198,6 +200,7 @@ export async function schemaStatus(url: string, migrationsFolder = PG_MIGRATIONS
   const migrations = readMigrationFiles({ migrationsFolder });
   const wanted = migrations.at(-1)?.folderMillis ?? 0;
   const client = new pg.Client({ connectionString: url });
+  client.on('error', () => {}); // a connection lost mid-query rejects that query; unheard, the event would end the process
   await client.connect();
   try {
     const { rows } = await client.query<{ last: string | null }>(

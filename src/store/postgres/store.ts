@@ -183,12 +183,22 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     throw toStoreError(error);
   }
 
+  // pg-pool listens for errors of idle clients only: a checked-out client whose connection ends
+  // (a terminated backend, a restarted server) emits 'error', which with no listener would end the
+  // process. The query in flight rejects on its own; this listener only keeps the process up.
+  const guarded = new WeakSet<pg.PoolClient>();
   async function checkout(): Promise<pg.PoolClient> {
+    let client: pg.PoolClient;
     try {
-      return await pool.connect();
+      client = await pool.connect();
     } catch (error) {
       throw toStoreError(error);
     }
+    if (!guarded.has(client)) {
+      guarded.add(client);
+      client.on('error', () => {});
+    }
+    return client;
   }
 
   /**
