@@ -41,14 +41,21 @@ export async function install(
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Every byte a server on 127.0.0.1 sends back for these bytes, until it closes the connection. */
-export function raw(port: number, bytes: string | Buffer): Promise<string> {
+/**
+ * Every byte a server on 127.0.0.1 sends back for these bytes, until it closes the connection.
+ * The client half-closes after sending unless `halfClose` is false: node's server then ends the
+ * connection, dropping an answer still on its way (a write's waits for its sync,
+ * test/group-commit.test.ts), so bytes whose answers must all come should say `Connection: close`
+ * and pass `{ halfClose: false }`.
+ */
+export function raw(port: number, bytes: string | Buffer, { halfClose = true }: { halfClose?: boolean } = {}): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, '127.0.0.1');
     let received = '';
     socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
     socket.on('close', () => resolve(received));
     socket.on('error', reject);
-    socket.end(bytes);
+    if (halfClose) socket.end(bytes);
+    else socket.write(bytes);
   });
 }

@@ -16,7 +16,7 @@ import type {
   SystemStore,
 } from '../types.ts';
 import type Database from 'better-sqlite3';
-import { BUSY_TIMEOUT_MS, type SqliteDatabase } from './connection.ts';
+import { BUSY_TIMEOUT_MS, createWalSync, type SqliteDatabase, type WalSync } from './connection.ts';
 import { createSqliteChangeFeed } from './changes.ts';
 import { settle } from './errors.ts';
 import { MODULE_COLUMNS, MODULE_COMPUTED, MODULE_FIELDS } from '../module-fields.ts';
@@ -82,8 +82,17 @@ const MAX_PROJECTIONS = 64;
  * a drizzle query on every call costs about 50 µs more); every tenant statement leads its WHERE
  * with org_id, which also leads every index it uses.
  */
-export function createSqliteStore(sqlite: SqliteDatabase, location: string): Store {
+export function createSqliteStore(sqlite: SqliteDatabase, location: string, options: { walSync?: WalSync } = {}): Store {
   const db = drizzle({ client: sqlite });
+
+  // Every write is answered only once it is on disk, as at synchronous=FULL, but the fsync runs
+  // off the event loop and is shared by the writes that commit while one is under way (group
+  // commit; see createWalSync and the README's Performance section). Only the key last-used
+  // times (touchKeys) are not waited for: they are best effort, and the next sync covers them.
+  sqlite.pragma('synchronous = NORMAL');
+  const wal = options.walSync ?? createWalSync(location);
+  /** Store work that writes: settled once the write is durable. */
+  const durable = <T>(work: () => T): Promise<T> => settle(work).then((value) => wal.synced().then(() => value));
 
   checkModuleColumns();
 
@@ -298,19 +307,19 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
       list: () => settle(() => q.keysForOrg.all({ orgId })),
       get: (id) => settle(() => q.keyForOrg.get({ orgId, id })),
       insert: (row) =>
-        settle(() => {
+        durable(() => {
           db.insert(apiKeys).values({ ...row, orgId }).run();
           changes.touched(orgId);
         }),
       revoke: (id, at) =>
-        settle(() => {
+        durable(() => {
           q.keyRevoke.run({ orgId, id, at });
           changes.touched(orgId);
           return q.keyForOrg.get({ orgId, id });
         }),
       descendants: (id) => settle(() => descendantsOf(orgId, id)),
       revokeTree: (id, at, check) =>
-        settle(() => {
+        durable(() => {
           const tree = revokeTree.immediate(orgId, id, at, check);
           if (tree) changes.touched(orgId);
           return tree;
@@ -326,9 +335,9 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
         ),
       get: (moduleId) => settle(() => getModule(orgId, moduleId)),
       insert: (row) =>
-        settle(() => writing(orgId, () => db.insert(modules).values({ ...row, orgId }).onConflictDoNothing().run().changes === 1)),
+        durable(() => writing(orgId, () => db.insert(modules).values({ ...row, orgId }).onConflictDoNothing().run().changes === 1)),
       update: (moduleId, patch: ModulePatch, at) =>
-        settle(() => {
+        durable(() => {
           writing(orgId, () => {
             if (Object.keys(patch).length === 1 && patch.enabled !== undefined) {
               q.moduleSetEnabled.run({ orgId, moduleId, enabled: patch.enabled ? 1 : 0, at });
@@ -341,15 +350,15 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
           });
           return getModule(orgId, moduleId);
         }),
-      delete: (moduleId) => settle(() => writing(orgId, () => q.moduleDelete.run({ orgId, moduleId }).changes === 1)),
+      delete: (moduleId) => durable(() => writing(orgId, () => q.moduleDelete.run({ orgId, moduleId }).changes === 1)),
     },
 
     credentials: {
       get: (moduleId) => settle(() => q.credentialGet.get({ orgId, moduleId })),
       list: () => settle(() => q.credentialList.all({ orgId })),
       has: (moduleId) => settle(() => q.credentialGet.get({ orgId, moduleId }) !== undefined),
-      upsert: (row) => settle(() => writing(orgId, () => upsertCredential.immediate({ ...row, orgId }))),
-      delete: (moduleId) => settle(() => writing(orgId, () => q.credentialDelete.run({ orgId, moduleId }).changes === 1)),
+      upsert: (row) => durable(() => writing(orgId, () => upsertCredential.immediate({ ...row, orgId }))),
+      delete: (moduleId) => durable(() => writing(orgId, () => q.credentialDelete.run({ orgId, moduleId }).changes === 1)),
     },
   });
 
@@ -358,21 +367,14 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
     touchKeys: (entries) =>
       settle(() => {
         if (entries.length === 0) return;
-        // Last-used times are best effort: their commit is not synced on its own (WAL with
-        // synchronous=NORMAL stays consistent; the next synced commit makes it durable too).
-        // Every other write keeps the connection's setting (connection.ts), restored here.
-        const synchronous = sqlite.pragma('synchronous', { simple: true }) as number;
-        sqlite.pragma('synchronous = NORMAL');
-        try {
-          touchMany(entries);
-        } finally {
-          sqlite.pragma(`synchronous = ${synchronous}`);
-        }
+        // Last-used times are best effort: not waited for (the next write's sync makes them
+        // durable too; WAL at synchronous=NORMAL stays consistent without it).
+        touchMany(entries);
       }),
   };
 
   const insertOrg = (row: OrgRow) =>
-    settle(() => {
+    durable(() => {
       const inserted = db.insert(orgs).values(row).onConflictDoNothing().run().changes === 1;
       if (inserted) changes.touched(row.id);
       return inserted;
@@ -387,12 +389,12 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
     keyCount,
     modules: {
       reportHealth: (orgId, moduleId, status, message, at) =>
-        settle(() => {
+        durable(() => {
           writing(orgId, () => q.health.run({ orgId, moduleId, status, message, at }));
           return getModule(orgId, moduleId);
         }),
       recordUsage: (orgId, moduleId, n, at) =>
-        settle(() => {
+        durable(() => {
           writing(orgId, () => q.usage.run({ orgId, moduleId, count: n, at }));
           return getModule(orgId, moduleId);
         }),
@@ -403,7 +405,7 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
       notUnderKey: (keyId, limit) =>
         settle(() => db.select().from(credentials).where(ne(credentials.keyId, keyId)).limit(limit).all()),
       reseal: (row, expectedIv) =>
-        settle(() =>
+        durable(() =>
           writing(
             row.orgId,
             () =>
@@ -435,6 +437,8 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string): Sto
       try {
         if (!sqlite.open) return { ok: false, reason: 'store is closed' };
         if (sqlite.readonly) return { ok: false, reason: 'store is read-only' };
+        // Writes would land but could not be answered: they are not known to be on disk.
+        if (wal.failure) return { ok: false, reason: 'store cannot sync its writes to disk' };
         // A write that changes nothing still needs the write lock and a writable file. Without
         // waiting: another process holding the lock (the CLI) means busy, not broken, and the
         // busy_timeout wait would stall every request on this event loop for up to 5 s.
