@@ -279,6 +279,36 @@ describe.skipIf(!available)('PostgreSQL row-level security (issue 13, item 2)', 
     expect(catalog.role).toEqual({ rolsuper: false, rolbypassrls: false, rolcreaterole: false, rolcreatedb: false, rolcanlogin: true, owns: 0 });
   });
 
+  it('the cross-org functions answer the request role across orgs, and the owner in its own session nothing (FORCE still holds it)', async () => {
+    const asRequest = await inTransaction(undefined, async (c) => ({
+      key: (await c.query<{ org_id: string }>(`SELECT org_id FROM tenantgate_key_by_hash('hash-b-1')`)).rows,
+      orgs: (await c.query<{ id: string }>('SELECT id FROM tenantgate_orgs()')).rows.map((r) => r.id),
+      direct: (await c.query('SELECT * FROM api_keys')).rowCount,
+    }));
+    expect(asRequest).toEqual({ key: [{ org_id: 'B' }], orgs: ['A', 'B', 'default'], direct: 0 });
+    const owner = new pg.Client({ connectionString: ownerUrl });
+    await owner.connect();
+    try {
+      expect((await owner.query('SELECT * FROM api_keys')).rowCount).toBe(0);
+      expect((await owner.query(`SELECT * FROM tenantgate_key_by_hash('hash-b-1')`)).rowCount).toBe(0);
+      await expect(owner.query(`INSERT INTO orgs VALUES ('C', 'C', 'x')`)).rejects.toMatchObject({ code: '42501' });
+    } finally {
+      await owner.end();
+    }
+    // A role that was never granted EXECUTE cannot call them at all.
+    await expect(
+      (async () => {
+        const bypass = new pg.Client({ connectionString: url(names.bypass, names.db) });
+        await bypass.connect();
+        try {
+          await bypass.query('SELECT * FROM tenantgate_orgs()');
+        } finally {
+          await bypass.end();
+        }
+      })(),
+    ).rejects.toMatchObject({ code: '42501' });
+  });
+
   it('the bypass check admits the request role and refuses the superuser, a BYPASSRLS role and the owner, each with one line', async () => {
     expect(await checkRequestRole(requestUrl)).toEqual({ ok: true });
     const refusals = {
