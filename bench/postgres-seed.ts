@@ -51,6 +51,9 @@ export interface PgFixture {
 /** A connection as the superuser, for the scratch databases' life cycle and the bench's own probes: never for a request. */
 export async function asSuperuserOn<T>(db: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: url(SUPERUSER, db), connectionTimeoutMillis: 3000 });
+  // A connection ended under a query (the drop of an interrupted run ends the loading one) rejects
+  // that query; without a listener the client's 'error' event would also end the process.
+  client.on('error', () => {});
   await client.connect();
   try {
     return await fn(client);
@@ -198,6 +201,20 @@ async function load(client: pg.Client, plan: StorePlan, secretBox: SecretBox): P
   return { orgs: plan.orgIds.length, modules, credentials, keys };
 }
 
+/** The drops of the scratch databases still up: an interrupted run (Ctrl-C, SIGTERM) runs them before it exits. */
+const live = new Set<() => Promise<void>>();
+let handlersInstalled = false;
+function dropOnSignal(): void {
+  if (handlersInstalled) return;
+  handlersInstalled = true;
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      process.stderr.write(`bench: ${signal}: dropping the PostgreSQL scratch databases\n`);
+      void Promise.allSettled([...live].map((drop) => drop())).finally(() => process.kill(process.pid, signal));
+    });
+  }
+}
+
 /**
  * Creates the scratch roles and databases, migrates them and loads the main store's rows and, with
  * `scale`, the scale pair's. `masterKey` seals the credentials (the gateway gets it through
@@ -209,12 +226,15 @@ export async function seedPostgres(masterKey: Buffer, log: (line: string) => voi
   const request = `tgbench_req_${suffix}`;
   const databases: string[] = [];
   const drop = async () => {
+    live.delete(drop);
     await asSuperuserOn('postgres', async (c) => {
       for (const db of databases) await c.query(`DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`);
       await c.query(`DROP ROLE IF EXISTS "${request}"`);
       await c.query(`DROP ROLE IF EXISTS "${owner}"`);
     });
   };
+  live.add(drop);
+  dropOnSignal();
   const secretBox = new SecretBox(masterKey);
 
   const seed = async (name: string, plan: StorePlan): Promise<PgStore> => {
