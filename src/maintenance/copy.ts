@@ -649,7 +649,7 @@ export async function runCopy(argv: string[], env: NodeJS.ProcessEnv = process.e
       const result = await copyToPostgres({ source: opened.sqlite, targetUrl: to, logger });
       io.stdout.write(
         `copied into ${result.target} in ${result.ms} ms, verified row by row: ` +
-          `${result.tables.map((t) => `${t.rows} ${t.table.replace('_', ' ')}`).join(', ')}\n` +
+          `${result.tables.map((t) => `${t.table} ${t.rows}`).join(', ')}\n` +
           'credentials are sealed under the same master key: give the gateways on PostgreSQL this store\'s key (TENANTGATE_MASTER_KEY)\n',
       );
       return 0;
