@@ -27,7 +27,7 @@ export function formatPostgres(r: PgReport, load: LoadOptions): string {
     .map((s) => `${int(s.modules)} modules in ${(s.seedMs / 1000).toFixed(1)} s`)
     .join(', ');
   lines.push(
-    `- Server: PostgreSQL at ${r.host}, scratch databases created, seeded by COPY and dropped by the run (${seeded}); same rows as the SQLite stores (${int(main.modules)} modules across ${int(main.orgs)} orgs, ${int(main.keys.length)} keys rotated on every request, ${int(main.credentials)} sealed credentials)`,
+    `- Server: PostgreSQL at ${r.host}, scratch databases created, seeded by COPY and dropped by the run (${seeded}); the SQLite stores' rows, from the same generator (fresh key secrets and IVs) (${int(main.modules)} modules across ${int(main.orgs)} orgs, ${int(main.keys.length)} keys rotated on every request, ${int(main.credentials)} sealed credentials)`,
     `- Both servers connect as the same non-superuser request role, held by the same forced row-level security policies; ${r.poolMax} pooled connections each. PostGraphile (${r.peerVersion ?? 'not run'}, Amber preset, in its own process on Node 24) gets the org from an \`X-Org-Id\` header through \`pgSettings\`: it verifies no key. Ours verifies the \`Authorization\` key on every request (key cache as configured by default).`,
     `- Same load as above: ${load.connections} connections, warm-up of one pass and ${load.warmupSeconds} s, ${load.durationSeconds} s measured per row.`,
   );
