@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { Logger } from '../logger.ts';
-import type { ApiKeyRow, Store } from '../store/types.ts';
+import type { ApiKeyRow, Change, Store } from '../store/types.ts';
 import { hashKey, isWellFormedKey } from './key-format.ts';
 import { isScope, type Scope } from './scopes.ts';
 
@@ -32,8 +32,10 @@ export interface AuthenticatorOptions {
 
 /**
  * Turns a presented key into a Principal. Verified keys are cached briefly; `forget` drops a key
- * at once (revocation is effective on the next request on this node; other replicas see it within
- * the cache TTL). Last-used times are collected in memory and written in one batch.
+ * at once (revocation is effective on the next request on this node), and a change the store's
+ * feed announces for an org's keys drops that org's cached keys (other replicas: as soon as their
+ * feed hears it). While the feed cannot vouch for an org (a lost LISTEN connection), nothing read
+ * for it is cached. Last-used times are collected in memory and written in one batch.
  */
 export class Authenticator {
   readonly #store: Store;
@@ -49,6 +51,7 @@ export class Authenticator {
   readonly #timer: NodeJS.Timeout | undefined;
   /** The flush under way, if any: the next waits for it (it never rejects). */
   #flushing: Promise<void> = Promise.resolve();
+  readonly #unsubscribe: () => void;
 
   constructor(store: Store, options: AuthenticatorOptions) {
     this.#store = store;
@@ -59,6 +62,24 @@ export class Authenticator {
     if (interval > 0) {
       this.#timer = setInterval(() => void this.flush(), interval);
       this.#timer.unref();
+    }
+    // With no cache there is nothing to drop (and SQLite's feed polls only while someone listens).
+    this.#unsubscribe = this.#ttl > 0 ? store.changes.subscribe((change) => this.#heard(change)) : () => {};
+  }
+
+  /** A change the store announced: keys of that org (or of any, for null) may have been revoked. */
+  #heard(change: Change): void {
+    if (change.kind === 'data') return; // modules or credentials only
+    this.#forgotten += 1;
+    if (change.orgId === null) {
+      this.#cache.clear();
+      this.#hashByKeyId.clear();
+      return;
+    }
+    for (const [hash, entry] of this.#cache) {
+      if (entry.principal.orgId !== change.orgId) continue;
+      this.#cache.delete(hash);
+      this.#hashByKeyId.delete(entry.principal.keyId);
     }
   }
 
@@ -83,7 +104,8 @@ export class Authenticator {
       const principal = toPrincipal(row);
       // A revocation landed while the row was being read: the row may predate it, so this
       // request (which began before it) is admitted, but the row is not kept for the next.
-      if (forgotten === this.#forgotten) this.#remember(hash, principal, now);
+      // Nor while the feed cannot vouch for the org: a revocation elsewhere would go unheard.
+      if (forgotten === this.#forgotten && this.#store.changes.version(principal.orgId) !== undefined) this.#remember(hash, principal, now);
       return this.#admit(principal, now);
     });
   }
@@ -131,6 +153,7 @@ export class Authenticator {
 
   async close(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
+    this.#unsubscribe();
     await this.flush();
   }
 

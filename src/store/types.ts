@@ -170,6 +170,8 @@ export interface SystemStore {
 /** What a subscriber of the change feed hears: an org whose data may have changed, or null for any. */
 export interface Change {
   orgId: string | null;
+  /** 'data': only the org's modules or credentials changed (its keys did not); absent: anything of the org may have. */
+  kind?: 'data';
 }
 
 /**

@@ -87,8 +87,10 @@ export async function createPostgresChangeFeed(options: ChangeFeedOptions): Prom
     const payload = message.payload ?? '*';
     if (payload === '*' || payload.length < 2 || payload[1] !== ':') return flush();
     const orgId = payload.slice(2);
-    if (payload[0] === 'd') count(orgId);
-    announce({ orgId });
+    if (payload[0] === 'd') {
+      count(orgId);
+      announce({ orgId, kind: 'data' });
+    } else announce({ orgId });
   };
 
   const lost = (current: pg.Client, error?: unknown) => {
@@ -100,7 +102,12 @@ export async function createPostgresChangeFeed(options: ChangeFeedOptions): Prom
     heartbeat = undefined;
     current.removeAllListeners('notification');
     current.end().catch(() => {});
-    if (was) options.onState?.('lost', error);
+    if (was) {
+      // From now on nothing other replicas change is heard: subscribers drop what they hold (the
+      // key cache), and `version` answers undefined until the connection listens again.
+      announce({ orgId: null });
+      options.onState?.('lost', error);
+    }
     schedule();
   };
 
@@ -152,8 +159,10 @@ export async function createPostgresChangeFeed(options: ChangeFeedOptions): Prom
       };
     },
     wrote(kind, orgId) {
-      if (kind === 'data') count(orgId);
-      announce({ orgId });
+      if (kind === 'data') {
+        count(orgId);
+        announce({ orgId, kind: 'data' });
+      } else announce({ orgId });
     },
     get listening() {
       return listening;

@@ -73,7 +73,7 @@ export function createSqliteChangeFeed(sqlite: SqliteDatabase, pollMs = POLL_MS)
         writeEpoch += 1;
       }
       writeCounts.set(orgId, (writeCounts.get(orgId) ?? 0) + 1);
-      announce({ orgId });
+      announce({ orgId, kind: 'data' });
     },
     touched(orgId) {
       announce({ orgId });
