@@ -5,7 +5,7 @@ import { createLogger } from './logger.ts';
 import type { OpenedStore } from './store/open.ts';
 import { editDistance } from './edit-distance.ts';
 
-type OptionName = 'help' | 'org' | 'name' | 'scopes' | 'expires' | 'cascade';
+type OptionName = 'help' | 'org' | 'name' | 'scopes' | 'expires' | 'cascade' | 'to';
 
 const OPTIONS = {
   help: { type: 'boolean', short: 'h' },
@@ -14,6 +14,7 @@ const OPTIONS = {
   scopes: { type: 'string' },
   expires: { type: 'string' },
   cascade: { type: 'boolean' },
+  to: { type: 'string' },
 } as const satisfies Record<OptionName, { type: 'boolean' | 'string'; short?: string }>;
 
 interface Command {
@@ -64,6 +65,17 @@ const COMMANDS: Command[] = [
     text: ['re-encrypt every credential under TENANTGATE_MASTER_KEY;', 'set TENANTGATE_MASTER_KEY_PREVIOUS to the old key(s)'],
     args: 0,
     options: [],
+  },
+  {
+    route: 'copy',
+    usage: '--to <postgres://OWNER@HOST/DB>',
+    text: [
+      'copy this store into an empty PostgreSQL database as its',
+      'owning role, in one transaction, verified row by row',
+      '(README: Moving to PostgreSQL)',
+    ],
+    args: 0,
+    options: ['to'],
   },
 ];
 
@@ -284,6 +296,11 @@ export async function cli(argv: string[]): Promise<void> {
   const text = (name: OptionName) => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
 
   if (command.route === 'serve') return (await import('./main.ts')).main();
+  if (command.route === 'copy') {
+    const to = text('to');
+    process.exitCode = await (await import('./maintenance/copy.ts')).runCopy(to === undefined ? [] : [`--to=${to}`], process.env);
+    return;
+  }
   // Checked before the store is opened: a usage error touches nothing.
   const need = (ok: unknown): void => {
     if (!ok) throw new UsageError(usage);

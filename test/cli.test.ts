@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,9 +11,11 @@ import { loadConfig } from '../src/config.ts';
 import { captureLogger } from '../src/logger.ts';
 import { nearest } from '../src/cli.ts';
 import { startServer } from '../src/server.ts';
+import { createScratchDatabase, postgresMultiProcess } from './helpers/postgres.ts';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(new URL('..', import.meta.url).pathname);
+const multiProcess = await postgresMultiProcess();
 
 async function cli(dataDir: string, ...args: string[]) {
   try {
@@ -269,6 +272,41 @@ describe('first start and the CLI', () => {
   it('prints help', async () => {
     const help = await cli(dir, '--help');
     expect(help.code).toBe(0);
-    for (const verb of ['serve', 'migrate', 'orgs create', 'keys create', 'keys revoke', 'credentials rekey']) expect(help.stdout).toContain(verb);
+    for (const verb of ['serve', 'migrate', 'orgs create', 'keys create', 'keys revoke', 'credentials rekey', 'copy']) expect(help.stdout).toContain(verb);
+  });
+
+  it('copy without --to says what it needs, on one line, with exit code 2, and touches nothing', async () => {
+    const r = await cli(dir, 'copy');
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/^tenantgate: copy needs --to/);
+  });
+
+  // The CLI is a process of its own, so it needs a server it can reach (not PGlite in this process).
+  it.runIf(multiProcess)('copy --to copies this store into an empty PostgreSQL database, and refuses it once it holds rows', async () => {
+    const target = await createScratchDatabase({ migrate: false });
+    try {
+      const ownerUrl = new URL(target.ownerUrl);
+      ownerUrl.password = 'hunter2'; // trust auth ignores it; it must never be printed
+      const first = await cli(dir, 'copy', '--to', ownerUrl.toString());
+      expect(first.stderr + first.stdout).not.toContain('hunter2');
+      expect(first.code, first.stderr).toBe(0);
+      const orgs = await target.query<{ id: string }>('SELECT id FROM orgs ORDER BY id');
+      expect(orgs.map((o) => o.id)).toEqual(['acme', 'default']);
+      const [keys] = await target.query<{ n: number }>('SELECT count(*)::int AS n FROM api_keys');
+      const source = new Database(path.join(dir, 'tenantgate.db'), { readonly: true });
+      const sourceKeys = (source.prepare('SELECT count(*) AS n FROM api_keys').get() as { n: number }).n;
+      source.close();
+      expect(keys!.n).toBeGreaterThan(0);
+      expect(keys!.n).toBe(sourceKeys);
+
+      const again = await cli(dir, 'copy', '--to', ownerUrl.toString());
+      expect(again.code).toBe(2);
+      expect(again.stderr).not.toContain('hunter2');
+      expect(again.stderr).toMatch(/not empty/);
+    } finally {
+      await target.drop();
+    }
   });
 });
