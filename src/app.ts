@@ -19,6 +19,7 @@ import { useProbes } from './http/probes.ts';
 import type { Logger } from './logger.ts';
 import { Metrics } from './observability/metrics.ts';
 import { createListener, type GatewayListener, type RequestListener } from './pipeline/listener.ts';
+import { useCompiledExecution } from './pipeline/use-compiled-execution.ts';
 import { createPipeline, type Gate, type Recorder } from './pipeline/pipeline.ts';
 import { createResponseCache, type ResponseCache } from './pipeline/response-cache.ts';
 import { usePipeline, yogaPathOnly, type GatewayServerContext } from './pipeline/use-pipeline.ts';
@@ -109,6 +110,7 @@ export function createApp({ store, secretBox, config, logger, stages }: AppOptio
   const pipeline = createPipeline({
     authenticator,
     failuresPerMinute: config.authFailuresPerMinute,
+    failureLimiter: store.failureLimiter?.({ name: 'auth', points: config.authFailuresPerMinute, durationSec: 60 }),
     logger,
     metrics,
     gates: stages?.gates,
@@ -188,6 +190,8 @@ export function createApp({ store, secretBox, config, logger, stages }: AppOptio
       useVariableCost(config.limits.maxCost),
       ...useNoSuggestions(),
       ...(config.introspection ? [] : [useNoIntrospection()]),
+      // Last: replaces only the execute function, once every check above has passed.
+      useCompiledExecution(),
     ],
   });
 

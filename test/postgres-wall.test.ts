@@ -145,12 +145,15 @@ describe.skipIf(!available)('PostgreSQL row-level security (issue 13, item 2)', 
     });
 
   it('the first migration created the schema, the request role and its grants', () => {
-    expect(firstRun.applied).toHaveLength(3);
+    expect(firstRun.applied).toHaveLength(4);
     expect(firstRun.createdRole).toBe(true);
     // USAGE on the public schema is PUBLIC's by default, so it is not granted again.
     expect(firstRun.granted).toEqual([
       'SELECT ON orgs',
       ...TENANT_TABLES.flatMap((t) => ['SELECT', 'INSERT', 'UPDATE', 'DELETE'].map((p) => `${p} ON ${t}`)),
+      // The shared failed-authentication limit (drizzle/pg/0003): not org data, outside public.
+      'USAGE ON SCHEMA tenantgate_limits',
+      ...['SELECT', 'INSERT', 'UPDATE', 'DELETE'].map((p) => `${p} ON tenantgate_limits.auth_failures`),
       ...DEFINER_FUNCTIONS.map((f) => `EXECUTE ON ${f.slice(0, f.indexOf('('))}`),
       'SELECT ON the migration journal',
     ]);
@@ -338,7 +341,7 @@ describe.skipIf(!available)('PostgreSQL row-level security (issue 13, item 2)', 
         return rows[0];
       });
     const before = await snapshot();
-    expect(before.journal).toHaveLength(3);
+    expect(before.journal).toHaveLength(4);
     const again = await migratePostgres({ ownerUrl, requestUrl });
     expect(again).toEqual({ applied: [], createdRole: false, granted: [] });
     expect(await snapshot()).toEqual(before);
@@ -354,11 +357,11 @@ describe.skipIf(!available)('PostgreSQL row-level security (issue 13, item 2)', 
     ]);
     const sorted = results.map((r) => ({ applied: r.applied.length, createdRole: r.createdRole, granted: r.granted.length })).sort((a, b) => b.applied - a.applied);
     expect(sorted).toEqual([
-      { applied: 3, createdRole: true, granted: 13 + DEFINER_FUNCTIONS.length + 1 },
+      { applied: 4, createdRole: true, granted: 13 + 5 + DEFINER_FUNCTIONS.length + 1 },
       { applied: 0, createdRole: false, granted: 0 },
     ]);
     const journal = await asSuperuser(names.db2, async (c) => (await c.query('SELECT hash FROM drizzle.__drizzle_migrations')).rowCount);
-    expect(journal).toBe(3);
+    expect(journal).toBe(4);
     expect(await checkRequestRole(request2)).toEqual({ ok: true });
   });
 });

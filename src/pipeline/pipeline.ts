@@ -4,6 +4,7 @@ import { rateLimited, unauthenticated } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { outcomeOf } from '../observability/outcomes.ts';
+import type { FailureLimiter } from '../store/types.ts';
 import type { Exchange } from './exchange.ts';
 
 /**
@@ -38,6 +39,8 @@ export interface PipelineOptions {
   authenticator: Authenticator;
   /** Failed authentications one address may make per minute; past it, 429. */
   failuresPerMinute: number;
+  /** Where failures are counted (the store's shared limiter, for several replicas); default: in memory. */
+  failureLimiter?: FailureLimiter;
   logger: Logger;
   metrics: Metrics;
   /** Admission checks after authentication, in order. */
@@ -70,7 +73,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   const { authenticator, logger, metrics } = options;
   const gates = options.gates ?? [];
   const recorders = options.recorders ?? [];
-  const failures = new RateLimiterMemory({ points: options.failuresPerMinute, duration: 60 });
+  const failures: FailureLimiter = options.failureLimiter ?? new RateLimiterMemory({ points: options.failuresPerMinute, duration: 60 });
 
   /**
    * A presented key that is not valid: 401, or 429 past the address's failure budget. Only

@@ -72,6 +72,13 @@ export interface Store {
   readonly system: SystemStore;
   readonly changes: ChangeFeed;
 
+  /**
+   * A failure counter every process on this store shares (the failed-authentication limit), when
+   * the dialect has one (PostgreSQL: a table); absent, each process counts in memory (SQLite: one
+   * machine, one process).
+   */
+  failureLimiter?(options: FailureLimiterOptions): FailureLimiter;
+
   /** Store open, schema current and writable; a reason when not. */
   check(): Promise<{ ok: true } | { ok: false; reason: string }>;
   close(): Promise<void>;
@@ -234,3 +241,19 @@ export type NewCredential = Omit<CredentialRow, 'orgId'>;
 export type ModulePatch = Partial<Pick<ModuleRow, 'name' | 'version' | 'description' | 'config' | 'enabled'>>;
 
 export type CredentialMeta = Pick<CredentialRow, 'orgId' | 'moduleId' | 'fields' | 'keyId' | 'createdAt' | 'updatedAt'>;
+
+export interface FailureLimiterOptions {
+  /** Distinguishes this limit's counters from others' in a shared table. */
+  name: string;
+  /** Failures a key (a client address) may have in `durationSec`. */
+  points: number;
+  durationSec: number;
+}
+
+/** What the pipeline asks of a failure counter (rate-limiter-flexible's limiters have this shape). */
+export interface FailureLimiter {
+  /** The key's count in the current window, or null when it has none. */
+  get(key: string): Promise<{ consumedPoints: number; msBeforeNext: number } | null>;
+  /** Counts `points` more failures for the key. */
+  penalty(key: string, points: number): Promise<unknown>;
+}

@@ -1,5 +1,6 @@
 import { readMigrationFiles } from 'drizzle-orm/migrator';
 import pg from 'pg';
+import { LIMIT_TABLES, LIMITS_SCHEMA } from './limiter.ts';
 import { TENANT_TABLES, WALLED_TABLES } from './schema.ts';
 import { findMigrations } from '../migrations-folder.ts';
 
@@ -130,6 +131,21 @@ export async function migratePostgres(options: PgMigrateOptions): Promise<PgMigr
           if (held.rows[0]?.ok) continue;
           await client.query(`GRANT ${privilege} ON TABLE public.${client.escapeIdentifier(table)} TO ${role}`);
           result.granted.push(`${privilege} ON ${table}`);
+        }
+      }
+      // The shared limits (drizzle/pg/0003): not org data, read and written by every replica.
+      const limits = await client.query<{ ok: boolean }>(`SELECT has_schema_privilege($1, $2, 'USAGE') AS ok`, [requestRole, LIMITS_SCHEMA]);
+      if (!limits.rows[0]?.ok) {
+        await client.query(`GRANT USAGE ON SCHEMA ${client.escapeIdentifier(LIMITS_SCHEMA)} TO ${role}`);
+        result.granted.push(`USAGE ON SCHEMA ${LIMITS_SCHEMA}`);
+      }
+      for (const table of LIMIT_TABLES) {
+        for (const privilege of ['SELECT', 'INSERT', 'UPDATE', 'DELETE']) {
+          const qualified = `${client.escapeIdentifier(LIMITS_SCHEMA)}.${client.escapeIdentifier(table)}`;
+          const held = await client.query<{ ok: boolean }>(`SELECT has_table_privilege($1, $2, $3) AS ok`, [requestRole, qualified, privilege]);
+          if (held.rows[0]?.ok) continue;
+          await client.query(`GRANT ${privilege} ON TABLE ${qualified} TO ${role}`);
+          result.granted.push(`${privilege} ON ${LIMITS_SCHEMA}.${table}`);
         }
       }
       for (const fn of DEFINER_FUNCTIONS) {

@@ -18,6 +18,7 @@ import type {
 } from '../types.ts';
 import { CHANGES_CHANNEL, createPostgresChangeFeed, notifyPayload, type ChangeKind, type PostgresChangeFeed } from './changes.ts';
 import { toStoreError } from './errors.ts';
+import { createPostgresFailureLimiter } from './limiter.ts';
 import { apiKeys, credentials, modules } from './schema.ts';
 
 export interface PostgresStoreOptions {
@@ -579,6 +580,7 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     auth,
     system,
     changes,
+    failureLimiter: (limit) => createPostgresFailureLimiter(pool, limit),
 
     check: async () => {
       if (closed) return { ok: false, reason: 'store is closed' };
