@@ -1,5 +1,6 @@
 import { readMigrationFiles } from 'drizzle-orm/migrator';
 import pg from 'pg';
+import { ConfigError } from '../../config.ts';
 import { LIMIT_TABLES, LIMITS_SCHEMA } from './limiter.ts';
 import { TENANT_TABLES, WALLED_TABLES } from './schema.ts';
 import { findMigrations } from '../migrations-folder.ts';
@@ -51,7 +52,7 @@ export interface PgMigrateResult {
 /** The role a URL connects as. */
 export function roleOf(url: string): string {
   const name = decodeURIComponent(new URL(url).username);
-  if (!name) throw new Error('the database URL names no role (postgres://ROLE@host/db)');
+  if (!name) throw new ConfigError('the database URL names no role (postgres://ROLE@host/db)');
   return name;
 }
 
@@ -71,7 +72,9 @@ export async function migratePostgres(options: PgMigrateOptions): Promise<PgMigr
   const requestRole = options.requestUrl === undefined ? undefined : roleOf(options.requestUrl);
   const password = options.requestUrl === undefined ? '' : decodeURIComponent(new URL(options.requestUrl).password);
   if (requestRole !== undefined && requestRole === roleOf(options.ownerUrl)) {
-    throw new Error('the request URL and the migration URL name the same role; requests must not run as the tables\' owner');
+    throw new ConfigError(
+      "TENANTGATE_DATABASE and TENANTGATE_MIGRATION_DATABASE name the same role; requests must not run as the tables' owner",
+    );
   }
   const result: PgMigrateResult = { applied: [], createdRole: false, granted: [] };
   const client = new pg.Client({ connectionString: options.ownerUrl });
