@@ -87,7 +87,7 @@ export async function openPostgres(
         throw new Error('this store is PostgreSQL: opened.sqlite is for the SQLite store only (use opened.postgres)');
       },
       postgres: opened,
-      exclusive: (name, fn) => exclusively(config.database, name, fn),
+      exclusive: (name, fn) => exclusively(config.database, pool.connectTimeoutMs, name, fn),
     };
   } catch (error) {
     await store?.close().catch(() => {});
@@ -95,8 +95,8 @@ export async function openPostgres(
   }
 }
 
-async function exclusively<T>(url: string, name: string, fn: () => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: url });
+async function exclusively<T>(url: string, connectTimeoutMs: number, name: string, fn: () => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: connectTimeoutMs, application_name: 'tenantgate-lock' });
   client.on('error', () => {}); // a lost connection frees the lock; fn's own store calls report the outage
   try {
     await client.connect();
