@@ -180,30 +180,42 @@ export async function migratePostgres(options: PgMigrateOptions): Promise<PgMigr
 
 /**
  * Whether the role of a request URL is held by row-level security: not a superuser, not
- * BYPASSRLS, and neither owner nor member of an owner of a walled table (an owner's member can
- * take the owner's role and switch the wall off). A reason, in one line, when not.
+ * BYPASSRLS, not CREATEROLE (on PostgreSQL 15 such a role can grant itself any non-superuser role,
+ * the owner included), owning no walled table, and not a member (transitively, pg_has_role MEMBER,
+ * whatever INHERIT says: SET ROLE takes the other role's attributes) of any role that is any of
+ * these. A reason, in one line, when not.
  */
 export async function checkRequestRole(url: string): Promise<{ ok: true } | { ok: false; reason: string }> {
   const client = new pg.Client({ connectionString: url });
   client.on('error', () => {}); // a connection lost mid-query rejects that query; unheard, the event would end the process
   await client.connect();
   try {
-    const { rows } = await client.query<{ role: string; rolsuper: boolean; rolbypassrls: boolean; owns: string | null }>(
-      `SELECT r.rolname AS role, r.rolsuper, r.rolbypassrls,
+    // Every role the request role is or can become (itself included), and what each could do.
+    const { rows } = await client.query<{ role: string; self: boolean; rolsuper: boolean; rolbypassrls: boolean; rolcreaterole: boolean; owns: string | null }>(
+      `SELECT r.rolname AS role, r.rolname = current_user AS self, r.rolsuper, r.rolbypassrls, r.rolcreaterole,
               (SELECT string_agg(c.relname, ', ' ORDER BY c.relname)
                  FROM pg_class c
                 WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND c.relname = ANY($1)
-                  AND pg_has_role(r.oid, c.relowner, 'MEMBER')) AS owns
-         FROM pg_roles r WHERE r.rolname = current_user`,
+                  AND c.relowner = r.oid) AS owns
+         FROM pg_roles r
+        WHERE pg_has_role(current_user, r.oid, 'MEMBER')
+        ORDER BY r.rolname <> current_user, r.rolname`,
       [[...WALLED_TABLES]],
     );
-    const row = rows[0];
-    if (!row) return { ok: false, reason: 'the request role is not in pg_roles' };
-    const name = JSON.stringify(row.role);
-    if (row.rolsuper) return { ok: false, reason: `TENANTGATE_DATABASE connects as ${name}, a superuser: it bypasses row-level security` };
-    if (row.rolbypassrls) return { ok: false, reason: `TENANTGATE_DATABASE connects as ${name}, which has BYPASSRLS: it bypasses row-level security` };
-    if (row.owns) {
-      return { ok: false, reason: `TENANTGATE_DATABASE connects as ${name}, owner (or member of the owner) of ${row.owns}: it could switch row-level security off` };
+    const me = rows.find((r) => r.self);
+    if (!me) return { ok: false, reason: 'the request role is not in pg_roles' };
+    const name = JSON.stringify(me.role);
+    for (const row of rows) {
+      const who = row.self ? `${name}` : `${name}, a member of ${JSON.stringify(row.role)}`;
+      const what = row.self ? '' : ' (it can SET ROLE to it)';
+      if (row.rolsuper) return { ok: false, reason: `TENANTGATE_DATABASE connects as ${who}, a superuser${what}: it bypasses row-level security` };
+      if (row.rolbypassrls) return { ok: false, reason: `TENANTGATE_DATABASE connects as ${who}, which has BYPASSRLS${what}: it bypasses row-level security` };
+      if (row.owns) {
+        return { ok: false, reason: `TENANTGATE_DATABASE connects as ${who}, owner of ${row.owns}${what}: it could switch row-level security off` };
+      }
+      if (row.rolcreaterole) {
+        return { ok: false, reason: `TENANTGATE_DATABASE connects as ${who}, which has CREATEROLE${what}: it could grant itself the tables' owner` };
+      }
     }
     return { ok: true };
   } finally {
