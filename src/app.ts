@@ -19,7 +19,6 @@ import { useProbes } from './http/probes.ts';
 import type { Logger } from './logger.ts';
 import { Metrics } from './observability/metrics.ts';
 import { createListener, type GatewayListener, type RequestListener } from './pipeline/listener.ts';
-import { useCompiledExecution } from './pipeline/use-compiled-execution.ts';
 import { createPipeline, type Gate, type Recorder } from './pipeline/pipeline.ts';
 import { createResponseCache, type ResponseCache } from './pipeline/response-cache.ts';
 import { usePipeline, yogaPathOnly, type GatewayServerContext } from './pipeline/use-pipeline.ts';
@@ -190,8 +189,6 @@ export function createApp({ store, secretBox, config, logger, stages }: AppOptio
       useVariableCost(config.limits.maxCost),
       ...useNoSuggestions(),
       ...(config.introspection ? [] : [useNoIntrospection()]),
-      // Last: replaces only the execute function, once every check above has passed.
-      useCompiledExecution(),
     ],
   });
 
