@@ -17,6 +17,7 @@ import type {
   SystemStore,
 } from '../types.ts';
 import { CHANGES_CHANNEL, createPostgresChangeFeed, notifyPayload, type ChangeKind, type PostgresChangeFeed } from './changes.ts';
+import { StoreError } from '../errors.ts';
 import { toStoreError } from './errors.ts';
 import { createPostgresFailureLimiter } from './limiter.ts';
 import { apiKeys, credentials, modules } from './schema.ts';
@@ -193,7 +194,7 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     try {
       client = await pool.connect();
     } catch (error) {
-      throw toStoreError(error);
+      throw connectFailure(error);
     }
     if (!guarded.has(client)) {
       guarded.add(client);
@@ -241,12 +242,18 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     }
   }
 
-  /** A statement outside any org (the definer functions), on a pooled connection of its own. */
+  /**
+   * A statement outside any org (the definer functions), on a pooled connection of its own
+   * (checked out by `checkout`, so that a connection refused reads as the outage it is).
+   */
   async function crossOrg<R extends pg.QueryResultRow>(text: string, values: unknown[], name?: string): Promise<R[]> {
+    const client = await checkout();
     try {
-      return (await pool.query<R>({ text, values, ...(name ? { name } : {}) })).rows;
+      return (await client.query<R>({ text, values, ...(name ? { name } : {}) })).rows;
     } catch (error) {
       throw toStoreError(error);
+    } finally {
+      client.release();
     }
   }
 
@@ -602,6 +609,18 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
       await pool.end();
     },
   };
+}
+
+/**
+ * A connection that could not be had is the store being unavailable, whatever the server said:
+ * test/postgres-faults.test.ts found a database refusing connections (55000, "not currently
+ * accepting connections", as ALLOW_CONNECTIONS false or a maintenance window gives) answered as an
+ * internal error, 500, where the outage is a retryable 503.
+ */
+function connectFailure(error: unknown): unknown {
+  const mapped = toStoreError(error);
+  if (mapped instanceof StoreError && !mapped.retryable) return new StoreError('unavailable', mapped.code, error);
+  return mapped;
 }
 
 /** Host, port and database of a PostgreSQL URL, for logs: never its user or password. */
