@@ -1,6 +1,9 @@
+import net from 'node:net';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPostgresChangeFeed } from '../src/store/postgres/changes.ts';
 import { checkRequestRole } from '../src/store/postgres/migrate.ts';
+import { createTestGateway, ORG_A, type Dialect, type TestGateway } from './helpers/gateway.ts';
 import { createScratchDatabase, postgresMultiProcess, type ScratchDatabase } from './helpers/postgres.ts';
 
 // Review of the PostgreSQL store (issue 13): each case states what should hold and fails while it
@@ -58,5 +61,48 @@ describe.skipIf(!onServer)('checkRequestRole refuses every role that can step ar
     await db.query(`CREATE ROLE ${member} LOGIN IN ROLE ${bypass}`);
     await db.query(`GRANT CONNECT ON DATABASE "${db.name}" TO ${member}`);
     expect((await checkRequestRole(urlAs(member))).ok).toBe(false);
+  });
+});
+
+// Semantics the SQLite store has and the PostgreSQL one must match, over HTTP.
+describe.each<Dialect>(['sqlite', 'postgres'])('on %s, over HTTP', (dialect) => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await createTestGateway({ dialect });
+  });
+  afterAll(async () => {
+    await gw?.close();
+  });
+
+  // PostgreSQL cannot store U+0000 in text or jsonb; SQLite could. Both refuse it alike (src/repos/validate.ts).
+  const badInputCode = (res: { body: { errors?: Array<{ extensions?: { code?: string } }> } }) => res.body.errors?.[0]?.extensions?.code;
+
+  it('a NUL character in a module name or description is BAD_USER_INPUT, never an internal error', async () => {
+    const name = await gw.gql(gw.keys.a, 'mutation($i: InstallModuleInput!) { installModule(input: $i) { id name } }', {
+      i: { id: 'nul-name', name: 'a\u0000b', version: '1.0.0' },
+    });
+    const description = await gw.gql(gw.keys.a, 'mutation($i: InstallModuleInput!) { installModule(input: $i) { id name } }', {
+      i: { id: 'nul-description', name: 'ok', version: '1.0.0', description: 'x\u0000' },
+    });
+    for (const res of [name, description]) expect(badInputCode(res), JSON.stringify(res.body)).toBe('BAD_USER_INPUT');
+    // Nothing was stored, and a NUL in a config (JSON text, where it is escaped) is kept.
+    const config = await gw.gql(gw.keys.a, 'mutation($i: InstallModuleInput!) { installModule(input: $i) { id config } }', {
+      i: { id: 'nul-config', name: 'ok', version: '1.0.0', config: { 'k\u0000': 'v\u0000' } },
+    });
+    expect(config.body).toEqual({ data: { installModule: { id: 'nul-config', config: { 'k\u0000': 'v\u0000' } } } });
+    const ids = await gw.gql(gw.keys.a, '{ modules(first: 50) { nodes { id } } }');
+    expect(JSON.stringify(ids.body)).not.toContain('nul-name');
+    expect(JSON.stringify(ids.body)).not.toContain('nul-description');
+  });
+
+  it('a NUL character in a credential field name, an API key name or a looked-up id is BAD_USER_INPUT, never an internal error', async () => {
+    const set = await gw.gql(gw.keys.a, 'mutation($s: JSONObject!) { setCredential(moduleId: "github", secret: $s) { fields } }', { s: { 'a\u0000b': 'x' } });
+    const key = await gw.gql(gw.keys.a, 'mutation($n: String!) { createApiKey(input: { name: $n, scopes: ["modules:read"] }) { apiKey { name } } }', { n: 'k\u0000' });
+    const lookup = await gw.gql(gw.keys.a, 'query($id: ID!) { module(id: $id) { id } }', { id: 'git\u0000hub' });
+    const has = await gw.gql(gw.keys.a, 'query($id: ID!) { hasCredential(moduleId: $id) }', { id: 'git\u0000hub' });
+    for (const res of [set, key, lookup, has]) expect(badInputCode(res), JSON.stringify(res.body)).toBe('BAD_USER_INPUT');
+    // A NUL in a credential value is sealed bytes, never text: it is stored and revealed as given.
+    const value = await gw.gql(gw.keys.a, 'mutation($s: JSONObject!) { setCredential(moduleId: "github", secret: $s) { fields } }', { s: { token: 'x\u0000y' } });
+    expect(value.body).toEqual({ data: { setCredential: { fields: ['token'] } } });
   });
 });

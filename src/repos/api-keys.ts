@@ -5,7 +5,7 @@ import { displayPrefix, generateKey, hashKey } from '../auth/key-format.ts';
 import { normalizeScopes, SCOPES, type Scope } from '../auth/scopes.ts';
 import { badInput, forbidden, notFound } from '../errors.ts';
 import { DEFAULT_ORG, type ApiKeyRow, type OrgStore, type Store } from '../store/types.ts';
-import { displayName, parseInput } from './validate.ts';
+import { displayName, lookupable, parseInput } from './validate.ts';
 
 /** Who is creating or revoking a key: its scopes bound what it may grant, revoke and how long a key it makes may live. */
 export interface Grantor {
@@ -103,9 +103,9 @@ export function apiKeysForOrg(store: Store, org: OrgStore, authenticator: Authen
   const { orgId, apiKeys: keys } = org;
   return {
     list: () => keys.list(),
-    get: (id: string) => keys.get(id),
+    get: async (id: string) => (lookupable(id) ? keys.get(id) : undefined),
     /** Every key `id` created, directly or transitively, in this org; empty for a key of another org. */
-    descendants: (id: string) => keys.descendants(id),
+    descendants: async (id: string) => (lookupable(id) ? keys.descendants(id) : []),
     create: (input: NewKeyInput, grantor: Grantor) => issueApiKey(store, orgId, input, grantor),
     /**
      * A key may revoke only keys whose scopes it holds (so no tenant key revokes an admin's). With
@@ -116,6 +116,7 @@ export function apiKeysForOrg(store: Store, org: OrgStore, authenticator: Authen
      */
     async revoke(id: string, revoker: Grantor, options: RevokeOptions = {}): Promise<Revocation> {
       const at = new Date().toISOString();
+      if (!lookupable(id)) throw notFound('API key', id);
       if (!options.cascade) {
         const target = await keys.get(id);
         if (!target) throw notFound('API key', id);

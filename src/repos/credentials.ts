@@ -1,7 +1,7 @@
 import type { SecretBox } from '../crypto/secret-box.ts';
 import { badInput, notFound } from '../errors.ts';
 import type { CredentialMeta, OrgStore } from '../store/types.ts';
-import { MAX_LOOKUP_ID } from './validate.ts';
+import { hasNul, lookupable } from './validate.ts';
 
 export const MAX_SECRET_FIELDS = 64;
 export const MAX_SECRET_VALUE_BYTES = 16 * 1024;
@@ -31,6 +31,7 @@ export function parseSecret(secret: unknown): Record<string, string> {
   const values: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const [name, value] of entries) {
     if (name.length === 0) throw badInput('secret field names must not be empty', 'secret');
+    if (hasNul(name)) throw badInput('secret field names must not contain the NUL character (U+0000)', 'secret');
     if (name.length > MAX_SECRET_FIELD_NAME) {
       throw badInput(`secret field names must be at most ${MAX_SECRET_FIELD_NAME} characters`, 'secret');
     }
@@ -59,11 +60,11 @@ export function credentialsForOrg(org: OrgStore, secretBox: SecretBox) {
     list: (): Promise<CredentialMeta[]> => credentials.list(),
 
     has: async (moduleId: string): Promise<boolean> =>
-      moduleId.length <= MAX_LOOKUP_ID && (await credentials.has(moduleId)),
+      lookupable(moduleId, 'moduleId') && (await credentials.has(moduleId)),
 
     async set(moduleId: string, secret: unknown): Promise<CredentialMeta> {
       const values = parseSecret(secret);
-      if (moduleId.length > MAX_LOOKUP_ID) throw notFound('Module', moduleId);
+      if (!lookupable(moduleId, 'moduleId')) throw notFound('Module', moduleId);
       const sealed = secretBox.seal(orgId, moduleId, JSON.stringify(values));
       const at = new Date().toISOString();
       const existing = await credentials.get(moduleId);
@@ -79,11 +80,11 @@ export function credentialsForOrg(org: OrgStore, secretBox: SecretBox) {
     },
 
     delete: async (moduleId: string): Promise<boolean> =>
-      moduleId.length <= MAX_LOOKUP_ID && credentials.delete(moduleId),
+      lookupable(moduleId, 'moduleId') && credentials.delete(moduleId),
 
     /** The only path that decrypts; the field requires `credentials:reveal`. */
     async reveal(moduleId: string): Promise<Record<string, unknown> | null> {
-      if (moduleId.length > MAX_LOOKUP_ID) return null;
+      if (!lookupable(moduleId, 'moduleId')) return null;
       const row = await credentials.get(moduleId);
       if (!row) return null;
       const plaintext = secretBox.open(orgId, moduleId, row);

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { badInput, conflict, notFound } from '../errors.ts';
 import { MODULE_FIELDS } from '../store/module-fields.ts';
 import type { ModuleField, ModulePatch, ModuleRecord, OrgStore } from '../store/types.ts';
-import { displayName, jsonBytes, MAX_LOOKUP_ID, newId, parseInput } from './validate.ts';
+import { displayName, jsonBytes, lookupable, newId, parseInput, text } from './validate.ts';
 
 export const MAX_CONFIG_BYTES = 64 * 1024;
 
@@ -29,7 +29,7 @@ const config = z
     ctx.addIssue({ code: 'custom', message: `config is ${bytes} bytes of JSON; at most ${MAX_CONFIG_BYTES} (64 KiB) are allowed` });
   }
 });
-const description = z.string().max(2000, 'description must be at most 2000 characters').nullish();
+const description = text('description').max(2000, 'description must be at most 2000 characters').nullish();
 
 const installSchema = z.object({
   id: newId('id'),
@@ -62,14 +62,14 @@ export interface ModulePage {
 export function modulesForOrg(org: OrgStore) {
   const { modules } = org;
   const find = async (id: string): Promise<ModuleRecord | undefined> =>
-    id.length > MAX_LOOKUP_ID ? undefined : modules.get(id);
+    lookupable(id) ? modules.get(id) : undefined;
   const require = async (id: string): Promise<ModuleRecord> => {
     const row = await find(id);
     if (!row) throw notFound('Module', id);
     return row;
   };
   const change = async (id: string, patch: ModulePatch): Promise<ModuleRecord> => {
-    if (id.length > MAX_LOOKUP_ID) throw notFound('Module', id);
+    if (!lookupable(id)) throw notFound('Module', id);
     const row = await modules.update(id, patch, new Date().toISOString());
     if (!row) throw notFound('Module', id);
     return row;

@@ -3,11 +3,11 @@ import { badInput, conflict, notFound } from '../errors.ts';
 import type { HealthStatus, ModuleRecord, OrgRow, Store } from '../store/types.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
 import { apiKeysForOrg, issueApiKey, type Grantor, type NewKeyInput, type RevokeOptions } from './api-keys.ts';
-import { displayName, MAX_LOOKUP_ID, newId, parseInput } from './validate.ts';
+import { displayName, lookupable, newId, parseInput, text } from './validate.ts';
 
 const orgSchema = z.object({ id: newId('id'), name: displayName('name') });
 const usageSchema = z.number().int('count must be a whole number').min(1, 'count must be at least 1').max(1_000_000, 'count must be at most 1000000');
-const messageSchema = z.string().max(2000, 'message must be at most 2000 characters').nullish();
+const messageSchema = text('message').max(2000, 'message must be at most 2000 characters').nullish();
 
 export const MAX_UNHEALTHY = 1000;
 
@@ -22,7 +22,7 @@ export function systemRepos(store: Store, authenticator: Authenticator) {
     return row;
   };
   const requireOrg = async (id: string): Promise<OrgRow> => {
-    const org = id.length <= MAX_LOOKUP_ID ? await store.forOrg(id).org() : undefined;
+    const org = lookupable(id) ? await store.forOrg(id).org() : undefined;
     if (!org) throw notFound('Org', id);
     return org;
   };
@@ -59,11 +59,13 @@ export function systemRepos(store: Store, authenticator: Authenticator) {
     modules: {
       async reportHealth(orgId: string, moduleId: string, status: HealthStatus, message: string | null | undefined) {
         const parsedMessage = parseInput(messageSchema, message) ?? null;
+        if (!lookupable(orgId, 'orgId') || !lookupable(moduleId, 'moduleId')) throw notFound('Module', `${orgId}/${moduleId}`);
         const row = await store.system.modules.reportHealth(orgId, moduleId, status, parsedMessage, new Date().toISOString());
         return module(row, orgId, moduleId);
       },
       async recordUsage(orgId: string, moduleId: string, count: number) {
         const n = parseInput(usageSchema, count);
+        if (!lookupable(orgId, 'orgId') || !lookupable(moduleId, 'moduleId')) throw notFound('Module', `${orgId}/${moduleId}`);
         return module(await store.system.modules.recordUsage(orgId, moduleId, n, new Date().toISOString()), orgId, moduleId);
       },
       unhealthy: (first: number = MAX_UNHEALTHY) => {
