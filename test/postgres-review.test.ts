@@ -64,6 +64,39 @@ describe.skipIf(!onServer)('checkRequestRole refuses every role that can step ar
   });
 });
 
+describe.skipIf(!onServer)('the cross-org definer path takes only what its callers send', () => {
+  let db: ScratchDatabase;
+  beforeAll(async () => {
+    db = await createScratchDatabase();
+    await db.query(`INSERT INTO orgs VALUES ('b', 'B', 't')`);
+    await db.query(
+      `INSERT INTO api_keys (id, org_id, name, prefix, hash, scopes, created_at) VALUES ('kb', 'b', 'kb', 'p', 'hash-b', '[]', '2026-01-01T00:00:00.000Z')`,
+    );
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  it("tenantgate_touch_keys does not let the request role plant an arbitrary last-used text on another org's key", async () => {
+    const c = new pg.Client({ connectionString: db.requestUrl });
+    await c.connect();
+    try {
+      await c.query(`SELECT set_config('app.org_id', 'a', false)`);
+      // Text that sorts after every time, a well-formed time years ahead, one just past the 5-minute slack, a local time.
+      const soon = new Date(Date.now() + 6 * 60_000).toISOString();
+      for (const planted of ['9999-not-a-time', 'zzzz', '2999-01-01T00:00:00.000Z', soon, '2026-12-02T15:00:00.000+01:00']) {
+        await c.query(`SELECT public.tenantgate_touch_keys(ARRAY['kb'], ARRAY[$1])`, [planted]);
+        expect(await db.query(`SELECT last_used_at FROM api_keys WHERE id = 'kb'`)).toEqual([{ last_used_at: null }]);
+      }
+      // A real touch afterwards must still land (a planted future value would freeze it forever).
+      await c.query(`SELECT public.tenantgate_touch_keys(ARRAY['kb'], ARRAY['2026-12-02T14:00:00.000Z'])`);
+    } finally {
+      await c.end();
+    }
+    expect(await db.query(`SELECT last_used_at FROM api_keys WHERE id = 'kb'`)).toEqual([{ last_used_at: '2026-12-02T14:00:00.000Z' }]);
+  });
+});
+
 // Semantics the SQLite store has and the PostgreSQL one must match, over HTTP.
 describe.each<Dialect>(['sqlite', 'postgres'])('on %s, over HTTP', (dialect) => {
   let gw: TestGateway;

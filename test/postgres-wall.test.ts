@@ -1,51 +1,35 @@
-import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { checkRequestRole, DEFINER_FUNCTIONS, migratePostgres, type PgMigrateResult } from '../src/store/postgres/migrate.ts';
+import { readMigrationFiles } from 'drizzle-orm/migrator';
+import { checkRequestRole, DEFINER_FUNCTIONS, migratePostgres, PG_MIGRATIONS, type PgMigrateResult } from '../src/store/postgres/migrate.ts';
 import { TENANT_TABLES, WALLED_TABLES } from '../src/store/postgres/schema.ts';
+import { pgServer, type Scratch } from './helpers/pg-server.ts';
 
 // Row-level security as a second wall (issue 13, item 2), proven with the application out of the
 // way: plain SQL as the request role. The superuser only creates and drops the scratch database
 // and seeds rows; it never stands in for a request (it bypasses RLS even with FORCE).
 
-const HOST = '127.0.0.1:5432';
-const SUPERUSER = `postgres://postgres@${HOST}/postgres`;
-const inCi = Boolean(process.env.CI) && process.env.CI !== 'false';
+const MIGRATIONS = readMigrationFiles({ migrationsFolder: PG_MIGRATIONS }).length;
 
-async function serverAnswers(): Promise<boolean> {
-  const client = new pg.Client({ connectionString: SUPERUSER, connectionTimeoutMillis: 3000 });
-  try {
-    await client.connect();
-    await client.query('SELECT 1');
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await client.end().catch(() => {});
-  }
-}
+// The run's PostgreSQL (test/helpers/pg-server.ts): a server, or PGlite where none answers.
+const server = await pgServer();
+let scratch: Scratch;
+let scratch2: Scratch | undefined;
+const names = { owner: '', request: '', request2: '', bypass: '' };
+let ownerUrl: string;
+let requestUrl: string;
+let superuserUrl: string;
 
-const available = await serverAnswers();
-if (!available) {
-  if (inCi) throw new Error(`no PostgreSQL answers at ${HOST}, and CI must run the PostgreSQL tests (.ci/run starts the server)`);
-  console.log(`postgres-wall: skipped, no PostgreSQL answers at ${HOST} (CI starts one and runs these)`);
-}
-
-const suffix = randomBytes(5).toString('hex');
-const names = {
-  db: `tenantgate_test_${suffix}`,
-  db2: `tenantgate_test_${suffix}_b`,
-  owner: `tenantgate_owner_${suffix}`,
-  request: `tenantgate_req_${suffix}`,
-  request2: `tenantgate_req_${suffix}_b`,
-  bypass: `tenantgate_bypass_${suffix}`,
+/** `url` with its role replaced. */
+const as = (url: string, role: string) => {
+  const u = new URL(url);
+  u.username = role;
+  u.password = '';
+  return u.toString();
 };
-const url = (role: string, db: string) => `postgres://${role}@${HOST}/${db}`;
-const ownerUrl = url(names.owner, names.db);
-const requestUrl = url(names.request, names.db);
 
-async function asSuperuser<T>(db: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: url('postgres', db) });
+async function asSuperuser<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
     return await fn(client);
@@ -54,30 +38,25 @@ async function asSuperuser<T>(db: string, fn: (client: pg.Client) => Promise<T>)
   }
 }
 
-async function createScratch(db: string): Promise<void> {
-  await asSuperuser('postgres', async (c) => {
-    await c.query(`CREATE DATABASE "${db}" OWNER "${names.owner}"`);
-  });
-}
-
 let firstRun: PgMigrateResult;
 let requests: pg.Pool;
 
 const ORGS = ['A', 'B'] as const;
 const PER_ORG = { A: 3, B: 2 } as const;
 
-describe.skipIf(!available)('PostgreSQL row-level security (issue 13, item 2)', () => {
+describe('PostgreSQL row-level security (issue 13, item 2)', () => {
   beforeAll(async () => {
-    await asSuperuser('postgres', async (c) => {
-      // The owning role: not a superuser, so FORCE holds it too; it may create the request role.
-      await c.query(`CREATE ROLE "${names.owner}" LOGIN NOSUPERUSER NOBYPASSRLS CREATEROLE`);
-      await c.query(`CREATE ROLE "${names.bypass}" LOGIN NOSUPERUSER BYPASSRLS`);
-    });
-    // The database's owner owns its public schema (pg_database_owner), so the owning role may create there.
-    await createScratch(names.db);
+    // The owning role is not a superuser, so FORCE holds it too; it may create the request role.
+    // As the database's owner it owns its public schema (pg_database_owner).
+    scratch = await server.createScratch();
+    names.owner = scratch.ownerRole;
+    names.request = scratch.requestRole;
+    names.bypass = `${scratch.database}_bypass`; // the scratch prefix: the run's teardown finds a leftover
+    ({ ownerUrl, requestUrl, superuserUrl } = scratch);
     firstRun = await migratePostgres({ ownerUrl, requestUrl });
-    await asSuperuser(names.db, async (c) => {
-      await c.query(`GRANT CONNECT ON DATABASE "${names.db}" TO "${names.bypass}"`);
+    await asSuperuser(superuserUrl, async (c) => {
+      await c.query(`CREATE ROLE "${names.bypass}" LOGIN NOSUPERUSER BYPASSRLS`);
+      await c.query(`DO $$ BEGIN EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), '${names.bypass}'); END $$`);
       await c.query(`GRANT SELECT ON ALL TABLES IN SCHEMA public TO "${names.bypass}"`);
       for (const org of ORGS) {
         await c.query(`INSERT INTO orgs VALUES ($1, $2, '2026-01-01T00:00:00.000Z')`, [org, `Org ${org}`]);
@@ -106,13 +85,14 @@ describe.skipIf(!available)('PostgreSQL row-level security (issue 13, item 2)', 
 
   afterAll(async () => {
     await requests?.end();
-    await asSuperuser('postgres', async (c) => {
-      await c.query(`DROP DATABASE IF EXISTS "${names.db}" WITH (FORCE)`);
-      await c.query(`DROP DATABASE IF EXISTS "${names.db2}" WITH (FORCE)`);
-      for (const role of [names.request, names.request2, names.bypass, names.owner]) {
-        await c.query(`DROP ROLE IF EXISTS "${role}"`);
-      }
-    });
+    if (scratch && names.bypass) {
+      await asSuperuser(superuserUrl, async (c) => {
+        await c.query(`DROP OWNED BY "${names.bypass}"`);
+        await c.query(`DROP ROLE IF EXISTS "${names.bypass}"`);
+      });
+    }
+    await scratch2?.drop();
+    await scratch?.drop();
   });
 
   /** One transaction on the pooled request connection, with the org set for it when given. */
@@ -135,7 +115,7 @@ describe.skipIf(!available)('PostgreSQL row-level security (issue 13, item 2)', 
   }
 
   const counts = () =>
-    asSuperuser(names.db, async (c) => {
+    asSuperuser(superuserUrl, async (c) => {
       const { rows } = await c.query<{ t: string; org_id: string; n: number; k1: number }>(`
         SELECT 'modules' AS t, org_id, count(*)::int AS n, 0 AS k1 FROM modules GROUP BY org_id
         UNION ALL SELECT 'credentials', org_id, count(*)::int, count(*) FILTER (WHERE key_id = 'k1')::int FROM credentials GROUP BY org_id
@@ -145,7 +125,7 @@ describe.skipIf(!available)('PostgreSQL row-level security (issue 13, item 2)', 
     });
 
   it('the first migration created the schema, the request role and its grants', () => {
-    expect(firstRun.applied).toHaveLength(4);
+    expect(firstRun.applied).toHaveLength(MIGRATIONS);
     expect(firstRun.createdRole).toBe(true);
     // USAGE on the public schema is PUBLIC's by default, so it is not granted again.
     expect(firstRun.granted).toEqual([
@@ -233,7 +213,7 @@ describe.skipIf(!available)('PostgreSQL row-level security (issue 13, item 2)', 
   });
 
   it('catalog: every walled table has RLS enabled and forced; the request role owns nothing, is no superuser and cannot bypass RLS', async () => {
-    const catalog = await asSuperuser(names.db, async (c) => {
+    const catalog = await asSuperuser(superuserUrl, async (c) => {
       const tables = await c.query<{ relname: string; relrowsecurity: boolean; relforcerowsecurity: boolean; owner: string }>(
         `SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity, pg_get_userbyid(c.relowner) AS owner
            FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' ORDER BY c.relname`,
@@ -301,7 +281,7 @@ describe.skipIf(!available)('PostgreSQL row-level security (issue 13, item 2)', 
     // A role that was never granted EXECUTE cannot call them at all.
     await expect(
       (async () => {
-        const bypass = new pg.Client({ connectionString: url(names.bypass, names.db) });
+        const bypass = new pg.Client({ connectionString: as(superuserUrl, names.bypass) });
         await bypass.connect();
         try {
           await bypass.query('SELECT * FROM tenantgate_orgs()');
@@ -315,8 +295,8 @@ describe.skipIf(!available)('PostgreSQL row-level security (issue 13, item 2)', 
   it('the bypass check admits the request role and refuses the superuser, a BYPASSRLS role and the owner, each with one line', async () => {
     expect(await checkRequestRole(requestUrl)).toEqual({ ok: true });
     const refusals = {
-      superuser: await checkRequestRole(url('postgres', names.db)),
-      bypass: await checkRequestRole(url(names.bypass, names.db)),
+      superuser: await checkRequestRole(superuserUrl),
+      bypass: await checkRequestRole(as(superuserUrl, names.bypass)),
       owner: await checkRequestRole(ownerUrl),
     };
     expect(refusals.superuser).toEqual({ ok: false, reason: expect.stringMatching(/"postgres", a superuser: it bypasses row-level security$/) });
@@ -330,7 +310,7 @@ describe.skipIf(!available)('PostgreSQL row-level security (issue 13, item 2)', 
 
   it('migrating again changes nothing', async () => {
     const snapshot = () =>
-      asSuperuser(names.db, async (c) => {
+      asSuperuser(superuserUrl, async (c) => {
         const { rows } = await c.query(`
           SELECT (SELECT json_agg(x ORDER BY id) FROM drizzle.__drizzle_migrations x) AS journal,
                  (SELECT json_agg(json_build_array(relname, relacl::text, relrowsecurity, relforcerowsecurity) ORDER BY relname)
@@ -341,27 +321,27 @@ describe.skipIf(!available)('PostgreSQL row-level security (issue 13, item 2)', 
         return rows[0];
       });
     const before = await snapshot();
-    expect(before.journal).toHaveLength(4);
+    expect(before.journal).toHaveLength(MIGRATIONS);
     const again = await migratePostgres({ ownerUrl, requestUrl });
     expect(again).toEqual({ applied: [], createdRole: false, granted: [] });
     expect(await snapshot()).toEqual(before);
   });
 
   it('two migrations at once take turns: one applies everything, the other finds it done', async () => {
-    await createScratch(names.db2);
-    const owner2 = url(names.owner, names.db2);
-    const request2 = url(names.request2, names.db2);
+    scratch2 = await server.createScratch();
+    const owner2 = scratch2.ownerUrl;
+    const request2 = scratch2.requestUrl;
     const results = await Promise.all([
       migratePostgres({ ownerUrl: owner2, requestUrl: request2 }),
       migratePostgres({ ownerUrl: owner2, requestUrl: request2 }),
     ]);
     const sorted = results.map((r) => ({ applied: r.applied.length, createdRole: r.createdRole, granted: r.granted.length })).sort((a, b) => b.applied - a.applied);
     expect(sorted).toEqual([
-      { applied: 4, createdRole: true, granted: 13 + 5 + DEFINER_FUNCTIONS.length + 1 },
+      { applied: MIGRATIONS, createdRole: true, granted: 13 + 5 + DEFINER_FUNCTIONS.length + 1 },
       { applied: 0, createdRole: false, granted: 0 },
     ]);
-    const journal = await asSuperuser(names.db2, async (c) => (await c.query('SELECT hash FROM drizzle.__drizzle_migrations')).rowCount);
-    expect(journal).toBe(4);
+    const journal = await asSuperuser(scratch2.superuserUrl, async (c) => (await c.query('SELECT hash FROM drizzle.__drizzle_migrations')).rowCount);
+    expect(journal).toBe(MIGRATIONS);
     expect(await checkRequestRole(request2)).toEqual({ ok: true });
   });
 });
