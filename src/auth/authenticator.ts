@@ -92,7 +92,10 @@ export class Authenticator {
     const hash = hashKey(presented);
     const now = this.#now();
     const cached = this.#cache.get(hash);
-    if (cached && cached.until > now) return this.#admit(cached.principal, now);
+    // A cached key is trusted only while the change feed vouches for its org (it would tell of a
+    // revocation elsewhere): a feed that went quiet (a silently dead LISTEN connection) sends
+    // every request to the store until it vouches again.
+    if (cached && cached.until > now && this.#store.changes.version(cached.principal.orgId) !== undefined) return this.#admit(cached.principal, now);
     return this.#lookUp(hash, now);
   }
 
