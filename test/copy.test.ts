@@ -100,7 +100,7 @@ async function buildSource(): Promise<Source> {
     sqlite
       .prepare(
         `UPDATE modules SET health_status = 'degraded', health_message = 'timeout after 30s ⏱', last_health_check = ?,
-                usage_count = 2147483647, last_used_at = ? WHERE org_id = ? AND module_id = 'github'`,
+                usage_count = 1099511627776, last_used_at = ? WHERE org_id = ? AND module_id = 'github'`,
       )
       .run(at(7), at(8), ORG_A);
     return { dir, env, masterKey, keyA: root.secret, plaintexts };
@@ -207,7 +207,7 @@ describe.skipIf(!available)('tenantgate copy --to postgres://… (issue 13, item
       name: `github of ${ORG_A} ☀`,
       config: { b: 1, a: [true, null, 1.5], ü: 'x' },
       health: { status: 'DEGRADED', message: 'timeout after 30s ⏱' },
-      usageCount: 2147483647,
+      usageCount: 1099511627776,
       hasCredential: true,
     });
     expect(res.body.data.viewer.org).toEqual({ id: ORG_A, name: 'Org A' });
@@ -325,13 +325,13 @@ describe.skipIf(!available)('tenantgate copy --to postgres://… (issue 13, item
   it('stops at a source value PostgreSQL cannot hold, naming the row and column, and copies nothing', async () => {
     const source = await buildSource();
     const db = new Database(path.join(source.dir, 'tenantgate.db'));
-    db.prepare(`UPDATE modules SET usage_count = ? WHERE org_id = ? AND module_id = 'slack'`).run(2 ** 40, ORG_A);
+    db.prepare(`UPDATE modules SET usage_count = ? WHERE org_id = ? AND module_id = 'slack'`).run(2n ** 62n, ORG_A);
     db.close();
     const target = await scratch();
     const { out, io } = capture();
     expect(await runCopy(['copy', '--to', target.ownerUrl], source.env, io)).toBe(2);
     expect(out.stderr).toBe(
-      'tenantgate: the source cannot be copied: modules row org_id="org-a", module_id="slack" column usage_count holds 1099511627776, past the range of a PostgreSQL integer\n',
+      'tenantgate: the source cannot be copied: modules row org_id="org-a", module_id="slack" column usage_count holds 4611686018427388000, past 2^53, which the store cannot read exactly\n',
     );
     const got = await targetRows(target);
     expect([got.apiKeys, got.modules, got.credentials]).toEqual([[], [], []]);

@@ -107,6 +107,32 @@ describe.each<Dialect>(['sqlite', 'postgres'])('on %s, over HTTP', (dialect) => 
     await gw?.close();
   });
 
+  it('a usage count past 2^31 - 1 (usageCount is a Float in the API; SQLite holds 64 bits)', async () => {
+    const start = 2_147_483_000;
+    if (dialect === 'postgres') {
+      await gw.postgres!.query(`UPDATE modules SET usage_count = $1 WHERE org_id = $2 AND module_id = 'github'`, [start, ORG_A]);
+    } else {
+      gw.opened.sqlite.prepare(`UPDATE modules SET usage_count = ? WHERE org_id = ? AND module_id = 'github'`).run(start, ORG_A);
+    }
+    const res = await gw.gql(gw.keys.admin, `mutation { recordModuleUsage(orgId: "${ORG_A}", moduleId: "github", count: 1000000) { usageCount } }`);
+    expect(res.body).toEqual({ data: { recordModuleUsage: { usageCount: start + 1_000_000 } } });
+    // Past 2^32 too, and through the platform report (the definer function's column, read in array mode).
+    for (let i = 0; i < 3; i++) {
+      await gw.gql(gw.keys.admin, `mutation { recordModuleUsage(orgId: "${ORG_A}", moduleId: "github", count: 1000000) { usageCount } }`);
+    }
+    if (dialect === 'postgres') {
+      await gw.postgres!.query(`UPDATE modules SET usage_count = usage_count + $1 WHERE org_id = $2 AND module_id = 'github'`, [2 ** 40, ORG_A]);
+    } else {
+      gw.opened.sqlite.prepare(`UPDATE modules SET usage_count = usage_count + ? WHERE org_id = ? AND module_id = 'github'`).run(2 ** 40, ORG_A);
+    }
+    const total = start + 4_000_000 + 2 ** 40;
+    await gw.gql(gw.keys.admin, `mutation { reportModuleHealth(orgId: "${ORG_A}", moduleId: "github", status: DEGRADED) { id } }`);
+    const report = await gw.gql(gw.keys.admin, '{ unhealthyModules { id orgId usageCount } }');
+    expect(report.body.data.unhealthyModules).toContainEqual({ id: 'github', orgId: ORG_A, usageCount: total });
+    const own = await gw.gql(gw.keys.a, '{ module(id: "github") { usageCount } }');
+    expect(own.body).toEqual({ data: { module: { usageCount: total } } });
+  });
+
   // PostgreSQL cannot store U+0000 in text or jsonb; SQLite could. Both refuse it alike (src/repos/validate.ts).
   const badInputCode = (res: { body: { errors?: Array<{ extensions?: { code?: string } }> } }) => res.body.errors?.[0]?.extensions?.code;
 

@@ -121,8 +121,8 @@ async function connect(url: string): Promise<pg.Client> {
 // The tables: their columns and keys come from the PostgreSQL schema, so a column added there is
 // copied and checked without a change here (and an unknown column type stops the copy).
 
-type Kind = 'text' | 'integer' | 'boolean' | 'bytea' | 'jsonb';
-const KINDS: readonly string[] = ['text', 'integer', 'boolean', 'bytea', 'jsonb'];
+type Kind = 'text' | 'integer' | 'bigint' | 'boolean' | 'bytea' | 'jsonb';
+const KINDS: readonly string[] = ['text', 'integer', 'bigint', 'boolean', 'bytea', 'jsonb'];
 
 interface Column {
   name: string;
@@ -196,6 +196,7 @@ function targetToken(c: Column): string {
     case 'text':
       return `'T' || octet_length(${col}) || ':' || ${col}`;
     case 'integer':
+    case 'bigint':
       return `'I' || ${col}::text`;
     case 'boolean':
       return `CASE WHEN ${col} THEN 'B1' WHEN NOT ${col} THEN 'B0' END`;
@@ -237,6 +238,13 @@ function prepareValue(value: unknown, c: Column, where: () => string): { param: 
       const n = typeof value === 'string' && /^-?\d+$/.test(value) ? Number(value) : value;
       if (typeof n !== 'number' || !Number.isInteger(n)) throw bad('holds something other than an integer');
       if (n < -INT4 || n >= INT4) throw bad(`holds ${n}, past the range of a PostgreSQL integer`);
+      return { param: n, token: `I${n}` };
+    }
+    case 'bigint': {
+      // 64 bits in both; the store reads it as a JavaScript number, so copy carries what is exact there.
+      const n = typeof value === 'string' && /^-?\d+$/.test(value) ? Number(value) : typeof value === 'bigint' ? Number(value) : value;
+      if (typeof n !== 'number' || !Number.isInteger(n)) throw bad('holds something other than an integer');
+      if (!Number.isSafeInteger(n)) throw bad(`holds ${n}, past 2^53, which the store cannot read exactly`);
       return { param: n, token: `I${n}` };
     }
     case 'boolean': {
@@ -489,6 +497,8 @@ function fromBatch(c: Column, i: number): string {
       return `r->>${i}`;
     case 'integer':
       return `(r->>${i})::integer`;
+    case 'bigint':
+      return `(r->>${i})::bigint`;
     case 'boolean':
       return `(r->>${i})::boolean`;
     case 'bytea':

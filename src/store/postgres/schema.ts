@@ -1,10 +1,10 @@
 import { sql } from 'drizzle-orm';
 import {
+  bigint,
   boolean,
   customType,
   foreignKey,
   index,
-  integer,
   jsonb,
   pgPolicy,
   pgTable,
@@ -103,7 +103,8 @@ export const modules = pgTable(
     healthStatus: text('health_status').notNull().default('unknown'),
     healthMessage: text('health_message'),
     lastHealthCheck: text('last_health_check'),
-    usageCount: integer('usage_count').notNull().default(0),
+    // 64-bit, as SQLite's INTEGER is (drizzle/pg/0005); read as a JavaScript number (usageCount is a Float in the API).
+    usageCount: bigint('usage_count', { mode: 'number' }).notNull().default(0),
     lastUsedAt: text('last_used_at'),
     installedAt: text('installed_at').notNull(),
     updatedAt: text('updated_at').notNull(),

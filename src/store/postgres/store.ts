@@ -46,6 +46,16 @@ export interface PostgresStore extends Store {
   readonly pool: pg.Pool;
 }
 
+/**
+ * int8 (modules.usage_count, drizzle/pg/0005) read as a number on this pool: node-postgres hands
+ * bigint over as a string, and module reads take rows as arrays (rowMode), past drizzle's own
+ * mapping. SQLite's INTEGER is read as a number too; a value past 2^53 would lose precision alike.
+ */
+const INT8_AS_NUMBER: pg.CustomTypesConfig = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === pg.types.builtins.INT8 && format !== 'binary' ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)) as pg.CustomTypesConfig['getTypeParser'],
+};
+
 /** The SQL of each computed field (a correlated subquery; the wall applies inside it too). */
 const COMPUTED_SQL: Record<keyof typeof MODULE_COMPUTED, string> = {
   hasCredential:
@@ -154,6 +164,7 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
   checkModuleColumns();
   const pool = new pg.Pool({
     connectionString: options.url,
+    types: INT8_AS_NUMBER,
     max: options.poolMax,
     connectionTimeoutMillis: options.connectionTimeoutMs,
     idleTimeoutMillis: options.idleTimeoutMs,

@@ -1,0 +1,1 @@
+ALTER TABLE "modules" ALTER COLUMN "usage_count" SET DATA TYPE bigint;
