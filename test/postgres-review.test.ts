@@ -165,3 +165,57 @@ describe.each<Dialect>(['sqlite', 'postgres'])('on %s, over HTTP', (dialect) => 
     expect(value.body).toEqual({ data: { setCredential: { fields: ['token'] } } });
   });
 });
+
+describe('the change feed stops vouching once its heartbeat is late', () => {
+  let db: ScratchDatabase;
+  let proxy: net.Server;
+  let frozen = false;
+  const sockets = new Set<net.Socket>();
+  beforeAll(async () => {
+    db = await createScratchDatabase();
+    const target = new URL(db.requestUrl);
+    // A TCP proxy that can go silent without closing anything: what a dead peer or a dropped route looks like.
+    proxy = net.createServer((inbound) => {
+      const outbound = net.connect(Number(target.port || 5432), target.hostname);
+      for (const s of [inbound, outbound]) {
+        sockets.add(s);
+        s.on('error', () => {});
+        s.on('close', () => sockets.delete(s));
+      }
+      inbound.on('data', (b) => frozen || outbound.write(b));
+      outbound.on('data', (b) => frozen || inbound.write(b));
+      inbound.on('close', () => outbound.destroy());
+      outbound.on('close', () => inbound.destroy());
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  });
+  afterAll(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((resolve) => proxy?.close(() => resolve()));
+    await db?.drop();
+  });
+
+  it('a silently dead listening connection vouches for at most the heartbeat interval plus its margin', async () => {
+    const url = new URL(db.requestUrl);
+    url.host = `127.0.0.1:${(proxy.address() as net.AddressInfo).port}`;
+    const heartbeatMs = 300; // margin: min(1 s, 300 ms), so at most 600 ms
+    // The heartbeat's own timeout is long here, so what ends the vouching is its lateness, not the loss being noticed.
+    const feed = await createPostgresChangeFeed({ client: { connectionString: url.toString() }, heartbeatMs, heartbeatTimeoutMs: 3_000 });
+    try {
+      expect(feed.version(ORG_A)).toBeDefined();
+      // Alive: it keeps vouching past the bound, heartbeat after heartbeat.
+      await new Promise((r) => setTimeout(r, 1_000));
+      expect(feed.version(ORG_A)).toBeDefined();
+      frozen = true;
+      const since = Date.now();
+      while (feed.version(ORG_A) !== undefined && Date.now() - since < 5_000) await new Promise((r) => setTimeout(r, 20));
+      const vouchedFor = Date.now() - since;
+      expect(feed.version(ORG_A)).toBeUndefined();
+      expect(feed.listening).toBe(true); // the loss itself is not noticed yet
+      expect(vouchedFor).toBeLessThanOrEqual(2 * heartbeatMs + 300);
+    } finally {
+      frozen = false;
+      await feed.close();
+    }
+  });
+});

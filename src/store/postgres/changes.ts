@@ -11,6 +11,13 @@ const RECONNECT_MIN_MS = 50;
 const RECONNECT_MAX_MS = 5_000;
 /** How often the listening connection is probed: a connection that died silently is found within this (plus the query timeout). */
 const HEARTBEAT_MS = 5_000;
+/**
+ * How late a heartbeat may answer before the feed stops vouching: `version` answers undefined once
+ * the last good heartbeat (or notification) is older than the interval plus this margin, so a
+ * listening connection that died silently vouches for at most HEARTBEAT_MS + this (6 s by default),
+ * not until its heartbeat times out and the loss is noticed.
+ */
+const HEARTBEAT_MARGIN_MS = 1_000;
 
 /**
  * What a writing transaction sends: `d:<org>` for modules or credentials (what cached answers
@@ -37,6 +44,10 @@ export interface ChangeFeedOptions {
   client: pg.ClientConfig;
   /** Told once per loss and once per recovery, for the log. */
   onState?: (state: 'lost' | 'listening', error?: unknown) => void;
+  /** How often the listening connection is probed (tests shorten it); the margin is the smaller of 1 s and this. */
+  heartbeatMs?: number;
+  /** How long a heartbeat may take before the connection is taken for lost (default: the interval). */
+  heartbeatTimeoutMs?: number;
 }
 
 /**
@@ -58,6 +69,11 @@ export async function createPostgresChangeFeed(options: ChangeFeedOptions): Prom
   let retryTimer: NodeJS.Timeout | undefined;
   let heartbeat: NodeJS.Timeout | undefined;
   let backoff = RECONNECT_MIN_MS;
+  const heartbeatMs = options.heartbeatMs ?? HEARTBEAT_MS;
+  const freshForMs = heartbeatMs + Math.min(HEARTBEAT_MARGIN_MS, heartbeatMs);
+  /** When the listening connection last proved it was alive (LISTEN, a heartbeat's answer, a notification). */
+  let lastGood = 0;
+  const fresh = () => listening && Date.now() - lastGood <= freshForMs;
 
   const announce = (change: Change) => {
     for (const listener of listeners) {
@@ -84,6 +100,7 @@ export async function createPostgresChangeFeed(options: ChangeFeedOptions): Prom
 
   const onNotification = (message: pg.Notification) => {
     if (message.channel !== CHANGES_CHANNEL) return;
+    lastGood = Date.now();
     const payload = message.payload ?? '*';
     if (payload === '*' || payload.length < 2 || payload[1] !== ':') return flush();
     const orgId = payload.slice(2);
@@ -123,7 +140,7 @@ export async function createPostgresChangeFeed(options: ChangeFeedOptions): Prom
 
   const connect = async (): Promise<void> => {
     if (closed || client) return;
-    const next = new pg.Client({ ...options.client, keepAlive: true, query_timeout: HEARTBEAT_MS });
+    const next = new pg.Client({ ...options.client, keepAlive: true, query_timeout: options.heartbeatTimeoutMs ?? heartbeatMs });
     client = next;
     // An error event without a listener would crash the process; a lost connection is expected.
     next.on('error', (error) => lost(next, error));
@@ -140,18 +157,26 @@ export async function createPostgresChangeFeed(options: ChangeFeedOptions): Prom
     backoff = RECONNECT_MIN_MS;
     // Whatever was notified while nobody listened is gone: every cached answer is suspect.
     flush();
+    lastGood = Date.now();
     listening = true;
     options.onState?.('listening');
     heartbeat = setInterval(() => {
-      next.query('SELECT 1').catch((error: unknown) => lost(next, error));
-    }, HEARTBEAT_MS);
+      next.query('SELECT 1').then(
+        () => {
+          if (client === next) lastGood = Date.now();
+        },
+        (error: unknown) => lost(next, error),
+      );
+    }, heartbeatMs);
     heartbeat.unref();
   };
 
   await connect();
 
   return {
-    version: (orgId) => (listening ? `${epoch}:${counts.get(orgId) ?? 0}` : undefined),
+    // Undefined (no cache may answer) while not listening, and once the last sign of life is older than
+    // the heartbeat interval plus its margin: a connection that died silently cannot vouch for long.
+    version: (orgId) => (fresh() ? `${epoch}:${counts.get(orgId) ?? 0}` : undefined),
     subscribe(listener) {
       listeners.add(listener);
       return () => {
