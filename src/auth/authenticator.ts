@@ -34,8 +34,9 @@ export interface AuthenticatorOptions {
  * Turns a presented key into a Principal. Verified keys are cached briefly; `forget` drops a key
  * at once (revocation is effective on the next request on this node), and a change the store's
  * feed announces for an org's keys drops that org's cached keys (other replicas: as soon as their
- * feed hears it). While the feed cannot vouch for an org (a lost LISTEN connection), nothing read
- * for it is cached. Last-used times are collected in memory and written in one batch.
+ * feed hears it). While the feed cannot vouch for an org (a lost or silent LISTEN connection), no
+ * cached key of it is trusted and nothing read for it is kept. Last-used times are collected in
+ * memory and written in one batch.
  */
 export class Authenticator {
   readonly #store: Store;
