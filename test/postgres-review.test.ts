@@ -95,6 +95,26 @@ describe.skipIf(!onServer)('the cross-org definer path takes only what its calle
     }
     expect(await db.query(`SELECT last_used_at FROM api_keys WHERE id = 'kb'`)).toEqual([{ last_used_at: '2026-12-02T14:00:00.000Z' }]);
   });
+
+  it("tenantgate_credentials_not_under_key names rows, never hands over another org's sealed bytes", async () => {
+    await db.query(`INSERT INTO modules (org_id, module_id, name, version, installed_at, updated_at) VALUES ('b', 'mb', 'mb', '1.0.0', 't', 't')`);
+    await db.query(
+      `INSERT INTO credentials VALUES ('b', 'mb', '\\x0102', '\\x0304', '\\x0506', 'mk_old', '["t"]', 't', 't')`,
+    );
+    const c = new pg.Client({ connectionString: db.requestUrl });
+    await c.connect();
+    try {
+      await c.query(`SELECT set_config('app.org_id', 'a', false)`);
+      const res = await c.query(`SELECT * FROM public.tenantgate_credentials_not_under_key('mk_new', 10)`);
+      expect(res.fields.map((f) => f.name)).toEqual(['org_id', 'module_id']);
+      expect(res.rows).toEqual([{ org_id: 'b', module_id: 'mb' }]);
+      // Nor does the report function hand over more than the API shows (every column is a Module field).
+      const report = await c.query(`SELECT * FROM public.tenantgate_unhealthy_modules(0)`);
+      expect(report.fields.map((f) => f.name)).not.toContain('ciphertext');
+    } finally {
+      await c.end();
+    }
+  });
 });
 
 // Semantics the SQLite store has and the PostgreSQL one must match, over HTTP.

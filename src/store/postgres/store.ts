@@ -20,6 +20,7 @@ import { CHANGES_CHANNEL, createPostgresChangeFeed, notifyPayload, type ChangeKi
 import { StoreError } from '../errors.ts';
 import { toStoreError } from './errors.ts';
 import { createPostgresFailureLimiter } from './limiter.ts';
+import { ConnectionNotIdle, idle, orgTransaction } from './transaction.ts';
 import { apiKeys, credentials, modules } from './schema.ts';
 
 export interface PostgresStoreOptions {
@@ -175,6 +176,9 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     idle_in_transaction_session_timeout: Math.max(options.statementTimeoutMs * 2, 10_000),
     keepAlive: true,
     application_name: 'tenantgate',
+    // Queries on one connection are written without waiting for the answers before them; only
+    // inOrg writes more than one at a time (transaction.ts says what that keeps and its caveats).
+    pipeline: true,
   });
   // An idle client whose server went away emits 'error' on the pool; without a listener that
   // would end the process. The next checkout opens a new connection.
@@ -215,40 +219,33 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
   }
 
   /**
-   * One transaction for `orgId`. A read answers as soon as its statements have (its COMMIT runs
-   * after, before the connection goes back to the pool: nothing it read depends on it). A write
-   * answers after COMMIT, notifying in the same round trip, and is counted in the change feed
-   * whether or not the commit was acknowledged (a spurious change costs a cache miss; a missed one
-   * a stale answer).
+   * One transaction for `orgId`, pipelined (transaction.ts): BEGIN with the org set and the
+   * work's first statements go out together. A read answers as soon as its statements have (its
+   * COMMIT runs after, before the connection goes back to the pool: nothing it read depends on
+   * it). A write answers after COMMIT, notifying in the same round trip, and is counted in the
+   * change feed whether or not the commit was acknowledged (a spurious change costs a cache miss;
+   * a missed one a stale answer).
    */
   async function inOrg<T>(orgId: string, notify: Notify, work: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    const client = await checkout();
-    let failed: Error | undefined;
+    let client = await checkout();
+    if (!idle(client)) {
+      // Never expected (a connection goes back only idle); refused and replaced once.
+      client.release(new ConnectionNotIdle());
+      client = await checkout();
+    }
     try {
-      await client.query(`BEGIN; SELECT set_config('app.org_id', ${client.escapeLiteral(orgId)}, true)`);
-      const result = await work(client);
-      if (notify === undefined) {
-        const done = client.query('COMMIT').then(
-          () => client.release(),
-          (error: Error) => client.release(error),
-        );
-        void done;
-        return result;
-      }
-      try {
-        await client.query(`SELECT pg_notify('${CHANGES_CHANNEL}', ${client.escapeLiteral(notifyPayload(notify.kind, orgId))}); COMMIT`);
-      } finally {
-        changes.wrote(notify.kind, orgId);
-      }
-      client.release();
-      return result;
+      return await orgTransaction(
+        notify === undefined
+          ? { client, orgId }
+          : {
+              client,
+              orgId,
+              notify: `SELECT pg_notify('${CHANGES_CHANNEL}', ${client.escapeLiteral(notifyPayload(notify.kind, orgId))})`,
+              wrote: () => changes.wrote(notify.kind, orgId),
+            },
+        work,
+      );
     } catch (error) {
-      try {
-        await client.query('ROLLBACK');
-      } catch (rollback) {
-        failed = rollback as Error;
-      }
-      client.release(failed ?? undefined);
       throw toStoreError(error);
     }
   }
@@ -574,10 +571,29 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     },
     credentials: {
       keyIds: async () => (await crossOrg<{ key_id: string }>('SELECT k AS key_id FROM public.tenantgate_credential_key_ids() AS k', [])).map((r) => r.key_id),
-      notUnderKey: async (keyId, limit) =>
-        (await crossOrg<CredentialRecord>(`SELECT ${CREDENTIAL_COLUMNS} FROM public.tenantgate_credentials_not_under_key($1, $2)`, [keyId, limit])).map(
-          credentialRow,
-        ),
+      // The definer function names the rows only (drizzle/pg/0007); each sealed row is read in a
+      // transaction with its own org set, under the wall. A row resealed meanwhile is skipped; if a
+      // whole batch was, the next one is asked for, so an empty answer still means none is left.
+      notUnderKey: async (keyId, limit) => {
+        for (let round = 0; ; round++) {
+          const names = await crossOrg<{ org_id: string; module_id: string }>(
+            'SELECT org_id, module_id FROM public.tenantgate_credentials_not_under_key($1, $2)',
+            [keyId, limit],
+          );
+          const rows: CredentialRow[] = [];
+          for (const n of names) {
+            const row = await inOrg(n.org_id, undefined, async (c) => {
+              const { rows: found } = await c.query<CredentialRecord>({
+                text: `SELECT ${CREDENTIAL_COLUMNS} FROM "credentials" WHERE "org_id" = $1 AND "module_id" = $2 AND "key_id" <> $3`,
+                values: [n.org_id, n.module_id, keyId],
+              });
+              return found[0];
+            });
+            if (row) rows.push(credentialRow(row));
+          }
+          if (rows.length > 0 || names.length === 0 || round === 10) return rows;
+        }
+      },
       reseal: (row, expectedIv) =>
         inOrg(row.orgId, { kind: 'data' }, async (c) => {
           const { rowCount } = await c.query({
