@@ -3,6 +3,15 @@ import { defineConfig } from 'vitest/config';
 
 const require = createRequire(import.meta.url);
 
+/** Files that need PostgreSQL whatever the dialect: they run once, in the postgres project. */
+const POSTGRES_ONLY = ['test/postgres-*.test.ts', 'test/copy.test.ts'];
+
+/**
+ * Files whose stores hold the data a tenant sees: run again on PostgreSQL, their gateways on a
+ * scratch database each (TG_TEST_DIALECT=postgres is createTestGateway's default dialect there).
+ */
+const ON_BOTH = ['tenancy', 'modules', 'credentials', 'auth', 'key-policy', 'leaks'].map((name) => `test/${name}.test.ts`);
+
 export default defineConfig({
   resolve: {
     // graphql 16 ships index.mjs (picked by Vite's "module" field) and index.js (what Node, and so
@@ -11,10 +20,22 @@ export default defineConfig({
     alias: { graphql: require.resolve('graphql') },
   },
   test: {
-    include: ['test/**/*.test.ts'],
     // Child processes (migrations, crash tests) on a 2-core machine: generous, never relied on.
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    projects: [
+      { extends: true, test: { name: 'sqlite', include: ['test/**/*.test.ts'], exclude: POSTGRES_ONLY } },
+      {
+        extends: true,
+        test: {
+          name: 'postgres',
+          include: [...POSTGRES_ONLY, ...ON_BOTH],
+          env: { TG_TEST_DIALECT: 'postgres' },
+          // Chooses the run's PostgreSQL (a server, or PGlite where none answers) and prints which.
+          globalSetup: ['test/setup/postgres.ts'],
+        },
+      },
+    ],
   },
 });

@@ -6,6 +6,7 @@ import { SCOPES, type Scope } from '../src/auth/scopes.ts';
 import { issueApiKey } from '../src/repos/api-keys.ts';
 import { failure, ok } from './helpers/api.ts';
 import { createTestGateway, ORG_A, ORG_B, TENANT_SCOPES, type GqlResponse, type TestGateway } from './helpers/gateway.ts';
+import { rawRun } from './helpers/raw.ts';
 
 const CREATE = 'mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) { secret apiKey { id scopes expiresAt } } }';
 const REVOKE = 'mutation($id: ID!) { revokeApiKey(id: $id) { id revokedAt } }';
@@ -249,7 +250,7 @@ describe('revoking a key with cascade, over HTTP', () => {
   it('ends on a cycle in hand-edited rows', async () => {
     const x = await mint(gw.keys.a, 'x', ['keys:manage', 'modules:read']);
     const y = await mint(x.secret, 'y', ['modules:read']);
-    gw.opened.sqlite.prepare('UPDATE api_keys SET created_by_key_id = ? WHERE id = ?').run(y.id, x.id);
+    expect(await rawRun(gw, 'UPDATE api_keys SET created_by_key_id = ? WHERE id = ?', [y.id, x.id])).toBe(1);
     const res = ok(await post(gw.keys.a, CASCADE, { id: x.id, c: true })).revokeApiKey;
     expect(res.descendants.map((d: { id: string }) => d.id)).toEqual([y.id]);
     expect(await statuses({ x: x.secret, y: y.secret })).toEqual({ x: dead, y: dead });

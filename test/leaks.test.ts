@@ -9,7 +9,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { failure, install, ok, REVEAL, SET_CREDENTIAL } from './helpers/api.ts';
-import { createTestGateway, ORG_A, ORG_B, TRANSPORTS, type GqlResponse, type TestGateway, type Transport } from './helpers/gateway.ts';
+import { createTestGateway, DEFAULT_DIALECT, ORG_A, ORG_B, TRANSPORTS, type GqlResponse, type TestGateway, type Transport } from './helpers/gateway.ts';
+import { rawGet, rawRun } from './helpers/raw.ts';
 
 const tag = randomBytes(6).toString('hex');
 const canary = (what: string) => `CANARY-${what}-${tag}`;
@@ -127,9 +128,8 @@ async function writeAndRead(transport: Transport): Promise<Omit<Run, 'stray'>> {
   ok(await call(b, REVEAL, { m: 'github' }));
   ok(await call(a, REVEAL, { m: 'replaced' }));
   // A credential that cannot be opened (moved into another org's row): a masked error, logged.
-  const sqlite = gw.opened.sqlite;
-  const moved = sqlite.prepare('SELECT ciphertext, iv, tag FROM credentials WHERE org_id = ? AND module_id = ?').get(ORG_A, 'github') as Record<string, Buffer>;
-  sqlite.prepare('UPDATE credentials SET ciphertext = ?, iv = ?, tag = ? WHERE org_id = ? AND module_id = ?').run(moved.ciphertext, moved.iv, moved.tag, ORG_B, 'github');
+  const moved = (await rawGet<Record<string, Buffer>>(gw, 'SELECT ciphertext, iv, tag FROM credentials WHERE org_id = ? AND module_id = ?', [ORG_A, 'github']))!;
+  await rawRun(gw, 'UPDATE credentials SET ciphertext = ?, iv = ?, tag = ? WHERE org_id = ? AND module_id = ?', [moved.ciphertext, moved.iv, moved.tag, ORG_B, 'github']);
   failure(await call(b, REVEAL, { m: 'github' }), 'INTERNAL_SERVER_ERROR');
 
   await gw.app.services.authenticator.flush();
@@ -153,7 +153,10 @@ describe.each(TRANSPORTS)('no secret leaks, over %s', (transport) => {
     if (gw) fs.rmSync(gw.dir, { recursive: true, force: true });
   });
 
-  it('the searches can find what is there: names, field names and the secrets themselves where they belong', () => {
+  // These two search the store's files (SQLite's database and WAL); on PostgreSQL the bytes live
+  // in the server, out of a test's reach on any machine. The sealed rows are checked there by
+  // test/credentials.test.ts (ciphertext holds no plaintext) on both dialects.
+  it.skipIf(DEFAULT_DIALECT === 'postgres')('the searches can find what is there: names, field names and the secrets themselves where they belong', () => {
     const db = Buffer.concat([...filesWhileRunning.values()]);
     // Non-secret data written in the same requests is found in the same bytes.
     expect(db.includes(Buffer.from('"password"'))).toBe(true); // field names are stored, by design
@@ -165,7 +168,7 @@ describe.each(TRANSPORTS)('no secret leaks, over %s', (transport) => {
     }
   });
 
-  it('appear nowhere in the database files, WAL included, while the gateway runs and after it closes', () => {
+  it.skipIf(DEFAULT_DIALECT === 'postgres')('appear nowhere in the database files, WAL included, while the gateway runs and after it closes', () => {
     const wal = [...filesWhileRunning.keys()].find((n) => n.endsWith('-wal'));
     expect(wal, `files: ${[...filesWhileRunning.keys()].join(', ')}`).toBeDefined();
     expect(filesWhileRunning.get(wal ?? '')?.length ?? 0).toBeGreaterThan(0); // the WAL really held the writes

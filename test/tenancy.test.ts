@@ -20,7 +20,8 @@ import { isObjectType } from 'graphql';
 import { afterEach, describe, expect, it } from 'vitest';
 import { schema } from '../src/graphql/schema.ts';
 import { failure, ok, SET_CREDENTIAL } from './helpers/api.ts';
-import { createTestGateway, lastCache, ORG_A, ORG_B, TENANT_SCOPES, TRANSPORTS, type GqlResponse, type TestGateway, type Transport } from './helpers/gateway.ts';
+import { rawColumns, rawRows, rawTables } from './helpers/raw.ts';
+import { createTestGateway, DEFAULT_DIALECT, lastCache, ORG_A, ORG_B, TENANT_SCOPES, TRANSPORTS, type GqlResponse, type TestGateway, type Transport } from './helpers/gateway.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 
@@ -39,8 +40,8 @@ interface Fixture {
   aMainKeyId: string;
 }
 
-const keyIdsOf = (gw: TestGateway, orgId: string) =>
-  (gw.opened.sqlite.prepare('SELECT id FROM api_keys WHERE org_id = ? ORDER BY id').all(orgId) as { id: string }[]).map((r) => r.id);
+const keyIdsOf = async (gw: TestGateway, orgId: string) =>
+  (await rawRows<{ id: string }>(gw, 'SELECT id FROM api_keys WHERE org_id = ? ORDER BY id', [orgId])).map((r) => r.id);
 
 const gateways: TestGateway[] = [];
 afterEach(async () => {
@@ -60,7 +61,7 @@ async function fixture(transport: Transport): Promise<Fixture> {
   const bSpareKeyId = await spare(gw.keys.b);
   // Last-used times of the setup's requests are written now, not in the middle of a snapshot.
   await gw.app.services.authenticator.flush();
-  return { gw, aKeyIds: keyIdsOf(gw, ORG_A), bKeyIds: keyIdsOf(gw, ORG_B), aSpareKeyId, bSpareKeyId, aMainKeyId };
+  return { gw, aKeyIds: await keyIdsOf(gw, ORG_A), bKeyIds: await keyIdsOf(gw, ORG_B), aSpareKeyId, bSpareKeyId, aMainKeyId };
 }
 
 // Tables that hold no tenant data. Any other table must have an org_id column (or be `orgs`), so
@@ -68,17 +69,13 @@ async function fixture(transport: Transport): Promise<Fixture> {
 const GLOBAL_TABLES = new Set(['__drizzle_migrations']);
 
 /** Every row of org `orgId`, in every table, read with raw SQL. */
-function rowsOf(gw: TestGateway, orgId: string): Record<string, string[]> {
-  const db = gw.opened.sqlite;
-  const tables = (db.prepare(`SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name`).all() as { name: string }[]).map(
-    (t) => t.name,
-  );
+async function rowsOf(gw: TestGateway, orgId: string): Promise<Record<string, string[]>> {
   const out: Record<string, string[]> = {};
-  for (const table of tables) {
-    const columns = (db.prepare(`SELECT name FROM pragma_table_info(?)`).all(table) as { name: string }[]).map((c) => c.name);
+  for (const table of await rawTables(gw)) {
+    const columns = await rawColumns(gw, table);
     let rows: unknown[];
-    if (columns.includes('org_id')) rows = db.prepare(`SELECT * FROM "${table}" WHERE org_id = ?`).all(orgId);
-    else if (table === 'orgs') rows = db.prepare('SELECT * FROM orgs WHERE id = ?').all(orgId);
+    if (columns.includes('org_id')) rows = await rawRows(gw, `SELECT * FROM "${table}" WHERE org_id = ?`, [orgId]);
+    else if (table === 'orgs') rows = await rawRows(gw, 'SELECT * FROM orgs WHERE id = ?', [orgId]);
     else if (GLOBAL_TABLES.has(table)) continue;
     else throw new Error(`table ${table} has no org_id column: say whether it holds tenant data`);
     out[table] = rows
@@ -376,7 +373,7 @@ const CASES: Record<string, Case[]> = {
       ids: moduleIds,
       control: async (res, f) => {
         expect(ok(res).uninstallModule).toEqual({ id: 'only-org-a', orgId: ORG_A, hasCredential: true });
-        expect(rowsOf(f.gw, ORG_A).credentials?.some((r) => r.includes('"only-org-a"'))).toBe(false);
+        expect((await rowsOf(f.gw, ORG_A)).credentials?.some((r) => r.includes('"only-org-a"'))).toBe(false);
       },
       lookAlike: (res) => expect(ok(res).uninstallModule).toEqual({ id: 'github', orgId: ORG_A, hasCredential: true }),
     },
@@ -429,7 +426,7 @@ const CASES: Record<string, Case[]> = {
       ids: orgIds,
       control: async (res, f) => {
         noOrgArgument(res, 'Field "orgId" is not defined by type "CreateApiKeyInput".');
-        expect(keyIdsOf(f.gw, ORG_A)).toEqual(f.aKeyIds);
+        expect(await keyIdsOf(f.gw, ORG_A)).toEqual(f.aKeyIds);
       },
     },
   ],
@@ -442,8 +439,8 @@ const CASES: Record<string, Case[]> = {
       control: async (res, f) => {
         const created = ok(res).createOrgApiKey;
         expect(created.apiKey).toMatchObject({ name: 'from the operator', scopes: ['modules:read'] });
-        expect(keyIdsOf(f.gw, ORG_B)).toEqual([...f.bKeyIds, created.apiKey.id].sort());
-        expect(keyIdsOf(f.gw, ORG_A)).toEqual(f.aKeyIds);
+        expect(await keyIdsOf(f.gw, ORG_B)).toEqual([...f.bKeyIds, created.apiKey.id].sort());
+        expect(await keyIdsOf(f.gw, ORG_A)).toEqual(f.aKeyIds);
         expect(ok(await f.gw.gql(created.secret, '{ viewer { org { id } } }')).viewer.org.id).toBe(ORG_B);
       },
       missingOrg,
@@ -537,7 +534,8 @@ const CASES: Record<string, Case[]> = {
         expect(revoked.descendants).toEqual([{ id: f.bSpareKeyId, revokedAt: revoked.revokedAt }]);
         expect((await f.gw.gql(f.gw.keys.b, '{ viewer { org { id } } }')).status).toBe(401);
         expect(ok(await f.gw.gql(f.gw.keys.a, '{ viewer { org { id } } }')).viewer.org.id).toBe(ORG_A);
-        expect(f.aKeyIds.every((id) => keyIdsOf(f.gw, ORG_A).includes(id))).toBe(true);
+        const aNow = await keyIdsOf(f.gw, ORG_A);
+        expect(f.aKeyIds.every((id) => aNow.includes(id))).toBe(true);
       },
       missingOrg,
     },
@@ -616,41 +614,41 @@ describe.each(TRANSPORTS)('the tenancy table, over %s', (transport) => {
     const { gw } = f;
     const keyOf = (who: Who) => (who === 'a' ? gw.keys.a : gw.keys.admin);
     const call = (who: Who, vars?: Record<string, unknown>) => gw.gql(keyOf(who), c.query, vars);
-    const bBefore = rowsOf(gw, ORG_B);
+    const bBefore = await rowsOf(gw, ORG_B);
 
     if (c.kind === 'id') {
       const ids = c.ids(f);
       // Not vacuous: B's id names something of B's, the missing id names nothing anywhere.
       expect(ids.b).not.toBe('');
       expect(JSON.stringify(bBefore)).toContain(JSON.stringify(ids.b).slice(1, -1));
-      const everyone = JSON.stringify([rowsOf(gw, ORG_A), bBefore, rowsOf(gw, 'default')]);
+      const everyone = JSON.stringify([await rowsOf(gw, ORG_A), bBefore, await rowsOf(gw, 'default')]);
       expect(everyone).not.toContain(ids.missing);
 
       const onB = await call('a', c.vars(ids.b, f));
       const onMissing = await call('a', c.vars(ids.missing, f));
       expect(normalise(onB, ids.b), `${field} on B's id answered differently from a missing id`).toEqual(normalise(onMissing, ids.missing));
-      expect(rowsOf(gw, ORG_B)).toEqual(bBefore);
+      expect(await rowsOf(gw, ORG_B)).toEqual(bBefore);
 
       await c.control(await call('a', c.vars(ids.own, f)), f);
-      expect(rowsOf(gw, ORG_B)).toEqual(bBefore);
+      expect(await rowsOf(gw, ORG_B)).toEqual(bBefore);
       if (c.lookAlike) {
         c.lookAlike(await call('a', c.vars('github', f)));
-        expect(rowsOf(gw, ORG_B)).toEqual(bBefore);
+        expect(await rowsOf(gw, ORG_B)).toEqual(bBefore);
       }
       return;
     }
 
     if (c.kind === 'isolation') {
       const first = await call('a', c.vars);
-      expect(rowsOf(gw, ORG_B)).toEqual(bBefore);
+      expect(await rowsOf(gw, ORG_B)).toEqual(bBefore);
       await c.control(first, f);
       // B changes everything it can; A's answer must not move.
       await disturb(f);
       await gw.app.services.authenticator.flush();
-      const bDisturbed = rowsOf(gw, ORG_B);
+      const bDisturbed = await rowsOf(gw, ORG_B);
       expect(bDisturbed).not.toEqual(bBefore);
       const second = await call('a', c.vars);
-      expect(rowsOf(gw, ORG_B)).toEqual(bDisturbed);
+      expect(await rowsOf(gw, ORG_B)).toEqual(bDisturbed);
       if (field.startsWith('Query.')) expect(normalise(second, '\u0000')).toEqual(normalise(first, '\u0000'));
       else await c.control(second, f);
       return;
@@ -665,7 +663,7 @@ describe.each(TRANSPORTS)('the tenancy table, over %s', (transport) => {
     }
     expect(refusals[1]).toEqual(refusals[0]);
     expect(refusals[2]).toEqual(refusals[0]);
-    expect(rowsOf(gw, ORG_B)).toEqual(bBefore);
+    expect(await rowsOf(gw, ORG_B)).toEqual(bBefore);
 
     if (c.missingOrg) {
       const missing = missingId('org');
@@ -678,7 +676,7 @@ describe.each(TRANSPORTS)('the tenancy table, over %s', (transport) => {
         const res2 = await call('admin', other.vars);
         expect(normalise(res, `${missing}/github`)).toEqual(normalise(res2, other.id));
       }
-      expect(rowsOf(gw, ORG_B)).toEqual(bBefore);
+      expect(await rowsOf(gw, ORG_B)).toEqual(bBefore);
     }
 
     // The control: the admin's call on B works.
@@ -758,8 +756,13 @@ async function checkAll(model: Model, real: Real): Promise<void> {
     const expected = expectedView(org, model);
     expect(ok(await real.gw.gql(real.keys[org], CACHED_VIEW)), `what ${org} sees (cacheable)`).toEqual({ modules: expected.modules });
     expect(ok(await real.gw.gql(real.keys[org], VIEW)), `what ${org} sees`).toEqual(expected);
-    expect(ok(await real.gw.gql(real.keys[org], CACHED_VIEW)), `what ${org} sees (cacheable, again)`).toEqual({ modules: expected.modules });
-    // Nothing was written since the first read: the cache answered, so the check above checked it.
+    // Nothing was written since the first read: the cache answers, so the check checks it. On
+    // PostgreSQL the notification of the last write may still arrive between the two reads (the
+    // writer counts its write at commit and again when its NOTIFY comes back), costing one hit.
+    for (let attempt = 1; ; attempt++) {
+      expect(ok(await real.gw.gql(real.keys[org], CACHED_VIEW)), `what ${org} sees (cacheable, again)`).toEqual({ modules: expected.modules });
+      if (lastCache(real.gw) === 'hit' || real.gw.dialect === 'sqlite' || attempt === 3) break;
+    }
     expect(lastCache(real.gw), `how ${org}'s second read was served`).toBe('hit');
   }
 }
@@ -948,9 +951,10 @@ describe('random operation sequences over three orgs (fast-check)', () => {
           await gw.close();
         }
       }),
-      { numRuns: 40 },
+      // Each run is a fresh store: a scratch database on PostgreSQL, so fewer runs there.
+      { numRuns: DEFAULT_DIALECT === 'postgres' ? 8 : 40 },
     );
-  });
+  }, DEFAULT_DIALECT === 'postgres' ? 240_000 : undefined);
 });
 
 // ---------------------------------------------------------------------------------------------

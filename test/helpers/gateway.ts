@@ -6,6 +6,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import { randomBytes } from 'node:crypto';
+import pg from 'pg';
 import { createApp, type App } from '../../src/app.ts';
 import type { Scope } from '../../src/auth/scopes.ts';
 import { SCOPES } from '../../src/auth/scopes.ts';
@@ -233,6 +234,24 @@ async function serve(app: App, config: Config): Promise<Served> {
 }
 
 /**
+ * A PostgreSQL gateway's requests never run as a role that could bypass row-level security
+ * (openStore refuses one too; this checks the tests' own set-up, as the request role sees itself).
+ */
+async function assertRequestRole(url: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ role: string; su: boolean; bypass: boolean }>(
+      'SELECT rolname AS role, rolsuper AS su, rolbypassrls AS bypass FROM pg_roles WHERE rolname = current_user',
+    );
+    const row = rows[0];
+    if (!row || row.su || row.bypass) throw new Error(`test gateway serves as ${JSON.stringify(row)}: a role that bypasses row-level security`);
+  } finally {
+    await client.end();
+  }
+}
+
+/**
  * A gateway on a fresh store built by the real migrations, with two orgs whose data look alike
  * (same module ids, same credential field names), so that a leak cannot hide. Its requests go
  * over HTTP to the listener `npm start` serves, unless `transport: 'yoga'`.
@@ -255,6 +274,7 @@ export async function createTestGateway(options: GatewayOptions = {}): Promise<T
       ...options.env,
     });
     opened = await openStore(config, logger);
+    if (scratch) await assertRequestRole(config.database);
   } catch (error) {
     await dropScratch();
     fs.rmSync(dir, { recursive: true, force: true });

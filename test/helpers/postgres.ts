@@ -1,53 +1,42 @@
-import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { migratePostgres, type PgMigrateResult } from '../../src/store/postgres/migrate.ts';
+import { pgServer } from './pg-server.ts';
+
+const withPassword = (url: string, password: string) => {
+  const u = new URL(url);
+  u.password = password;
+  return u.toString();
+};
 
 /**
  * Scratch PostgreSQL databases for tests: one per call, owned by a fresh owning role (no
  * superuser, so FORCE holds it too), dropped with its roles by `drop()`. The superuser only creates
  * and drops them and inspects rows; it never stands in for a request (it bypasses RLS even with
- * FORCE). The server is TG_TEST_POSTGRES (a superuser URL without a database), by default the
- * local one.
+ * FORCE). The server is the run's choice (test/helpers/pg-server.ts): TG_TEST_POSTGRES, by default
+ * the local one, else PGlite outside CI.
  */
-export const PG_SERVER = process.env.TG_TEST_POSTGRES ?? 'postgres://postgres@127.0.0.1:5432';
-const inCi = Boolean(process.env.CI) && process.env.CI !== 'false';
-
-const urlOf = (role: string, db: string, password?: string) => {
-  const server = new URL(PG_SERVER);
-  return `postgres://${encodeURIComponent(role)}${password ? `:${encodeURIComponent(password)}` : ''}@${server.host}/${db}`;
-};
-const superuserUrl = (db: string) => {
-  const url = new URL(PG_SERVER);
-  url.pathname = `/${db}`;
-  return url.toString();
-};
-
-let answered: Promise<boolean> | undefined;
 
 /**
- * Whether the server answers (asked once per test file). In CI a missing server is an error, not
- * a skip: .ci/run starts one.
+ * Whether the PostgreSQL tests can run here: always, on a server or on PGlite. In CI a missing
+ * server is an error, not PGlite (.ci/run starts one); pg-server.ts throws it.
  */
-export function postgresAvailable(): Promise<boolean> {
-  answered ??= (async () => {
-    const client = new pg.Client({ connectionString: superuserUrl('postgres'), connectionTimeoutMillis: 3000 });
-    try {
-      await client.connect();
-      await client.query('SELECT 1');
-      return true;
-    } catch {
-      if (inCi) throw new Error(`no PostgreSQL answers at ${new URL(PG_SERVER).host}, and CI must run the PostgreSQL tests (.ci/run starts the server)`);
-      return false;
-    } finally {
-      await client.end().catch(() => {});
-    }
-  })();
-  return answered;
+export async function postgresAvailable(): Promise<boolean> {
+  await pgServer();
+  return true;
 }
 
-/** Runs `fn` as the superuser on `db` (scratch set-up and inspection only). */
+/** Whether several processes can share a scratch database (a server; not PGlite, which lives in this test process). */
+export async function postgresMultiProcess(): Promise<boolean> {
+  return (await pgServer()).multiProcess;
+}
+
+/** Superuser URLs of this process's scratch databases, by name. */
+const scratchAdmins = new Map<string, string>();
+
+/** Runs `fn` as the superuser on `db`, a scratch database or (on a server) any (scratch set-up and inspection only). */
 export async function asSuperuser<T>(db: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: superuserUrl(db) });
+  const url = scratchAdmins.get(db) ?? (await pgServer()).superuserUrl(db);
+  const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
     return await fn(client);
@@ -82,17 +71,12 @@ export interface ScratchOptions {
 
 /** A fresh database, owning role and request role name, on the test server. */
 export async function createScratchDatabase(options: ScratchOptions = {}): Promise<ScratchDatabase> {
-  const suffix = randomBytes(5).toString('hex');
-  const name = `tenantgate_test_${suffix}`;
-  const owner = `tenantgate_owner_${suffix}`;
-  const request = `tenantgate_req_${suffix}`;
-  await asSuperuser('postgres', async (c) => {
-    // CREATEROLE: migrating creates the request role. The database's owner owns its public schema (pg_database_owner).
-    await c.query(`CREATE ROLE "${owner}" LOGIN NOSUPERUSER NOBYPASSRLS CREATEROLE`);
-    await c.query(`CREATE DATABASE "${name}" OWNER "${owner}"`);
-  });
-  const ownerUrl = urlOf(owner, name);
-  const requestUrl = urlOf(request, name, options.password);
+  const server = await pgServer();
+  const created = await server.createScratch();
+  const name = created.database;
+  scratchAdmins.set(name, created.superuserUrl);
+  const ownerUrl = created.ownerUrl;
+  const requestUrl = options.password ? withPassword(created.requestUrl, options.password) : created.requestUrl;
   let dropping: Promise<void> | undefined;
   const scratch: ScratchDatabase = {
     name,
@@ -101,20 +85,20 @@ export async function createScratchDatabase(options: ScratchOptions = {}): Promi
     migration: undefined,
     query: async <R extends pg.QueryResultRow>(text: string, values: unknown[] = []) =>
       asSuperuser(name, async (c) => (await c.query<R>(text, values)).rows),
-    terminate: async (applicationName) =>
-      asSuperuser(name, async (c) => {
+    terminate: async (applicationName) => {
+      if (!server.multiProcess) throw new Error('terminate() needs a PostgreSQL server: PGlite has one backend for every client');
+      return asSuperuser(name, async (c) => {
         const { rows } = await c.query<{ n: number }>(
           `SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
             WHERE datname = $1 AND pid <> pg_backend_pid() AND ($2::text IS NULL OR application_name = $2)`,
           [name, applicationName ?? null],
         );
         return rows[0]?.n ?? 0;
-      }),
+      });
+    },
     drop: () =>
-      (dropping ??= asSuperuser('postgres', async (c) => {
-        await c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
-        await c.query(`DROP ROLE IF EXISTS "${request}"`);
-        await c.query(`DROP ROLE IF EXISTS "${owner}"`);
+      (dropping ??= created.drop().finally(() => {
+        scratchAdmins.delete(name);
       })),
   };
   if (options.migrate !== false) {
