@@ -96,7 +96,7 @@ export class Authenticator {
     // A cached key is trusted only while the change feed vouches for its org (it would tell of a
     // revocation elsewhere): a feed that went quiet (a silently dead LISTEN connection) sends
     // every request to the store until it vouches again.
-    if (cached && cached.until > now && this.#store.changes.version(cached.principal.orgId) !== undefined) return this.#admit(cached.principal, now);
+    if (cached && cached.until > now && this.#vouched(cached.principal.orgId)) return this.#admit(cached.principal, now);
     return this.#lookUp(hash, now);
   }
 
@@ -109,9 +109,18 @@ export class Authenticator {
       // A revocation landed while the row was being read: the row may predate it, so this
       // request (which began before it) is admitted, but the row is not kept for the next.
       // Nor while the feed cannot vouch for the org: a revocation elsewhere would go unheard.
-      if (forgotten === this.#forgotten && this.#store.changes.version(principal.orgId) !== undefined) this.#remember(hash, principal, now);
+      if (forgotten === this.#forgotten && this.#vouched(principal.orgId)) this.#remember(hash, principal, now);
       return this.#admit(principal, now);
     });
+  }
+
+  /** Whether the change feed vouches for the org now; a feed that throws cannot vouch either (as in the response cache). */
+  #vouched(orgId: string): boolean {
+    try {
+      return this.#store.changes.version(orgId) !== undefined;
+    } catch {
+      return false;
+    }
   }
 
   /** An unexpired principal, its use noted for the next batch of last-used times. */
