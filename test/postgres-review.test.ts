@@ -2,9 +2,10 @@ import net from 'node:net';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPostgresChangeFeed } from '../src/store/postgres/changes.ts';
-import { checkRequestRole } from '../src/store/postgres/migrate.ts';
+import { checkRequestRole, migratePostgres } from '../src/store/postgres/migrate.ts';
 import { createTestGateway, ORG_A, type Dialect, type TestGateway } from './helpers/gateway.ts';
-import { createScratchDatabase, postgresMultiProcess, type ScratchDatabase } from './helpers/postgres.ts';
+import { asSuperuser, createScratchDatabase, postgresMultiProcess, type ScratchDatabase } from './helpers/postgres.ts';
+import { pgServer } from './helpers/pg-server.ts';
 
 // Review of the PostgreSQL store (issue 13): each case states what should hold and fails while it
 // does not. Roles made here are named after the scratch database and dropped with it.
@@ -237,5 +238,45 @@ describe('the change feed stops vouching once its heartbeat is late', () => {
       frozen = false;
       await feed.close();
     }
+  });
+});
+
+describe.skipIf(!onServer)('ids and page order compare byte for byte, whatever the database collation', () => {
+  const name = `tg_review_icu_${process.pid}`;
+  let server: Awaited<ReturnType<typeof pgServer>>;
+  beforeAll(async () => {
+    server = await pgServer();
+    await asSuperuser('postgres', (c) => c.query(`CREATE DATABASE ${name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'`));
+  });
+  afterAll(async () => {
+    await asSuperuser('postgres', (c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)).catch(() => {});
+  });
+
+  it('on an en-US ICU database, modules and orgs sort as SQLite (and C) sort them', async () => {
+    await migratePostgres({ ownerUrl: server.superuserUrl(name) });
+    const ids = ['a1', 'a_1', 'a-2', 'a.b', 'ab'];
+    const rows = await asSuperuser(name, async (c) => {
+      // The database's own order differs, or this case would prove nothing.
+      const plain = (await c.query(`SELECT string_agg(x, ' ' ORDER BY x) AS s FROM unnest($1::text[]) AS x`, [ids])).rows[0].s;
+      for (const id of ids) await c.query(`INSERT INTO orgs VALUES ($1, $1, 't')`, [id]);
+      for (const id of ids) {
+        await c.query(`INSERT INTO modules (org_id, module_id, name, version, installed_at, updated_at) VALUES ('ab', $1, 'm', '1.0.0', 't', 't')`, [id]);
+      }
+      const orgOrder = (await c.query(`SELECT string_agg(id, ' ' ORDER BY id) AS s FROM orgs WHERE id <> 'default'`)).rows[0].s;
+      const page = (await c.query(`SELECT string_agg(module_id, ' ' ORDER BY module_id) AS s FROM modules WHERE org_id = 'ab' AND module_id > 'a.b'`)).rows[0].s;
+      const collations = (
+        await c.query(`SELECT a.attrelid::regclass::text || '.' || a.attname AS col, c.collname FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation
+                        WHERE a.attrelid = ANY ('{orgs,api_keys,modules,credentials}'::regclass[]) AND a.attname IN ('id', 'org_id', 'module_id', 'created_at') ORDER BY 1`)
+      ).rows;
+      return { plain, orgOrder, page, collations };
+    });
+    const sqlite = [...ids].sort(); // JavaScript compares UTF-16 units; for these ASCII ids that is SQLite's BINARY order
+    expect(rows.plain).not.toBe(sqlite.join(' '));
+    expect(rows.orgOrder).toBe(sqlite.join(' '));
+    expect(rows.page).toBe(sqlite.filter((id) => id > 'a.b').join(' '));
+    // Ids, and api_keys.created_at (keys are listed by it); other created_at columns order nothing.
+    const ordering = rows.collations.filter((r: { col: string }) => !r.col.endsWith('.created_at') || r.col === 'api_keys.created_at');
+    expect(ordering).toHaveLength(8);
+    expect(ordering.filter((r: { collname: string }) => r.collname !== 'C')).toEqual([]);
   });
 });
