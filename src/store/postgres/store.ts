@@ -20,6 +20,7 @@ import { CHANGES_CHANNEL, createPostgresChangeFeed, notifyPayload, type ChangeKi
 import { StoreError } from '../errors.ts';
 import { toStoreError } from './errors.ts';
 import { createPostgresFailureLimiter } from './limiter.ts';
+import { ConnectionNotIdle, idle, orgTransaction } from './transaction.ts';
 import { apiKeys, credentials, modules } from './schema.ts';
 
 export interface PostgresStoreOptions {
@@ -175,6 +176,9 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     idle_in_transaction_session_timeout: Math.max(options.statementTimeoutMs * 2, 10_000),
     keepAlive: true,
     application_name: 'tenantgate',
+    // Queries on one connection are written without waiting for the answers before them; only
+    // inOrg writes more than one at a time (transaction.ts says what that keeps and its caveats).
+    pipeline: true,
   });
   // An idle client whose server went away emits 'error' on the pool; without a listener that
   // would end the process. The next checkout opens a new connection.
@@ -215,40 +219,33 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
   }
 
   /**
-   * One transaction for `orgId`. A read answers as soon as its statements have (its COMMIT runs
-   * after, before the connection goes back to the pool: nothing it read depends on it). A write
-   * answers after COMMIT, notifying in the same round trip, and is counted in the change feed
-   * whether or not the commit was acknowledged (a spurious change costs a cache miss; a missed one
-   * a stale answer).
+   * One transaction for `orgId`, pipelined (transaction.ts): BEGIN with the org set and the
+   * work's first statements go out together. A read answers as soon as its statements have (its
+   * COMMIT runs after, before the connection goes back to the pool: nothing it read depends on
+   * it). A write answers after COMMIT, notifying in the same round trip, and is counted in the
+   * change feed whether or not the commit was acknowledged (a spurious change costs a cache miss;
+   * a missed one a stale answer).
    */
   async function inOrg<T>(orgId: string, notify: Notify, work: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    const client = await checkout();
-    let failed: Error | undefined;
+    let client = await checkout();
+    if (!idle(client)) {
+      // Never expected (a connection goes back only idle); refused and replaced once.
+      client.release(new ConnectionNotIdle());
+      client = await checkout();
+    }
     try {
-      await client.query(`BEGIN; SELECT set_config('app.org_id', ${client.escapeLiteral(orgId)}, true)`);
-      const result = await work(client);
-      if (notify === undefined) {
-        const done = client.query('COMMIT').then(
-          () => client.release(),
-          (error: Error) => client.release(error),
-        );
-        void done;
-        return result;
-      }
-      try {
-        await client.query(`SELECT pg_notify('${CHANGES_CHANNEL}', ${client.escapeLiteral(notifyPayload(notify.kind, orgId))}); COMMIT`);
-      } finally {
-        changes.wrote(notify.kind, orgId);
-      }
-      client.release();
-      return result;
+      return await orgTransaction(
+        notify === undefined
+          ? { client, orgId }
+          : {
+              client,
+              orgId,
+              notify: `SELECT pg_notify('${CHANGES_CHANNEL}', ${client.escapeLiteral(notifyPayload(notify.kind, orgId))})`,
+              wrote: () => changes.wrote(notify.kind, orgId),
+            },
+        work,
+      );
     } catch (error) {
-      try {
-        await client.query('ROLLBACK');
-      } catch (rollback) {
-        failed = rollback as Error;
-      }
-      client.release(failed ?? undefined);
       throw toStoreError(error);
     }
   }
