@@ -14,7 +14,7 @@ let scratch: ScratchDatabase;
 let pool: pg.Pool;
 beforeAll(async () => {
   scratch = await createScratchDatabase();
-  pool = new pg.Pool({ connectionString: scratch.requestUrl, max: 1, pipeline: true, statement_timeout: 300 } as pg.PoolConfig);
+  pool = new pg.Pool({ connectionString: scratch.requestUrl, max: 1, statement_timeout: 300 });
 });
 afterAll(async () => {
   await pool?.end();
@@ -112,6 +112,27 @@ describe('pipelined org transaction', () => {
       return (await c.query(org)).rowCount;
     });
     await expect(late!.query("SELECT current_setting('app.org_id', true)")).rejects.toThrow(/refused/);
+    await healthy('org-b');
+  });
+
+  it('oneShot: COMMIT goes with the read; a later statement is refused, a failing one reported, and the connection kept', async () => {
+    const client = await pool.connect();
+    expect(await orgTransaction({ client, orgId: 'org-a', oneShot: true }, async (c) => (await c.query<{ org: string }>(org)).rows[0]!.org)).toBe('org-a');
+    await healthy('org-b');
+
+    const wrong = await pool.connect();
+    let second: unknown;
+    await expect(
+      orgTransaction({ client: wrong, orgId: 'org-a', oneShot: true }, async (c) => {
+        await c.query(org);
+        second = c.query(org);
+        return await second;
+      }),
+    ).rejects.toThrow(/refused/);
+    await healthy('org-a');
+
+    const timed = await pool.connect();
+    await expect(orgTransaction({ client: timed, orgId: 'org-a', oneShot: true }, async (c) => c.query('SELECT pg_sleep(2)'))).rejects.toMatchObject({ code: '57014' });
     await healthy('org-b');
   });
 });

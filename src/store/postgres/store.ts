@@ -150,6 +150,8 @@ const KEY_TREE = `WITH RECURSIVE tree(id) AS (
 
 /** What a unit of work notifies at commit. */
 type Notify = { kind: ChangeKind } | undefined;
+/** inOrg's mark of a read whose work writes its statement before its first await (transaction.ts `oneShot`). */
+const ONE_SHOT = true;
 
 /**
  * The PostgreSQL implementation of the storage seam, over a bounded pg.Pool as the request role.
@@ -176,9 +178,6 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     idle_in_transaction_session_timeout: Math.max(options.statementTimeoutMs * 2, 10_000),
     keepAlive: true,
     application_name: 'tenantgate',
-    // Queries on one connection are written without waiting for the answers before them; only
-    // inOrg writes more than one at a time (transaction.ts says what that keeps and its caveats).
-    pipeline: true,
   });
   // An idle client whose server went away emits 'error' on the pool; without a listener that
   // would end the process. The next checkout opens a new connection.
@@ -224,9 +223,10 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
    * COMMIT runs after, before the connection goes back to the pool: nothing it read depends on
    * it). A write answers after COMMIT, notifying in the same round trip, and is counted in the
    * change feed whether or not the commit was acknowledged (a spurious change costs a cache miss;
-   * a missed one a stale answer).
+   * a missed one a stale answer). ONE_SHOT marks a read whose work writes its one statement
+   * before its first await: its COMMIT goes out with it, one round trip in all.
    */
-  async function inOrg<T>(orgId: string, notify: Notify, work: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+  async function inOrg<T>(orgId: string, notify: Notify, work: (c: pg.PoolClient) => Promise<T>, oneShot = false): Promise<T> {
     let client = await checkout();
     if (!idle(client)) {
       // Never expected (a connection goes back only idle); refused and replaced once.
@@ -236,7 +236,7 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     try {
       return await orgTransaction(
         notify === undefined
-          ? { client, orgId }
+          ? { client, orgId, oneShot }
           : {
               client,
               orgId,
@@ -384,7 +384,7 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
           const values = enabled === undefined ? [orgId, after, limit] : [orgId, after, limit, enabled];
           const { rows } = await c.query<unknown[]>({ ...(name ? { name } : {}), text, values, rowMode: 'array' });
           return rows.map(decode);
-        }),
+        }, ONE_SHOT),
       count: (enabled) =>
         inOrg(orgId, undefined, async (c) => {
           const { rows } =
@@ -397,8 +397,8 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
                   rowMode: 'array',
                 });
           return rows[0]![0] as number;
-        }),
-      get: async (moduleId) => (storable(moduleId) ? inOrg(orgId, undefined, (c) => getModule(c, orgId, moduleId)) : undefined),
+        }, ONE_SHOT),
+      get: async (moduleId) => (storable(moduleId) ? inOrg(orgId, undefined, (c) => getModule(c, orgId, moduleId), ONE_SHOT) : undefined),
       insert: (row) =>
         inOrg(orgId, { kind: 'data' }, async (c) => {
           const inserted = await db(c)

@@ -1,7 +1,10 @@
 import type pg from 'pg';
 
 /**
- * One org-bound transaction on a pipeline-mode connection (node-postgres 8.23 `pipeline: true`):
+ * One org-bound transaction with its connection in pipeline mode (node-postgres 8.23 `pipeline`,
+ * switched on for the transaction only: the pool's other users, the limiter, crossOrg and /ready,
+ * made postgres-faults answer INTERNAL_SERVER_ERROR now and then in an outage when it was on for
+ * the whole pool):
  * BEGIN with the org set, the work's first statements, and for a write the notification with
  * COMMIT, are written without waiting for each other's answers, so a read costs the caller one
  * round trip (it was two) and a write two (it was three).
@@ -36,6 +39,13 @@ export interface OrgTransactionOptions {
   notify?: string;
   /** For a write: called once its COMMIT has been answered, acknowledged or not. */
   wrote?: () => void;
+  /**
+   * For a read whose work writes all its statements before its first await (one statement, or
+   * several at once): COMMIT is written right behind them, so the connection goes back after one
+   * round trip. A statement the work writes later is refused (it would follow COMMIT), so a
+   * work wrongly marked fails rather than run outside its transaction.
+   */
+  oneShot?: boolean;
 }
 
 /** node-postgres keeps the status of the last ReadyForQuery: 'I' idle, 'T' in a transaction, 'E' in a failed one. */
@@ -53,6 +63,14 @@ export async function orgTransaction<T>(options: OrgTransactionOptions, work: (c
     client.release(new ConnectionNotIdle());
     throw new ConnectionNotIdle();
   }
+  // Pipeline mode for this transaction only (idle: nothing queued); off again before it goes back (release below).
+  (client as unknown as { pipeline: boolean }).pipeline = true;
+  const release = client.release.bind(client);
+  client.release = (err?: Error | boolean) => {
+    (client as unknown as { pipeline: boolean }).pipeline = false;
+    client.release = release;
+    release(err);
+  };
   // Settles with BEGIN's outcome; the work's statements follow it on the wire at once.
   let beginFailed: unknown;
   let open = true;
@@ -87,8 +105,17 @@ export async function orgTransaction<T>(options: OrgTransactionOptions, work: (c
   });
 
   let outcome: { ok: true; value: T } | { ok: false; error: unknown };
+  let committed: Promise<Error | undefined> | undefined;
   try {
-    outcome = { ok: true, value: await work(guard) };
+    const pending = work(guard);
+    if (options.oneShot && options.notify === undefined) {
+      open = false;
+      committed = client.query('COMMIT').then(
+        () => (idle(client) ? undefined : new ConnectionNotIdle()),
+        (error: Error) => error,
+      );
+    }
+    outcome = { ok: true, value: await pending };
   } catch (error) {
     outcome = { ok: false, error };
   }
@@ -99,8 +126,14 @@ export async function orgTransaction<T>(options: OrgTransactionOptions, work: (c
 
   if (!outcome.ok) {
     open = false;
+    // A COMMIT already written ends a failed transaction as ROLLBACK does; ROLLBACK after it waits for it.
+    if (committed) await committed;
     await rollback(client);
     throw outcome.error;
+  }
+  if (committed) {
+    void committed.then((failed) => client.release(failed));
+    return outcome.value;
   }
 
   if (options.notify === undefined) {
