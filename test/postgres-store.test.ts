@@ -274,6 +274,8 @@ describe.skipIf(!available)('the PostgreSQL store', () => {
         '53300': 'busy', '23505': 'constraint', '23503': 'constraint', '25006': 'readonly', '53100': 'full', '58030': 'io', XX001: 'corrupt', '42501': 'other',
       });
       expect((toStoreError(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })) as StoreError).kind).toBe('unavailable');
+      // EPIPE has a SQLSTATE's shape (five capitals); the postgres-faults outage test met it as a 500.
+      expect((toStoreError(Object.assign(new Error('write EPIPE'), { code: 'EPIPE' })) as StoreError).kind).toBe('unavailable');
       expect((toStoreError(new Error('Connection terminated unexpectedly')) as StoreError).kind).toBe('unavailable');
       expect((toStoreError(new Error('timeout exceeded when trying to connect')) as StoreError).kind).toBe('unavailable');
       const own = new TypeError('a bug');

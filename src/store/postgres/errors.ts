@@ -36,8 +36,9 @@ export function toStoreError(error: unknown): unknown {
   // its parameters (a sealed credential, a key's hash): the driver's own error is what we keep.
   if (error instanceof DrizzleQueryError) return error.cause instanceof Error ? toStoreError(error.cause) : new StoreError('other', 'drizzle', 'query failed');
   const code = (error as { code?: unknown }).code;
-  if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) return new StoreError(kindOfSqlState(code), code, error);
+  // Socket codes first: EPIPE has the shape of a SQLSTATE (five capitals) but is a lost connection.
   if (typeof code === 'string' && CONNECTION_CODES.has(code)) return new StoreError('unavailable', code, error);
+  if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) return new StoreError(kindOfSqlState(code), code, error);
   if (CONNECTION_MESSAGES.test(error.message)) return new StoreError('unavailable', 'connection', error);
   // pg's own protocol errors have no code; anything from the driver's module is still the store's failure.
   if ((error as { severity?: unknown }).severity !== undefined) return new StoreError('other', 'postgres', error);
