@@ -78,6 +78,12 @@ export interface Store {
    * machine, one process).
    */
   failureLimiter?(options: FailureLimiterOptions): FailureLimiter;
+  /**
+   * A request-rate counter every process on this store shares (the per-org rate limits, keyed by
+   * org id), when the dialect has one (PostgreSQL: tenantgate_limits.org_requests); absent, each
+   * process counts in memory.
+   */
+  requestLimiter?(options: FailureLimiterOptions): RequestLimiter;
 
   /** Store open, schema current and writable; a reason when not. */
   check(): Promise<{ ok: true } | { ok: false; reason: string }>;
@@ -130,6 +136,36 @@ export interface OrgStore {
     upsert(row: NewCredential): Promise<boolean>;
     delete(moduleId: string): Promise<boolean>;
   };
+
+  /** Run-unit metering and this org's quotas (issue 14). */
+  usage: {
+    /**
+     * Records one report in one transaction, exactly once per idempotency key in this org,
+     * however many processes send it at once:
+     * - an event with the same idempotencyKey exists: `repeat`, with that first event, and nothing
+     *   counted (whatever units, module or time the repeat carries);
+     * - `event.moduleId` set and not a module of this org: `no-module`, nothing recorded;
+     * - `runUnitsPerMonth` not null and the month of `occurredAt` (UTC) would go past it with these
+     *   units: `over-quota` with the limit and what that month had used, nothing recorded;
+     * - else `recorded`: the event is stored and its units added to its month's and its hour's
+     *   totals in the same transaction, so concurrent reports add up to exactly their sum and a
+     *   quota is never overshot.
+     */
+    record(event: NewRunUnitEvent, runUnitsPerMonth: number | null): Promise<RecordRunUnitsResult>;
+    /** Run units (by occurredAt) and requests served in the UTC calendar month starting at `monthStart` (ISO, `YYYY-MM-01T00:00:00.000Z`). */
+    month(monthStart: string): Promise<UsageTotals>;
+    /**
+     * Totals per bucket with start in [from, to) (ISO, aligned to the bucket), oldest first;
+     * buckets without use are absent (the caller fills the gaps).
+     */
+    series(from: string, to: string, granularity: 'hour' | 'day'): Promise<UsageBucket[]>;
+    /** Events ordered by (occurredAt, id), strictly after `after`, with occurredAt in [since, until) when given. */
+    events(opts: RunUnitEventQuery): Promise<RunUnitEvent[]>;
+    /** This org's quota row; undefined when none was ever set. */
+    quota(): Promise<OrgQuotaRow | undefined>;
+    /** Insert or replace this org's quota row (admin only, via the system repositories). */
+    setQuota(row: Omit<OrgQuotaRow, 'orgId'>): Promise<OrgQuotaRow>;
+  };
 }
 
 /** Authentication's cross-org operations: before a key is verified there is no org to bind to. */
@@ -161,6 +197,20 @@ export interface SystemStore {
     recordUsage(orgId: string, moduleId: string, count: number, at: string): Promise<ModuleRecord | undefined>;
     /** Degraded and unhealthy modules of every org, by org then id. */
     unhealthy(limit: number): Promise<ModuleRecord[]>;
+  };
+
+  /** Metering across orgs: the served-request counter and the admin's rankings. */
+  usage: {
+    /**
+     * Adds served-request counts, batched by the process (best effort, like touchKeys): each
+     * entry adds `count` to the org's month and hour containing `hourStart` (ISO, on the hour).
+     * Entries of orgs that do not exist are dropped.
+     */
+    addRequests(entries: ReadonlyArray<{ orgId: string; hourStart: string; count: number }>): Promise<void>;
+    /** Orgs by run units used in the month at `monthStart`, most first (ties by org id); orgs with none are absent. */
+    top(monthStart: string, limit: number): Promise<Array<UsageTotals & { orgId: string }>>;
+    /** Every org's quota row (for the gates' cache on start; few rows). */
+    quotas(): Promise<OrgQuotaRow[]>;
   };
 
   /** Master-key rotation works over every org's credentials (src/maintenance/rekey.ts). */
@@ -201,6 +251,62 @@ export interface ChangeFeed {
    * run synchronously after the write and must not throw.
    */
   subscribe(listener: (change: Change) => void): () => void;
+}
+
+/** One run-unit report, as stored. */
+export interface RunUnitEvent {
+  /** `ru_` and 24 random base32 characters, made by the caller. */
+  id: string;
+  orgId: string;
+  /** The reporter's id for this report (1-200 printable characters): a repeat of it is recorded once. */
+  idempotencyKey: string;
+  /** A positive integer, at most MAX_RUN_UNITS (src/repos/usage.ts). */
+  units: number;
+  /** The module the work is attributed to (of the same org), or null. */
+  moduleId: string | null;
+  /** When the work happened (ISO UTC); its month is the one it counts in. */
+  occurredAt: string;
+  /** When the gateway recorded it (ISO UTC). */
+  recordedAt: string;
+  /** The key that reported it. */
+  keyId: string | null;
+}
+
+export type NewRunUnitEvent = Omit<RunUnitEvent, 'orgId'>;
+
+export type RecordRunUnitsResult =
+  | { kind: 'recorded'; event: RunUnitEvent }
+  | { kind: 'repeat'; event: RunUnitEvent }
+  | { kind: 'no-module' }
+  | { kind: 'over-quota'; limit: number; used: number };
+
+export interface UsageTotals {
+  runUnits: number;
+  requests: number;
+}
+
+export interface UsageBucket extends UsageTotals {
+  /** The bucket's start, ISO UTC. */
+  start: string;
+}
+
+export interface RunUnitEventQuery {
+  /** Keyset cursor: events strictly after this (occurredAt, id); undefined for the first page. */
+  after?: { occurredAt: string; id: string };
+  /** occurredAt >= since */
+  since?: string;
+  /** occurredAt < until */
+  until?: string;
+  limit: number;
+}
+
+/** An org's quotas; null means the configured default applies (none configured: unlimited). */
+export interface OrgQuotaRow {
+  orgId: string;
+  runUnitsPerMonth: number | null;
+  requestsPerMinute: number | null;
+  burst: number | null;
+  updatedAt: string;
 }
 
 /** A key and its descendants, read after a revocation; `revoked` holds the ids that were live until it. */
@@ -248,6 +354,12 @@ export interface FailureLimiterOptions {
   /** Failures a key (a client address) may have in `durationSec`. */
   points: number;
   durationSec: number;
+}
+
+/** What the rate-limit gate asks of a shared counter (rate-limiter-flexible's limiters have this shape). */
+export interface RequestLimiter {
+  /** Spends `points`; rejects with rate-limiter-flexible's RateLimiterRes (msBeforeNext) when none are left. */
+  consume(key: string, points?: number): Promise<unknown>;
 }
 
 /** What the pipeline asks of a failure counter (rate-limiter-flexible's limiters have this shape). */
