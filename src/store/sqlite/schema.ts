@@ -7,8 +7,9 @@ import {
   primaryKey,
   sqliteTable,
   text,
+  unique,
 } from 'drizzle-orm/sqlite-core';
-import type { ApiKeyRow, CredentialRow, ModuleRow, OrgRow } from '../types.ts';
+import type { ApiKeyRow, CredentialRow, ModuleRow, OrgQuotaRow, OrgRow, RunUnitEvent } from '../types.ts';
 
 // Timestamps are ISO-8601 UTC text, as the pre-tenant registry wrote them, so adopted rows keep
 // their bytes and new rows sort the same way.
@@ -94,6 +95,68 @@ export const credentials = sqliteTable(
   ],
 );
 
+// Run-unit metering (issue 14). An event keeps its module id as text, not a foreign key: a module
+// may be uninstalled later and its billing history stays.
+export const runUnitEvents = sqliteTable(
+  'run_unit_events',
+  {
+    orgId: text('org_id')
+      .notNull()
+      .references(() => orgs.id, { onDelete: 'cascade' }),
+    id: text('id').notNull(),
+    idempotencyKey: text('idempotency_key').notNull(),
+    units: integer('units').notNull(),
+    moduleId: text('module_id'),
+    occurredAt: text('occurred_at').notNull(),
+    recordedAt: text('recorded_at').notNull(),
+    keyId: text('key_id'),
+  },
+  (t) => [
+    primaryKey({ columns: [t.orgId, t.id] }),
+    unique('run_unit_events_org_key_unique').on(t.orgId, t.idempotencyKey),
+    index('run_unit_events_org_occurred_idx').on(t.orgId, t.occurredAt, t.id),
+  ],
+);
+
+/** Per-org totals of a UTC calendar month (`YYYY-MM-01T00:00:00.000Z`): the row the quota check reads and adds to. */
+export const usageMonths = sqliteTable(
+  'usage_months',
+  {
+    orgId: text('org_id')
+      .notNull()
+      .references(() => orgs.id, { onDelete: 'cascade' }),
+    monthStart: text('month_start').notNull(),
+    runUnits: integer('run_units').notNull().default(0),
+    requests: integer('requests').notNull().default(0),
+  },
+  (t) => [primaryKey({ columns: [t.orgId, t.monthStart] })],
+);
+
+/** Per-org totals of an hour (`YYYY-MM-DDTHH:00:00.000Z`), for series; a day is its hours grouped by date. */
+export const usageHours = sqliteTable(
+  'usage_hours',
+  {
+    orgId: text('org_id')
+      .notNull()
+      .references(() => orgs.id, { onDelete: 'cascade' }),
+    hourStart: text('hour_start').notNull(),
+    runUnits: integer('run_units').notNull().default(0),
+    requests: integer('requests').notNull().default(0),
+  },
+  (t) => [primaryKey({ columns: [t.orgId, t.hourStart] })],
+);
+
+/** An org's quotas; a null column means the configured default. */
+export const orgQuotas = sqliteTable('org_quotas', {
+  orgId: text('org_id')
+    .primaryKey()
+    .references(() => orgs.id, { onDelete: 'cascade' }),
+  runUnitsPerMonth: integer('run_units_per_month'),
+  requestsPerMinute: integer('requests_per_minute'),
+  burst: integer('burst'),
+  updatedAt: text('updated_at').notNull(),
+});
+
 // The tables must read back exactly the store's row types: a column added here and not there (or
 // the other way round) fails to compile.
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
@@ -103,4 +166,6 @@ export type SchemaMatchesRowTypes = Assert<[
   Same<typeof apiKeys.$inferSelect, ApiKeyRow>,
   Same<typeof modules.$inferSelect, ModuleRow>,
   Same<typeof credentials.$inferSelect, CredentialRow>,
+  Same<typeof runUnitEvents.$inferSelect, RunUnitEvent>,
+  Same<typeof orgQuotas.$inferSelect, OrgQuotaRow>,
 ]>;

@@ -21,6 +21,7 @@ import { createSqliteChangeFeed } from './changes.ts';
 import { settle } from './errors.ts';
 import { MODULE_COLUMNS, MODULE_COMPUTED, MODULE_FIELDS } from '../module-fields.ts';
 import { apiKeys, credentials, modules, orgs } from './schema.ts';
+import { createSqliteUsage } from './usage.ts';
 
 const p = sql.placeholder;
 
@@ -248,6 +249,7 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string, opti
   };
 
   const changes = createSqliteChangeFeed(sqlite);
+  const usage = createSqliteUsage(sqlite, { durable, touched: changes.touched });
   /** Runs a write of the org's modules or credentials and counts it, whether or not it succeeds. */
   const writing = <T>(orgId: string, write: () => T): T => {
     try {
@@ -360,6 +362,8 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string, opti
       upsert: (row) => durable(() => writing(orgId, () => upsertCredential.immediate({ ...row, orgId }))),
       delete: (moduleId) => durable(() => writing(orgId, () => q.credentialDelete.run({ orgId, moduleId }).changes === 1)),
     },
+
+    usage: usage.forOrg(orgId),
   });
 
   const auth: AuthStore = {
@@ -400,6 +404,7 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string, opti
         }),
       unhealthy: (limit) => settle(() => (unhealthy.all(limit) as unknown[][]).map(WHOLE_MODULE.decode)),
     },
+    usage: usage.system,
     credentials: {
       keyIds: () => settle(() => q.credentialKeyIds.all().map((r) => r.keyId)),
       notUnderKey: (keyId, limit) =>
