@@ -4,7 +4,7 @@ import { defineConfig } from 'vitest/config';
 const require = createRequire(import.meta.url);
 
 /** Files that need PostgreSQL whatever the dialect: they run once, in the postgres project. */
-const POSTGRES_ONLY = ['test/postgres-*.test.ts', 'test/copy.test.ts'];
+const POSTGRES_ONLY = ['test/postgres-*.test.ts', 'test/copy.test.ts', 'test/usage-postgres.test.ts'];
 
 /**
  * Files whose stores hold the data a tenant sees: run again on PostgreSQL, their gateways on a

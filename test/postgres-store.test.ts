@@ -478,7 +478,7 @@ describe.skipIf(!available)('opening a PostgreSQL store', () => {
     await expect(openStore(storeConfig(s, { database: superuser }), captureLogger())).rejects.toThrow(
       /^TENANTGATE_DATABASE connects as "postgres", a superuser: it bypasses row-level security$/,
     );
-    await expect(openStore(storeConfig(s, { database: s.ownerUrl }), captureLogger())).rejects.toThrow(/, owner of api_keys, credentials, modules, orgs: it could switch row-level security off/);
+    await expect(openStore(storeConfig(s, { database: s.ownerUrl }), captureLogger())).rejects.toThrow(/, owner of api_keys, credentials, modules, org_quotas, orgs, run_unit_events, usage_hours, usage_months: it could switch row-level security off/);
   });
 
   it('never generates a master key, and refuses a key that cannot open what the store holds', async () => {

@@ -2,6 +2,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readMigrationFiles } from 'drizzle-orm/migrator';
 import { checkRequestRole, DEFINER_FUNCTIONS, migratePostgres, PG_MIGRATIONS, type PgMigrateResult } from '../src/store/postgres/migrate.ts';
+import { LIMIT_TABLES } from '../src/store/postgres/limiter.ts';
 import { TENANT_TABLES, WALLED_TABLES } from '../src/store/postgres/schema.ts';
 import { pgServer, type Scratch } from './helpers/pg-server.ts';
 
@@ -131,9 +132,9 @@ describe('PostgreSQL row-level security (issue 13, item 2)', () => {
     expect(firstRun.granted).toEqual([
       'SELECT ON orgs',
       ...TENANT_TABLES.flatMap((t) => ['SELECT', 'INSERT', 'UPDATE', 'DELETE'].map((p) => `${p} ON ${t}`)),
-      // The shared failed-authentication limit (drizzle/pg/0003): not org data, outside public.
+      // The shared limits (failed authentications, drizzle/pg/0003; org request rates, 0010): not org data, outside public.
       'USAGE ON SCHEMA tenantgate_limits',
-      ...['SELECT', 'INSERT', 'UPDATE', 'DELETE'].map((p) => `${p} ON tenantgate_limits.auth_failures`),
+      ...['auth_failures', 'org_requests'].flatMap((t) => ['SELECT', 'INSERT', 'UPDATE', 'DELETE'].map((p) => `${p} ON tenantgate_limits.${t}`)),
       ...DEFINER_FUNCTIONS.map((f) => `EXECUTE ON ${f.slice(0, f.indexOf('('))}`),
       'SELECT ON the migration journal',
     ]);
@@ -246,7 +247,9 @@ describe('PostgreSQL row-level security (issue 13, item 2)', () => {
     // The cross-org path: the owner alone, and only while it acts for another session's role (inside a definer function).
     const definer = catalog.policies.filter((p) => !p.policyname.endsWith('_org_wall'));
     expect(definer.map((p) => p.policyname).sort()).toEqual([
-      'api_keys_definer_read', 'api_keys_definer_touch', 'credentials_definer_read', 'modules_definer_read', 'orgs_definer_insert', 'orgs_definer_read',
+      'api_keys_definer_read', 'api_keys_definer_touch', 'credentials_definer_read', 'modules_definer_read', 'org_quotas_definer_read', 'orgs_definer_insert', 'orgs_definer_read',
+      'usage_hours_definer_insert', 'usage_hours_definer_read', 'usage_hours_definer_update',
+      'usage_months_definer_insert', 'usage_months_definer_read', 'usage_months_definer_update',
     ]);
     for (const p of definer) {
       expect(p.roles).toEqual([names.owner]);
@@ -303,7 +306,9 @@ describe('PostgreSQL row-level security (issue 13, item 2)', () => {
     expect(refusals.bypass).toEqual({ ok: false, reason: expect.stringMatching(/has BYPASSRLS: it bypasses row-level security$/) });
     expect(refusals.owner).toEqual({
       ok: false,
-      reason: expect.stringMatching(/owner of api_keys, credentials, modules, orgs: it could switch row-level security off$/),
+      reason: expect.stringMatching(
+        /owner of api_keys, credentials, modules, org_quotas, orgs, run_unit_events, usage_hours, usage_months: it could switch row-level security off$/,
+      ),
     });
     for (const r of Object.values(refusals)) if (!r.ok) expect(r.reason).not.toContain('\n');
   });
@@ -337,7 +342,7 @@ describe('PostgreSQL row-level security (issue 13, item 2)', () => {
     ]);
     const sorted = results.map((r) => ({ applied: r.applied.length, createdRole: r.createdRole, granted: r.granted.length })).sort((a, b) => b.applied - a.applied);
     expect(sorted).toEqual([
-      { applied: MIGRATIONS, createdRole: true, granted: 13 + 5 + DEFINER_FUNCTIONS.length + 1 },
+      { applied: MIGRATIONS, createdRole: true, granted: 1 + 4 * TENANT_TABLES.length + 1 + 4 * LIMIT_TABLES.length + DEFINER_FUNCTIONS.length + 1 },
       { applied: 0, createdRole: false, granted: 0 },
     ]);
     const journal = await asSuperuser(scratch2.superuserUrl, async (c) => (await c.query('SELECT hash FROM drizzle.__drizzle_migrations')).rowCount);

@@ -20,6 +20,10 @@ export const DEFINER_FUNCTIONS = [
   'tenantgate_unhealthy_modules(integer)',
   'tenantgate_credential_key_ids()',
   'tenantgate_credentials_not_under_key(text, integer)',
+  // Metering across orgs (drizzle/pg/0010).
+  'tenantgate_add_requests(text[], text[], bigint[])',
+  'tenantgate_usage_top(text, integer)',
+  'tenantgate_org_quotas()',
 ] as const;
 
 /** drizzle's journal, where drizzle's own migrator keeps it, in its format, so drizzle-kit stays usable. */
@@ -64,7 +68,8 @@ export function roleOf(url: string): string {
  *
  * In the same transaction, the request role is created when missing (LOGIN, no superuser, no
  * BYPASSRLS, no CREATEROLE or CREATEDB, owning nothing) and granted what requests need, and no more:
- * USAGE on the schema, SELECT on orgs, SELECT/INSERT/UPDATE/DELETE on the tenant tables. An existing
+ * USAGE on the schema, SELECT on orgs, SELECT/INSERT/UPDATE/DELETE on the tenant tables (the metering
+ * tables among them) and the shared limits' tables, EXECUTE on the definer functions. An existing
  * role is never altered: if it could bypass the wall, `checkRequestRole` refuses it.
  */
 export async function migratePostgres(options: PgMigrateOptions): Promise<PgMigrateResult> {

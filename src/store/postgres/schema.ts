@@ -5,6 +5,7 @@ import {
   customType,
   foreignKey,
   index,
+  integer,
   jsonb,
   pgPolicy,
   pgTable,
@@ -12,7 +13,7 @@ import {
   text,
   unique,
 } from 'drizzle-orm/pg-core';
-import type { ApiKeyRow, CredentialRow, ModuleRow, OrgRow } from '../types.ts';
+import type { ApiKeyRow, CredentialRow, ModuleRow, OrgQuotaRow, OrgRow, RunUnitEvent } from '../types.ts';
 
 // Mirrors src/store/sqlite/schema.ts column for column. Timestamps stay ISO-8601 UTC text (not
 // timestamptz) so a row copied from SQLite keeps its bytes and sorts the same way. The name lists
@@ -144,8 +145,80 @@ export const credentials = pgTable(
   ],
 ).enableRLS();
 
-/** The tables holding an org's rows, each under the wall, forced (drizzle/pg/0001). */
-export const TENANT_TABLES = ['api_keys', 'modules', 'credentials'] as const;
+// Run-unit metering and quotas (issue 14): the same tables and columns as SQLite's. Ids and the
+// ordered text columns are COLLATE "C" (drizzle/pg/0010, as 0008 did for the older tables).
+
+/**
+ * One run-unit report as it was recorded. module_id is not a foreign key: the billing history
+ * outlives a module. A repeat of (org_id, idempotency_key) is the unique index's to refuse.
+ */
+export const runUnitEvents = pgTable(
+  'run_unit_events',
+  {
+    orgId: text('org_id')
+      .notNull()
+      .references(() => orgs.id, { onDelete: 'cascade' }),
+    id: text('id').notNull(),
+    idempotencyKey: text('idempotency_key').notNull(),
+    units: bigint('units', { mode: 'number' }).notNull(),
+    moduleId: text('module_id'),
+    occurredAt: text('occurred_at').notNull(),
+    recordedAt: text('recorded_at').notNull(),
+    keyId: text('key_id'),
+  },
+  (t) => [
+    primaryKey({ columns: [t.orgId, t.id] }),
+    unique('run_unit_events_idempotency_key').on(t.orgId, t.idempotencyKey),
+    index('run_unit_events_org_occurred_idx').on(t.orgId, t.occurredAt, t.id),
+    orgWall('run_unit_events'),
+  ],
+).enableRLS();
+
+/** An org's totals per UTC calendar month (month_start `YYYY-MM-01T00:00:00.000Z`): run units by occurred_at, requests served. */
+export const usageMonths = pgTable(
+  'usage_months',
+  {
+    orgId: text('org_id')
+      .notNull()
+      .references(() => orgs.id, { onDelete: 'cascade' }),
+    monthStart: text('month_start').notNull(),
+    runUnits: bigint('run_units', { mode: 'number' }).notNull().default(0),
+    requests: bigint('requests', { mode: 'number' }).notNull().default(0),
+  },
+  (t) => [primaryKey({ columns: [t.orgId, t.monthStart] }), orgWall('usage_months')],
+).enableRLS();
+
+/** The same totals per UTC hour (hour_start `YYYY-MM-DDTHH:00:00.000Z`), for the series. */
+export const usageHours = pgTable(
+  'usage_hours',
+  {
+    orgId: text('org_id')
+      .notNull()
+      .references(() => orgs.id, { onDelete: 'cascade' }),
+    hourStart: text('hour_start').notNull(),
+    runUnits: bigint('run_units', { mode: 'number' }).notNull().default(0),
+    requests: bigint('requests', { mode: 'number' }).notNull().default(0),
+  },
+  (t) => [primaryKey({ columns: [t.orgId, t.hourStart] }), orgWall('usage_hours')],
+).enableRLS();
+
+/** An org's quotas, set by the operator; null: the configured default. */
+export const orgQuotas = pgTable(
+  'org_quotas',
+  {
+    orgId: text('org_id')
+      .primaryKey()
+      .references(() => orgs.id, { onDelete: 'cascade' }),
+    runUnitsPerMonth: bigint('run_units_per_month', { mode: 'number' }),
+    requestsPerMinute: integer('requests_per_minute'),
+    burst: integer('burst'),
+    updatedAt: text('updated_at').notNull(),
+  },
+  () => [orgWall('org_quotas')],
+).enableRLS();
+
+/** The tables holding an org's rows, each under the wall, forced (drizzle/pg/0001, 0010). */
+export const TENANT_TABLES = ['api_keys', 'modules', 'credentials', 'run_unit_events', 'usage_months', 'usage_hours', 'org_quotas'] as const;
 /** Every table under the wall: the tenant tables and orgs (read-only to the request role). */
 export const WALLED_TABLES = ['orgs', ...TENANT_TABLES] as const;
 
@@ -158,4 +231,6 @@ export type SchemaMatchesRowTypes = Assert<[
   Same<typeof apiKeys.$inferSelect, ApiKeyRow>,
   Same<typeof modules.$inferSelect, ModuleRow>,
   Same<typeof credentials.$inferSelect, CredentialRow>,
+  Same<typeof runUnitEvents.$inferSelect, RunUnitEvent>,
+  Same<typeof orgQuotas.$inferSelect, OrgQuotaRow>,
 ]>;

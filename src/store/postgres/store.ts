@@ -11,15 +11,20 @@ import type {
   ModuleField,
   ModulePatch,
   ModuleRecord,
+  OrgQuotaRow,
   OrgRow,
   OrgStore,
+  RecordRunUnitsResult,
+  RunUnitEvent,
   Store,
   SystemStore,
+  UsageBucket,
+  UsageTotals,
 } from '../types.ts';
 import { CHANGES_CHANNEL, createPostgresChangeFeed, notifyPayload, type ChangeKind, type PostgresChangeFeed } from './changes.ts';
 import { StoreError } from '../errors.ts';
 import { toStoreError } from './errors.ts';
-import { createPostgresFailureLimiter } from './limiter.ts';
+import { createPostgresFailureLimiter, createPostgresRequestLimiter } from './limiter.ts';
 import { ConnectionNotIdle, idle, orgTransaction } from './transaction.ts';
 import { apiKeys, credentials, modules } from './schema.ts';
 
@@ -141,6 +146,93 @@ const credentialRow = (r: CredentialRecord): CredentialRow => ({
 /** PostgreSQL text cannot hold NUL: no stored id has one, so a lookup by such an id is answered as missing without asking. */
 const storable = (value: string) => !value.includes('\u0000');
 
+// Run-unit metering (issue 14).
+
+const EVENT_COLUMNS = '"org_id", "id", "idempotency_key", "units", "module_id", "occurred_at", "recorded_at", "key_id"';
+type EventRecord = {
+  org_id: string; id: string; idempotency_key: string; units: number; module_id: string | null; occurred_at: string; recorded_at: string; key_id: string | null;
+};
+type RecordRecord = EventRecord & { new: boolean; month_total: number | null };
+const eventRow = (r: EventRecord): RunUnitEvent => ({
+  id: r.id,
+  orgId: r.org_id,
+  idempotencyKey: r.idempotency_key,
+  units: r.units,
+  moduleId: r.module_id,
+  occurredAt: r.occurred_at,
+  recordedAt: r.recorded_at,
+  keyId: r.key_id,
+});
+
+const QUOTA_COLUMNS = '"org_id", "run_units_per_month", "requests_per_minute", "burst", "updated_at"';
+type QuotaRecord = { org_id: string; run_units_per_month: number | null; requests_per_minute: number | null; burst: number | null; updated_at: string };
+const quotaRow = (r: QuotaRecord): OrgQuotaRow => ({
+  orgId: r.org_id,
+  runUnitsPerMonth: r.run_units_per_month,
+  requestsPerMinute: r.requests_per_minute,
+  burst: r.burst,
+  updatedAt: r.updated_at,
+});
+
+/** The UTC month and hour a report counts in, in the store's ISO form. */
+function buckets(occurredAt: string): { monthStart: string; hourStart: string } {
+  const iso = new Date(occurredAt).toISOString();
+  return { monthStart: `${iso.slice(0, 7)}-01T00:00:00.000Z`, hourStart: `${iso.slice(0, 13)}:00:00.000Z` };
+}
+
+/** A report past the quota: thrown inside the transaction so that its ROLLBACK takes the event back out. */
+class OverQuota extends Error {
+  constructor(
+    readonly limit: number,
+    readonly used: number,
+  ) {
+    super('over the run-unit quota');
+  }
+}
+
+/**
+ * One report in one statement (its transaction's first round trip, with BEGIN), under the wall:
+ * - ins: the event, unless the module is named and not this org's, or the key is taken (ON
+ *   CONFLICT DO NOTHING; under READ COMMITTED an insert of a key another transaction inserted and
+ *   has not committed waits on the unique index for its outcome, so each key is recorded once
+ *   however many processes send it);
+ * - month: the inserted units added to the month row only while the sum stays within the quota
+ *   ($11, null: none), atomically (the upsert locks the row and, having waited, sees the latest
+ *   total); a first row is inserted only if the units alone fit. Nothing returned: over quota;
+ * - hour: the units added to the hour, only when the month took them;
+ * - the answer: the inserted event with the month's new total, or the event this statement's
+ *   snapshot holds for the key (a repeat).
+ * Month row before hour row, always: the lock order tenantgate_add_requests keeps (drizzle/pg/0010).
+ */
+const RECORD = `WITH ins AS (
+    INSERT INTO "run_unit_events" (${EVENT_COLUMNS})
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8
+     WHERE $5::text IS NULL OR EXISTS (SELECT 1 FROM "modules" WHERE "org_id" = $1 AND "module_id" = $5)
+    ON CONFLICT ("org_id", "idempotency_key") DO NOTHING
+    RETURNING ${EVENT_COLUMNS}
+  ), month AS (
+    INSERT INTO "usage_months" AS m ("org_id", "month_start", "run_units", "requests")
+    SELECT ins."org_id", $9, ins."units", 0 FROM ins WHERE $11::bigint IS NULL OR ins."units" <= $11::bigint
+    ON CONFLICT ("org_id", "month_start") DO UPDATE SET "run_units" = m."run_units" + excluded."run_units"
+     WHERE $11::bigint IS NULL OR m."run_units" + excluded."run_units" <= $11::bigint
+    RETURNING m."run_units"
+  ), hour AS (
+    INSERT INTO "usage_hours" AS h ("org_id", "hour_start", "run_units", "requests")
+    SELECT ins."org_id", $10, ins."units", 0 FROM ins CROSS JOIN month
+    ON CONFLICT ("org_id", "hour_start") DO UPDATE SET "run_units" = h."run_units" + excluded."run_units"
+  )
+  SELECT true AS "new", (SELECT "run_units" FROM month) AS "month_total", ins.* FROM ins
+  UNION ALL
+  SELECT false, NULL, ${EVENT_COLUMNS.split(', ').map((c) => `e.${c}`).join(', ')} FROM "run_unit_events" AS e
+   WHERE e."org_id" = $1 AND e."idempotency_key" = $3 AND NOT EXISTS (SELECT 1 FROM ins)`;
+const EVENT_BY_KEY = `SELECT ${EVENT_COLUMNS} FROM "run_unit_events" WHERE "org_id" = $1 AND "idempotency_key" = $2`;
+const MONTH_UNITS = 'SELECT "run_units" FROM "usage_months" WHERE "org_id" = $1 AND "month_start" = $2';
+const SERIES_HOURS = `SELECT "hour_start" AS "start", "run_units", "requests" FROM "usage_hours"
+  WHERE "org_id" = $1 AND "hour_start" >= $2 AND "hour_start" < $3 ORDER BY "hour_start"`;
+/** Days are the hours grouped by their date (hour_start is COLLATE "C", and so the day is). */
+const SERIES_DAYS = `SELECT left("hour_start", 10) || 'T00:00:00.000Z' AS "start", sum("run_units")::bigint AS "run_units", sum("requests")::bigint AS "requests"
+  FROM "usage_hours" WHERE "org_id" = $1 AND "hour_start" >= $2 AND "hour_start" < $3 GROUP BY 1 ORDER BY 1`;
+
 /** A key's tree (itself and what it created, directly or not), walked within the org; UNION ends a cycle in hand-edited rows. */
 const KEY_TREE = `WITH RECURSIVE tree(id) AS (
     SELECT r."id" FROM "api_keys" AS r WHERE r."org_id" = $1 AND r."id" = $2
@@ -148,8 +240,9 @@ const KEY_TREE = `WITH RECURSIVE tree(id) AS (
     SELECT k."id" FROM "api_keys" AS k JOIN tree ON k."created_by_key_id" = tree."id" WHERE k."org_id" = $1
   )`;
 
-/** What a unit of work notifies at commit. */
-type Notify = { kind: ChangeKind } | undefined;
+/** What a unit of work notifies at commit; DURABLE: a write that notifies nothing, answered once committed. */
+const DURABLE = 'durable';
+type Notify = { kind: ChangeKind } | typeof DURABLE | undefined;
 /** inOrg's mark of a read whose work writes its statement before its first await (transaction.ts `oneShot`). */
 const ONE_SHOT = true;
 
@@ -237,12 +330,14 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
       return await orgTransaction(
         notify === undefined
           ? { client, orgId, oneShot }
-          : {
+          : notify === DURABLE
+            ? { client, orgId, durable: true }
+            : {
               client,
               orgId,
-              notify: `SELECT pg_notify('${CHANGES_CHANNEL}', ${client.escapeLiteral(notifyPayload(notify.kind, orgId))})`,
-              wrote: () => changes.wrote(notify.kind, orgId),
-            },
+                notify: `SELECT pg_notify('${CHANGES_CHANNEL}', ${client.escapeLiteral(notifyPayload(notify.kind, orgId))})`,
+                wrote: () => changes.wrote(notify.kind, orgId),
+              },
         work,
       );
     } catch (error) {
@@ -299,6 +394,106 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     ORDER BY "created_at", "id"`;
   const descendantsOf = async (c: pg.PoolClient, orgId: string, id: string): Promise<ApiKeyRow[]> =>
     (await c.query<KeyRecord>({ name: 'tg_key_descendants', text: DESCENDANTS, values: [orgId, id] })).rows.map(keyRow);
+
+  const usageOf = (orgId: string): OrgStore['usage'] => ({
+    record: async (event, runUnitsPerMonth) => {
+      // A module id PostgreSQL text cannot hold names no module (storable, above).
+      if (event.moduleId !== null && !storable(event.moduleId)) return { kind: 'no-module' };
+      const { monthStart, hourStart } = buckets(event.occurredAt);
+      try {
+        return await inOrg(orgId, DURABLE, async (c): Promise<RecordRunUnitsResult> => {
+          const { rows } = await c.query<RecordRecord>({
+            name: 'tg_usage_record',
+            text: RECORD,
+            values: [orgId, event.id, event.idempotencyKey, event.units, event.moduleId, event.occurredAt, event.recordedAt, event.keyId, monthStart, hourStart, runUnitsPerMonth],
+          });
+          const row = rows[0];
+          if (row !== undefined && !row.new) return { kind: 'repeat', event: eventRow(row) };
+          if (row !== undefined) {
+            if (row.month_total !== null) return { kind: 'recorded', event: eventRow(row) };
+            // Past the quota: what the month holds now (a statement of its own sees the commits
+            // this one waited for), then ROLLBACK (inOrg, on the throw) takes the event back out.
+            const used = await c.query<{ run_units: number }>({ name: 'tg_usage_used', text: MONTH_UNITS, values: [orgId, monthStart] });
+            throw new OverQuota(runUnitsPerMonth ?? 0, used.rows[0]?.run_units ?? 0);
+          }
+          // Nothing inserted and no event in this statement's snapshot: either one with this key
+          // was committed while the insert waited for it (a statement of its own sees it), or the
+          // module is not this org's.
+          const again = await c.query<EventRecord>({ name: 'tg_usage_event_by_key', text: EVENT_BY_KEY, values: [orgId, event.idempotencyKey] });
+          if (again.rows[0] !== undefined) return { kind: 'repeat', event: eventRow(again.rows[0]) };
+          if (event.moduleId !== null) return { kind: 'no-module' };
+          throw new StoreError('other', 'run-units', 'a run-unit report was neither recorded nor found');
+        });
+      } catch (error) {
+        if (error instanceof OverQuota) return { kind: 'over-quota', limit: error.limit, used: error.used };
+        throw error;
+      }
+    },
+    month: (monthStart) =>
+      inOrg(orgId, undefined, async (c): Promise<UsageTotals> => {
+        const { rows } = await c.query<{ run_units: number; requests: number }>({
+          name: 'tg_usage_month',
+          text: 'SELECT "run_units", "requests" FROM "usage_months" WHERE "org_id" = $1 AND "month_start" = $2',
+          values: [orgId, monthStart],
+        });
+        return { runUnits: rows[0]?.run_units ?? 0, requests: rows[0]?.requests ?? 0 };
+      }, ONE_SHOT),
+    series: (from, to, granularity) =>
+      inOrg(orgId, undefined, async (c): Promise<UsageBucket[]> => {
+        const { rows } = await c.query<{ start: string; run_units: number; requests: number }>(
+          granularity === 'hour'
+            ? { name: 'tg_usage_hours', text: SERIES_HOURS, values: [orgId, from, to] }
+            : { name: 'tg_usage_days', text: SERIES_DAYS, values: [orgId, from, to] },
+        );
+        return rows.map((r) => ({ start: r.start, runUnits: r.run_units, requests: r.requests }));
+      }, ONE_SHOT),
+    events: ({ after, since, until, limit }) =>
+      inOrg(orgId, undefined, async (c): Promise<RunUnitEvent[]> => {
+        // One named statement per combination of the optional bounds (eight at most).
+        const where = ['"org_id" = $1'];
+        const values: unknown[] = [orgId, limit];
+        if (after !== undefined) {
+          values.push(after.occurredAt, after.id);
+          where.push(`("org_id", "occurred_at", "id") > ($1, $${values.length - 1}, $${values.length})`);
+        }
+        if (since !== undefined) {
+          values.push(since);
+          where.push(`"occurred_at" >= $${values.length}`);
+        }
+        if (until !== undefined) {
+          values.push(until);
+          where.push(`"occurred_at" < $${values.length}`);
+        }
+        const { rows } = await c.query<EventRecord>({
+          name: `tg_usage_events_${after ? 'a' : ''}${since ? 's' : ''}${until ? 'u' : ''}`,
+          text: `SELECT ${EVENT_COLUMNS} FROM "run_unit_events" WHERE ${where.join(' AND ')} ORDER BY "occurred_at", "id" LIMIT $2`,
+          values,
+        });
+        return rows.map(eventRow);
+      }, ONE_SHOT),
+    quota: () =>
+      inOrg(orgId, undefined, async (c) => {
+        const { rows } = await c.query<QuotaRecord>({
+          name: 'tg_usage_quota',
+          text: `SELECT ${QUOTA_COLUMNS} FROM "org_quotas" WHERE "org_id" = $1`,
+          values: [orgId],
+        });
+        return rows[0] === undefined ? undefined : quotaRow(rows[0]);
+      }, ONE_SHOT),
+    // An org write, so the change feed hears of it (not as 'data': cached answers do not read quotas).
+    setQuota: (row) =>
+      inOrg(orgId, { kind: 'touch' }, async (c) => {
+        const { rows } = await c.query<QuotaRecord>({
+          name: 'tg_usage_set_quota',
+          text: `INSERT INTO "org_quotas" AS q (${QUOTA_COLUMNS}) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT ("org_id") DO UPDATE SET "run_units_per_month" = excluded."run_units_per_month",
+                   "requests_per_minute" = excluded."requests_per_minute", "burst" = excluded."burst", "updated_at" = excluded."updated_at"
+                 RETURNING ${QUOTA_COLUMNS}`,
+          values: [orgId, row.runUnitsPerMonth, row.requestsPerMinute, row.burst, row.updatedAt],
+        });
+        return quotaRow(rows[0]!);
+      }),
+  });
 
   const orgStore = (orgId: string): OrgStore => ({
     orgId,
@@ -498,6 +693,8 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
             })
           : false,
     },
+
+    usage: usageOf(orgId),
   });
 
   const auth: AuthStore = {
@@ -569,6 +766,28 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
         }
       },
     },
+    usage: {
+      addRequests: async (entries) => {
+        // What the definer function could not store is left out here (it drops the rest: orgs that do not exist, hours not on the hour).
+        const kept = entries.filter((e) => storable(e.orgId) && storable(e.hourStart) && Number.isSafeInteger(e.count) && e.count > 0);
+        if (kept.length === 0) return;
+        await crossOrg(
+          'SELECT public.tenantgate_add_requests($1, $2, $3)',
+          [kept.map((e) => e.orgId), kept.map((e) => e.hourStart), kept.map((e) => e.count)],
+          'tg_add_requests',
+        );
+      },
+      top: async (monthStart, limit) => {
+        if (!storable(monthStart)) return [];
+        const rows = await crossOrg<{ org_id: string; run_units: number; requests: number }>(
+          'SELECT "org_id", "run_units", "requests" FROM public.tenantgate_usage_top($1, $2)',
+          [monthStart, Math.max(0, Math.min(Math.trunc(limit), 2 ** 31 - 1))],
+          'tg_usage_top',
+        );
+        return rows.map((r) => ({ orgId: r.org_id, runUnits: r.run_units, requests: r.requests }));
+      },
+      quotas: async () => (await crossOrg<QuotaRecord>(`SELECT ${QUOTA_COLUMNS} FROM public.tenantgate_org_quotas()`, [], 'tg_org_quotas')).map(quotaRow),
+    },
     credentials: {
       keyIds: async () => (await crossOrg<{ key_id: string }>('SELECT k AS key_id FROM public.tenantgate_credential_key_ids() AS k', [])).map((r) => r.key_id),
       // The definer function names the rows only (drizzle/pg/0007); each sealed row is read in a
@@ -615,6 +834,7 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     system,
     changes,
     failureLimiter: (limit) => createPostgresFailureLimiter(pool, limit),
+    requestLimiter: (limit) => createPostgresRequestLimiter(pool, limit),
 
     check: async () => {
       if (closed) return { ok: false, reason: 'store is closed' };

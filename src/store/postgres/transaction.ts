@@ -40,6 +40,11 @@ export interface OrgTransactionOptions {
   /** For a write: called once its COMMIT has been answered, acknowledged or not. */
   wrote?: () => void;
   /**
+   * For a write that notifies nothing (a run-unit report: no cached answer reads usage): the work
+   * answers only once COMMIT is acknowledged, as a notifying write does, not before as a read does.
+   */
+  durable?: boolean;
+  /**
    * For a read whose work writes all its statements before its first await (one statement, or
    * several at once): COMMIT is written right behind them, so the connection goes back after one
    * round trip. A statement the work writes later is refused (it would follow COMMIT), so a
@@ -136,7 +141,7 @@ export async function orgTransaction<T>(options: OrgTransactionOptions, work: (c
     return outcome.value;
   }
 
-  if (options.notify === undefined) {
+  if (options.notify === undefined && !options.durable) {
     open = false;
     client.query('COMMIT').then(
       () => client.release(idle(client) ? undefined : new ConnectionNotIdle()),
@@ -146,7 +151,7 @@ export async function orgTransaction<T>(options: OrgTransactionOptions, work: (c
   }
   open = false;
   try {
-    await client.query(`${options.notify}; COMMIT`);
+    await client.query(options.notify === undefined ? 'COMMIT' : `${options.notify}; COMMIT`);
   } catch (error) {
     options.wrote?.();
     // The notification failing leaves the transaction open (the rest of a simple query is skipped).
