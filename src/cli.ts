@@ -5,7 +5,7 @@ import { createLogger } from './logger.ts';
 import type { OpenedStore } from './store/open.ts';
 import { editDistance } from './edit-distance.ts';
 
-type OptionName = 'help' | 'org' | 'name' | 'scopes' | 'expires' | 'cascade' | 'to';
+type OptionName = 'help' | 'org' | 'name' | 'scopes' | 'expires' | 'cascade' | 'to' | 'from' | 'format';
 
 const OPTIONS = {
   help: { type: 'boolean', short: 'h' },
@@ -15,6 +15,8 @@ const OPTIONS = {
   expires: { type: 'string' },
   cascade: { type: 'boolean' },
   to: { type: 'string' },
+  from: { type: 'string' },
+  format: { type: 'string' },
 } as const satisfies Record<OptionName, { type: 'boolean' | 'string'; short?: string }>;
 
 interface Command {
@@ -76,6 +78,17 @@ const COMMANDS: Command[] = [
     ],
     args: 0,
     options: ['to'],
+  },
+  {
+    route: 'usage export',
+    usage: '--org <id> --from <ISO date|time> --to <ISO date|time> [--format ndjson|csv]',
+    text: [
+      "write an org's run-unit events with occurredAt in",
+      '[from, to) to stdout, oldest first: NDJSON (default)',
+      'or CSV; a date is midnight UTC, a time needs its zone',
+    ],
+    args: 0,
+    options: ['org', 'from', 'to', 'format'],
   },
 ];
 
@@ -249,8 +262,7 @@ function readScopes(text: string): string[] {
   return scopes;
 }
 
-async function withStore<T>(config: Config, fn: (opened: OpenedStore) => Promise<T>): Promise<T> {
-  const logger = createLogger(config.logLevel === 'debug' ? 'debug' : 'warn');
+async function withStore<T>(config: Config, fn: (opened: OpenedStore) => Promise<T>, logger = createLogger(config.logLevel === 'debug' ? 'debug' : 'warn')): Promise<T> {
   const { openStore } = await import('./store/open.ts');
   const opened = await openStore(config, logger);
   try {
@@ -307,6 +319,7 @@ export async function cli(argv: string[]): Promise<void> {
   };
   const org = text('org');
   const name = text('name');
+  if (command.route === 'usage export') return usageExport(org, text('from'), text('to'), text('format'), usage);
   let scopes: string[] = [];
   let expiresAt: Date | null = null;
   switch (command.route) {
@@ -401,6 +414,41 @@ export async function cli(argv: string[]): Promise<void> {
       }
     }
   });
+}
+
+/** `usage export`: its arguments checked before the store is opened, the org's existence after. */
+async function usageExport(org: string | undefined, from: string | undefined, to: string | undefined, format: string | undefined, usage: string): Promise<void> {
+  if (!org || !from || !to) throw new UsageError(usage);
+  const { EXPORT_FORMATS, exportRunUnits, parseExportTime } = await import('./maintenance/usage-export.ts');
+  const since = parseExportTime(from);
+  const until = parseExportTime(to);
+  const zone = 'an ISO date (2026-12-01) or date and time with its zone (2026-12-01T00:00:00Z)';
+  if (since === undefined) throw new UsageError(`--from must be ${zone}; got "${from}"`);
+  if (until === undefined) throw new UsageError(`--to must be ${zone}; got "${to}"`);
+  if (since >= until) throw new UsageError(`--from must be before --to (${since} is not before ${until})`);
+  const chosen = format ?? 'ndjson';
+  if (!(EXPORT_FORMATS as readonly string[]).includes(chosen)) {
+    throw new UsageError(`--format must be ${EXPORT_FORMATS.join(' or ')}; got "${chosen}"`);
+  }
+  const config = loadConfig();
+  // A reader that stops early (| head) closes the pipe: stop there, as Unix tools do, instead of failing.
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') process.exit(0);
+    fail(`failed: could not write the export: ${error.message}`);
+  });
+  // Every log line to stderr, whatever its level: stdout is the export.
+  const logger = createLogger(config.logLevel === 'debug' ? 'debug' : 'warn', (line) => process.stderr.write(`${line}\n`));
+  await withStore(
+    config,
+    async (opened) => {
+      if (!(await opened.store.forOrg(org).org())) {
+        const { notFound } = await import('./errors.ts');
+        throw notFound('Org', org);
+      }
+      await exportRunUnits(opened.store, { orgId: org, from: since, to: until, format: chosen as (typeof EXPORT_FORMATS)[number] }, process.stdout);
+    },
+    logger,
+  );
 }
 
 /** Runs the CLI and turns expected failures into one line on stderr and exit code 2. */
