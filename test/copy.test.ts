@@ -103,6 +103,25 @@ async function buildSource(): Promise<Source> {
                 usage_count = 1099511627776, last_used_at = ? WHERE org_id = ? AND module_id = 'github'`,
       )
       .run(at(7), at(8), ORG_A);
+    // Metering (issue 14): events (one past 2^31 units, one attributed to a module), their month
+    // and hour totals, served requests, quota rows.
+    const event = (id: string, idempotencyKey: string, units: number, occurredAt: string, moduleId: string | null = null) => ({
+      id, idempotencyKey, units, moduleId, occurredAt, recordedAt: occurredAt, keyId: root.apiKey.id,
+    });
+    for (const [org, e] of [
+      [ORG_A, event('ru_a1', 'runner-1 "job" ü', 5, at(10), 'github')],
+      [ORG_A, event('ru_a2', 'runner-2', 7, at(10))],
+      [ORG_A, event('ru_a3', 'runner-3', 2 ** 40, '2026-02-01T00:00:00.000Z')],
+      [ORG_B, event('ru_b1', 'runner-1 "job" ü', 1, at(11))],
+    ] as const) {
+      expect(await store.forOrg(org).usage.record(e, null)).toMatchObject({ kind: 'recorded' });
+    }
+    await store.system.usage.addRequests([
+      { orgId: ORG_A, hourStart: '2026-01-10T08:00:00.000Z', count: 3 },
+      { orgId: ORG_B, hourStart: '2026-01-12T00:00:00.000Z', count: 2 },
+    ]);
+    await store.forOrg(ORG_A).usage.setQuota({ runUnitsPerMonth: 2 ** 41, requestsPerMinute: 600, burst: 100, updatedAt: at(9) });
+    await store.forOrg(ORG_B).usage.setQuota({ runUnitsPerMonth: null, requestsPerMinute: null, burst: null, updatedAt: at(9) });
     return { dir, env, masterKey, keyA: root.secret, plaintexts };
   } finally {
     await store.close();
@@ -111,7 +130,9 @@ async function buildSource(): Promise<Source> {
 
 type Rows = Record<string, unknown[]>;
 const sortRows = (rows: Array<Record<string, unknown>>) =>
-  [...rows].sort((a, b) => JSON.stringify([a.orgId, a.id, a.moduleId]).localeCompare(JSON.stringify([b.orgId, b.id, b.moduleId])));
+  [...rows].sort((a, b) =>
+    JSON.stringify([a.orgId, a.id, a.moduleId, a.monthStart, a.hourStart]).localeCompare(JSON.stringify([b.orgId, b.id, b.moduleId, b.monthStart, b.hourStart])),
+  );
 
 /** Every row of every table, read back through each dialect's drizzle schema (typed the same way). */
 function sourceRows(file: string): Rows {
@@ -123,6 +144,10 @@ function sourceRows(file: string): Rows {
       apiKeys: sortRows(d.select().from(sqliteSchema.apiKeys).all()),
       modules: sortRows(d.select().from(sqliteSchema.modules).all()),
       credentials: sortRows(d.select().from(sqliteSchema.credentials).all()),
+      runUnitEvents: sortRows(d.select().from(sqliteSchema.runUnitEvents).all()),
+      usageMonths: sortRows(d.select().from(sqliteSchema.usageMonths).all()),
+      usageHours: sortRows(d.select().from(sqliteSchema.usageHours).all()),
+      orgQuotas: sortRows(d.select().from(sqliteSchema.orgQuotas).all()),
     };
   } finally {
     db.close();
@@ -138,6 +163,10 @@ function targetRows(db: ScratchDatabase): Promise<Rows> {
       apiKeys: sortRows(await d.select().from(pgSchema.apiKeys)),
       modules: sortRows(await d.select().from(pgSchema.modules)),
       credentials: sortRows(await d.select().from(pgSchema.credentials)),
+      runUnitEvents: sortRows(await d.select().from(pgSchema.runUnitEvents)),
+      usageMonths: sortRows(await d.select().from(pgSchema.usageMonths)),
+      usageHours: sortRows(await d.select().from(pgSchema.usageHours)),
+      orgQuotas: sortRows(await d.select().from(pgSchema.orgQuotas)),
     };
   });
 }
@@ -178,7 +207,7 @@ describe.skipIf(!available)('tenantgate copy --to postgres://… (issue 13, item
     const code = await runCopy(['copy', '--to', target.ownerUrl], { ...source.env, TENANTGATE_LOG_LEVEL: 'info' }, io);
     expect(out.stderr).not.toMatch(/"level":"(warn|error)"/);
     expect(code).toBe(0);
-    expect(out.stdout).toMatch(/^copied into postgres:\/\/.* verified row by row: orgs 3, api_keys 6, modules 5, credentials 2\n/);
+    expect(out.stdout).toMatch(/^copied into postgres:\/\/.* verified row by row: orgs 3, api_keys 6, modules 5, credentials 2, run_unit_events 4, usage_months 3, usage_hours 4, org_quotas 2\n/);
     expect(out.stderr).toMatch(/"msg":"copy: rows copied","table":"modules","copied":5,"of":5/);
 
     const want = sourceRows(path.join(source.dir, 'tenantgate.db'));
@@ -186,6 +215,8 @@ describe.skipIf(!available)('tenantgate copy --to postgres://… (issue 13, item
     for (const table of Object.keys(want)) expect(got[table], table).toEqual(want[table]);
     // The look-alike data is there to be compared, not empty.
     expect(want.apiKeys!.length).toBe(6);
+    expect(want.runUnitEvents!.length).toBe(4);
+    expect(want.usageMonths).toContainEqual({ orgId: ORG_A, monthStart: '2026-01-01T00:00:00.000Z', runUnits: 12, requests: 3 });
     expect((got.apiKeys as Array<{ createdByKeyId: string | null }>).filter((k) => k.createdByKeyId !== null)).toHaveLength(2);
     expect((got.orgs as Array<{ id: string; createdAt: string }>).find((o) => o.id === 'default')?.createdAt).toBe(
       (want.orgs as Array<{ id: string; createdAt: string }>).find((o) => o.id === 'default')?.createdAt,
@@ -256,7 +287,7 @@ describe.skipIf(!available)('tenantgate copy --to postgres://… (issue 13, item
     const before = await targetRows(target);
     const { out, io } = capture();
     expect(await runCopy(['copy', '--to', target.ownerUrl], source.env, io)).toBe(2);
-    expect(out.stderr).toBe('tenantgate: the target is not empty: it holds 2 org(s) besides "default", 6 API key(s), 5 module(s), 2 credential(s); copy only into a new, empty database\n');
+    expect(out.stderr).toBe('tenantgate: the target is not empty: it holds 2 org(s) besides "default", 6 API key(s), 5 module(s), 2 credential(s), 4 run-unit event(s), 7 usage total(s), 2 quota row(s); copy only into a new, empty database\n');
     expect(out.stdout).toBe('');
     expect(await targetRows(target)).toEqual(before);
     expect(await forced(target)).toEqual(ALL_FORCED);
@@ -279,7 +310,7 @@ describe.skipIf(!available)('tenantgate copy --to postgres://… (issue 13, item
     const target = await scratch();
     const { out, io } = capture();
     expect(await runCopy(['copy', '--to', target.ownerUrl], env, io)).toBe(0);
-    expect(out.stdout).toMatch(/orgs 1, api_keys 0, modules 3, credentials 2\n/);
+    expect(out.stdout).toMatch(/orgs 1, api_keys 0, modules 3, credentials 2, run_unit_events 0, usage_months 0, usage_hours 0, org_quotas 0\n/);
     const got = await targetRows(target);
     expect((got.modules as Array<{ orgId: string; moduleId: string }>).map((m) => [m.orgId, m.moduleId])).toEqual([
       ['default', 'github'],

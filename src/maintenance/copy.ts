@@ -137,11 +137,15 @@ interface TableSpec {
 }
 
 const PAIRS: Array<[PgTable, SQLiteTable]> = [
-  // Parents first: api keys and modules reference orgs, credentials reference modules.
+  // Parents first: api keys, modules and the metering tables reference orgs, credentials reference modules.
   [pgSchema.orgs, sqliteSchema.orgs],
   [pgSchema.apiKeys, sqliteSchema.apiKeys],
   [pgSchema.modules, sqliteSchema.modules],
   [pgSchema.credentials, sqliteSchema.credentials],
+  [pgSchema.runUnitEvents, sqliteSchema.runUnitEvents],
+  [pgSchema.usageMonths, sqliteSchema.usageMonths],
+  [pgSchema.usageHours, sqliteSchema.usageHours],
+  [pgSchema.orgQuotas, sqliteSchema.orgQuotas],
 ];
 
 function tableSpecs(): TableSpec[] {
@@ -292,11 +296,14 @@ function describeKey(spec: TableSpec, key: string): string {
 
 /** What the target holds beyond a fresh migration (org `default`), in words; undefined when empty. */
 async function nonEmpty(client: pg.Client): Promise<string | undefined> {
-  const { rows } = await client.query<{ orgs: number; api_keys: number; modules: number; credentials: number }>(
+  const { rows } = await client.query<{ orgs: number; api_keys: number; modules: number; credentials: number; events: number; usage: number; quotas: number }>(
     `SELECT (SELECT count(*)::int FROM public.orgs WHERE id <> 'default') AS orgs,
             (SELECT count(*)::int FROM public.api_keys) AS api_keys,
             (SELECT count(*)::int FROM public.modules) AS modules,
-            (SELECT count(*)::int FROM public.credentials) AS credentials`,
+            (SELECT count(*)::int FROM public.credentials) AS credentials,
+            (SELECT count(*)::int FROM public.run_unit_events) AS events,
+            (SELECT count(*)::int FROM public.usage_months) + (SELECT count(*)::int FROM public.usage_hours) AS usage,
+            (SELECT count(*)::int FROM public.org_quotas) AS quotas`,
   );
   const r = rows[0]!;
   const held = [
@@ -304,6 +311,9 @@ async function nonEmpty(client: pg.Client): Promise<string | undefined> {
     r.api_keys > 0 ? `${r.api_keys} API key(s)` : '',
     r.modules > 0 ? `${r.modules} module(s)` : '',
     r.credentials > 0 ? `${r.credentials} credential(s)` : '',
+    r.events > 0 ? `${r.events} run-unit event(s)` : '',
+    r.usage > 0 ? `${r.usage} usage total(s)` : '',
+    r.quotas > 0 ? `${r.quotas} quota row(s)` : '',
   ].filter(Boolean);
   return held.length > 0 ? held.join(', ') : undefined;
 }
