@@ -303,6 +303,10 @@ describe('usage across orgs (SQLite)', () => {
       { orgId: 'no-such-org', hourStart: '2026-12-02T10:00:00.000Z', count: 100 },
       { orgId: B, hourStart: '2026-11-30T23:00:00.000Z', count: 3 },
       { orgId: A, hourStart: '2026-12-02T11:00:00.000Z', count: 4 },
+      // Dropped too, as on PostgreSQL: nothing to add, or not an hour's key.
+      { orgId: A, hourStart: '2026-12-02T12:00:00.000Z', count: 0 },
+      { orgId: A, hourStart: '2026-12-02T12:30:00.000Z', count: 50 },
+      { orgId: A, hourStart: 'not a time', count: 50 },
     ]);
     await f.store.system.usage.addRequests([]);
     expect(await f.store.forOrg(A).usage.month(DEC)).toEqual({ runUnits: 0, requests: 6 });

@@ -25,6 +25,9 @@ export function usageBuckets(at: string): { month: string; hour: string } {
   return { month: month.toISOString(), hour: hour.toISOString() };
 }
 
+/** An hour's key exactly as the rows hold it. */
+const ON_THE_HOUR = /^\d{4}-\d{2}-\d{2}T\d{2}:00:00\.000Z$/;
+
 const EVENT_COLUMNS =
   '"org_id" AS orgId, "id", "idempotency_key" AS idempotencyKey, "units", "module_id" AS moduleId, ' +
   '"occurred_at" AS occurredAt, "recorded_at" AS recordedAt, "key_id" AS keyId';
@@ -141,7 +144,8 @@ export function createSqliteUsage(sqlite: SqliteDatabase, deps: UsageDeps) {
 
   const addRequests = sqlite.transaction((entries: ReadonlyArray<{ orgId: string; hourStart: string; count: number }>) => {
     for (const { orgId, hourStart, count } of entries) {
-      if (count <= 0) continue;
+      // Dropped, as on PostgreSQL (tenantgate_add_requests): a count that adds nothing, an hour that is not one.
+      if (!(count > 0) || !ON_THE_HOUR.test(hourStart)) continue;
       const { month, hour } = usageBuckets(hourStart);
       s.addMonthRequests.run(orgId, month, count, orgId);
       s.addHourRequests.run(orgId, hour, count, orgId);
