@@ -20,6 +20,10 @@ import type { Logger } from './logger.ts';
 import { Metrics } from './observability/metrics.ts';
 import { createListener, type GatewayListener, type RequestListener } from './pipeline/listener.ts';
 import { createPipeline, type Gate, type Recorder } from './pipeline/pipeline.ts';
+import { orgConcurrency } from './pipeline/org-concurrency.ts';
+import { orgRateLimit } from './pipeline/org-rate-limit.ts';
+import { createRequestCounter } from './pipeline/request-counter.ts';
+import { Quotas } from './usage/quotas.ts';
 import { createResponseCache, type ResponseCache } from './pipeline/response-cache.ts';
 import { usePipeline, yogaPathOnly, type GatewayServerContext } from './pipeline/use-pipeline.ts';
 import { forOrg, systemRepos, type OrgRepos, type Services } from './repos/index.ts';
@@ -47,6 +51,8 @@ export type AppConfig = Pick<
   | 'metricsToken'
   | 'responseCacheBytes'
   | 'corsOrigins'
+  | 'quotas'
+  | 'fairness'
 >;
 
 export interface AppOptions {
@@ -68,7 +74,9 @@ export interface App {
   /** The gateway's Prometheus metrics (also served at /metrics unless TENANTGATE_METRICS=false). */
   metrics: Metrics;
   responseCache: ResponseCache;
-  /** Flush buffered writes (key last-used times). The store is the caller's to close. */
+  /** Writes what is buffered now (key last-used times, served-request counts); the next flush would otherwise come within a second. */
+  flush(): Promise<void>;
+  /** Flush buffered writes and stop the timers. The store is the caller's to close. */
   close(): Promise<void>;
 }
 
@@ -87,8 +95,11 @@ function useNoIntrospection(): Plugin {
  */
 export function createApp({ store, secretBox, config, logger, stages }: AppOptions): App {
   const authenticator = new Authenticator(store, { cacheTtlMs: config.keyCacheTtlMs, logger });
-  const services: Services = { store, secretBox, authenticator };
-  const system = systemRepos(store, authenticator);
+  const metrics = new Metrics();
+  const quotas = new Quotas(store, config.quotas, logger);
+  const metering = { quotas, metrics, logger };
+  const services: Services = { store, secretBox, authenticator, metering };
+  const system = systemRepos(store, authenticator, metering);
 
   // Org-bound repositories hold no state but their org id, so one set per org serves every
   // request of that org (building them per request was about 5% of a small query's CPU).
@@ -103,8 +114,8 @@ export function createApp({ store, secretBox, config, logger, stages }: AppOptio
     return repos;
   };
 
-  const metrics = new Metrics();
   const graphqlEndpoint = '/graphql';
+  const requestCounter = createRequestCounter({ store, logger });
   const masking = createMaskError({ logger, onStoreError: (kind) => metrics.storeError(kind) });
   const pipeline = createPipeline({
     authenticator,
@@ -112,8 +123,14 @@ export function createApp({ store, secretBox, config, logger, stages }: AppOptio
     failureLimiter: store.failureLimiter?.({ name: 'auth', points: config.authFailuresPerMinute, durationSec: 60 }),
     logger,
     metrics,
-    gates: stages?.gates,
-    recorders: stages?.recorders,
+    // Per-org admission: the org's request rate (shared across replicas where the store can
+    // share it), then its share of this process. Suspension joins first (issue 15).
+    gates: [
+      orgRateLimit({ store, quotas, logger, metrics }),
+      orgConcurrency({ ...config.fairness, logger, metrics }),
+      ...(stages?.gates ?? []),
+    ],
+    recorders: [requestCounter, ...(stages?.recorders ?? [])],
   });
   const responseCache = createResponseCache({
     maxBytes: config.responseCacheBytes,
@@ -214,6 +231,13 @@ export function createApp({ store, secretBox, config, logger, stages }: AppOptio
     services,
     metrics,
     responseCache,
-    close: () => authenticator.close(),
+    flush: async () => {
+      await authenticator.flush();
+      await requestCounter.flush();
+    },
+    close: async () => {
+      quotas.close();
+      await Promise.all([authenticator.close(), requestCounter.close()]);
+    },
   };
 }

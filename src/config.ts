@@ -57,6 +57,29 @@ export interface Config {
   /** A request's headers must arrive within this many ms, the whole request within requestTimeoutMs. */
   headersTimeoutMs: number;
   requestTimeoutMs: number;
+  /** What an org without a quota of its own gets (setOrgQuota), and when `usage` warns. */
+  quotas: QuotaDefaults;
+  /** Per-org admission, so that one org cannot take the whole process. */
+  fairness: Fairness;
+}
+
+export interface QuotaDefaults {
+  /** null: unlimited. */
+  runUnitsPerMonth: number | null;
+  requestsPerMinute: number | null;
+  /** null: a tenth of a minute's requests (requestsPerMinute / 6, at least 1). */
+  burst: number | null;
+  /** `usage.nearQuota` is true from this share of the run-unit quota on (percent). */
+  warnPercent: number;
+}
+
+export interface Fairness {
+  /** Requests of one org being answered at once in this process; more wait in its queue. */
+  maxInFlight: number;
+  /** Requests of one org that may wait for a slot; past it, 429. */
+  queue: number;
+  /** The longest a request waits in its org's queue before it answers 429. */
+  queueTimeoutMs: number;
 }
 
 export interface DatabasePool {
@@ -254,6 +277,27 @@ export const environment = z.object({
   TENANTGATE_CORS_ORIGINS: optional(commaSeparated.pipe(z.array(origin)), {
     meaning: 'origins whose browser pages may call the API; none when unset',
   }),
+  TENANTGATE_DEFAULT_RUN_UNITS_PER_MONTH: optional(wholeNumber(1, Number.MAX_SAFE_INTEGER), {
+    meaning: "run units an org may record per UTC calendar month unless setOrgQuota gave it its own; unlimited when unset",
+  }),
+  TENANTGATE_DEFAULT_REQUESTS_PER_MINUTE: optional(wholeNumber(1, 100_000_000), {
+    meaning: "requests an org may make per minute (all its keys, every replica) unless setOrgQuota gave it its own; unlimited when unset",
+  }),
+  TENANTGATE_DEFAULT_BURST: optional(wholeNumber(1, 100_000_000), {
+    meaning: 'requests an org may make at once above its rate; a tenth of a minute\'s (requests per minute / 6) when unset',
+  }),
+  TENANTGATE_QUOTA_WARN_PERCENT: withDefault('80', wholeNumber(1, 100), {
+    meaning: "from this share of an org's run-unit quota on, usage.nearQuota is true (dashboards warn)",
+  }),
+  TENANTGATE_ORG_MAX_IN_FLIGHT: withDefault('4', wholeNumber(1, 10_000), {
+    meaning: 'requests of one org this process answers at once; more wait in the org\'s queue (one org cannot take the process)',
+  }),
+  TENANTGATE_ORG_QUEUE: withDefault('32', wholeNumber(0, 1_000_000), {
+    meaning: 'requests of one org that may wait for a slot; more answer 429 RATE_LIMITED (limit: concurrency)',
+  }),
+  TENANTGATE_ORG_QUEUE_TIMEOUT_MS: withDefault('1000', wholeNumber(1, 600_000), {
+    meaning: 'how long a request waits in its org\'s queue before it answers 429 RATE_LIMITED (limit: concurrency)',
+  }),
   TENANTGATE_HEADERS_TIMEOUT_MS: withDefault('20000', wholeNumber(1000, 600_000), {
     meaning: "a request's headers must arrive within this time, else 408; at most TENANTGATE_REQUEST_TIMEOUT_MS",
   }),
@@ -327,6 +371,17 @@ const config = environment.transform((env, ctx): Config => {
     corsOrigins: env.TENANTGATE_CORS_ORIGINS ?? [],
     headersTimeoutMs: env.TENANTGATE_HEADERS_TIMEOUT_MS,
     requestTimeoutMs: env.TENANTGATE_REQUEST_TIMEOUT_MS,
+    quotas: {
+      runUnitsPerMonth: env.TENANTGATE_DEFAULT_RUN_UNITS_PER_MONTH ?? null,
+      requestsPerMinute: env.TENANTGATE_DEFAULT_REQUESTS_PER_MINUTE ?? null,
+      burst: env.TENANTGATE_DEFAULT_BURST ?? null,
+      warnPercent: env.TENANTGATE_QUOTA_WARN_PERCENT,
+    },
+    fairness: {
+      maxInFlight: env.TENANTGATE_ORG_MAX_IN_FLIGHT,
+      queue: env.TENANTGATE_ORG_QUEUE,
+      queueTimeoutMs: env.TENANTGATE_ORG_QUEUE_TIMEOUT_MS,
+    },
   };
 });
 

@@ -16,6 +16,8 @@ export const ERROR_CODES = [
   // Yoga's own code for a malformed HTTP request (bad JSON, no query); reused for the same cases.
   'BAD_REQUEST',
   'SERVICE_UNAVAILABLE',
+  // A run-unit report that would take the org past its monthly quota: refused whole.
+  'QUOTA_EXCEEDED',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
@@ -94,12 +96,37 @@ export function badInput(message: string, field?: string): GraphQLError {
   return appError('BAD_USER_INPUT', message, undefined, field ? { field } : undefined);
 }
 
-export function rateLimited(retryAfterSeconds: number): GraphQLError {
+/**
+ * The limits a request can be refused for with RATE_LIMITED, named in `extensions.limit`:
+ * failed authentications of a client address, an org's request rate, an org's requests in flight.
+ */
+export const RATE_LIMITS = ['authFailures', 'requestsPerMinute', 'concurrency'] as const;
+export type RateLimit = (typeof RATE_LIMITS)[number];
+
+const RATE_LIMIT_MESSAGES: Record<RateLimit, string> = {
+  authFailures: 'Too many failed authentications',
+  requestsPerMinute: "Too many requests for this org's rate limit",
+  concurrency: 'Too many requests of this org at once',
+};
+
+export function rateLimited(retryAfterSeconds: number, limit: RateLimit = 'authFailures'): GraphQLError {
   const seconds = Math.max(1, Math.ceil(retryAfterSeconds));
-  return appError('RATE_LIMITED', `Too many failed authentications; retry in ${seconds}s`, {
-    status: 429,
-    headers: { 'Retry-After': String(seconds) },
-  });
+  return appError(
+    'RATE_LIMITED',
+    `${RATE_LIMIT_MESSAGES[limit]}; retry in ${seconds}s`,
+    { status: 429, headers: { 'Retry-After': String(seconds) } },
+    { limit },
+  );
+}
+
+/** A run-unit report over the org's monthly quota: what the limit is, what is used, when it resets. */
+export function quotaExceeded(quota: number, used: number, resetsAt: string): GraphQLError {
+  return appError(
+    'QUOTA_EXCEEDED',
+    `This report would take the org past its quota of ${quota} run units this month (${used} used); nothing was recorded`,
+    undefined,
+    { limit: 'runUnitsPerMonth', quota, used, resetsAt },
+  );
 }
 
 export function unavailable(message: string): GraphQLError {

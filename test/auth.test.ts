@@ -350,6 +350,16 @@ const OPERATIONS: Record<string, { query: string; variables?: Vars }> = {
   'Mutation.deleteCredential': { query: 'mutation { deleteCredential(moduleId: "slack") }' },
   'Mutation.reportModuleHealth': { query: 'mutation { reportModuleHealth(orgId: "org-a", moduleId: "github", status: DEGRADED, message: "slow") { id } }' },
   'Mutation.recordModuleUsage': { query: 'mutation { recordModuleUsage(orgId: "org-a", moduleId: "github", count: 2) { usageCount } }' },
+  'Query.usage': { query: '{ usage { runUnits } }' },
+  'Query.usageSeries': { query: '{ usageSeries(from: "2026-01-01T00:00:00Z", to: "2026-01-02T00:00:00Z", granularity: DAY) { start } }' },
+  'Query.runUnitEvents': { query: '{ runUnitEvents(first: 5) { edges { node { id } } } }' },
+  'Query.orgUsage': { query: '{ orgUsage(orgId: "org-a") { runUnits } }' },
+  'Query.orgUsageSeries': { query: '{ orgUsageSeries(orgId: "org-a", from: "2026-01-01T00:00:00Z", to: "2026-01-02T00:00:00Z", granularity: HOUR) { start } }' },
+  'Query.orgRunUnitEvents': { query: '{ orgRunUnitEvents(orgId: "org-a", first: 5) { edges { node { id } } } }' },
+  'Query.topOrgsByUsage': { query: '{ topOrgsByUsage { orgId } }' },
+  'Query.orgQuota': { query: '{ orgQuota(orgId: "org-a") { orgId } }' },
+  'Mutation.recordRunUnits': { query: 'mutation($k: String!) { recordRunUnits(input: { units: 1, idempotencyKey: $k }) { repeat } }', variables: async () => ({ k: `matrix-${Math.random()}` }) },
+  'Mutation.setOrgQuota': { query: 'mutation { setOrgQuota(orgId: "org-a", input: { runUnitsPerMonth: 1000000 }) { orgId } }' },
 };
 
 function rootFields(): Array<[string, GraphQLField<unknown, unknown>]> {

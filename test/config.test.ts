@@ -163,6 +163,34 @@ const CASES = {
     valid: ['3600000', (c) => c.requestTimeoutMs, 3_600_000],
     invalid: ['3600001', whole('TENANTGATE_REQUEST_TIMEOUT_MS', 1000, 3_600_000, '3600001')],
   },
+  TENANTGATE_DEFAULT_RUN_UNITS_PER_MONTH: {
+    valid: ['1000000', (c) => c.quotas.runUnitsPerMonth, 1_000_000],
+    invalid: ['0', whole('TENANTGATE_DEFAULT_RUN_UNITS_PER_MONTH', 1, Number.MAX_SAFE_INTEGER, '0')],
+  },
+  TENANTGATE_DEFAULT_REQUESTS_PER_MINUTE: {
+    valid: ['600', (c) => c.quotas.requestsPerMinute, 600],
+    invalid: ['1.5', whole('TENANTGATE_DEFAULT_REQUESTS_PER_MINUTE', 1, 100_000_000, '1.5')],
+  },
+  TENANTGATE_DEFAULT_BURST: {
+    valid: ['50', (c) => c.quotas.burst, 50],
+    invalid: ['-1', whole('TENANTGATE_DEFAULT_BURST', 1, 100_000_000, '-1')],
+  },
+  TENANTGATE_QUOTA_WARN_PERCENT: {
+    valid: ['90', (c) => c.quotas.warnPercent, 90],
+    invalid: ['101', whole('TENANTGATE_QUOTA_WARN_PERCENT', 1, 100, '101')],
+  },
+  TENANTGATE_ORG_MAX_IN_FLIGHT: {
+    valid: ['16', (c) => c.fairness.maxInFlight, 16],
+    invalid: ['0', whole('TENANTGATE_ORG_MAX_IN_FLIGHT', 1, 10_000, '0')],
+  },
+  TENANTGATE_ORG_QUEUE: {
+    valid: ['0', (c) => c.fairness.queue, 0],
+    invalid: ['many', whole('TENANTGATE_ORG_QUEUE', 0, 1_000_000, 'many')],
+  },
+  TENANTGATE_ORG_QUEUE_TIMEOUT_MS: {
+    valid: ['250', (c) => c.fairness.queueTimeoutMs, 250],
+    invalid: ['0', whole('TENANTGATE_ORG_QUEUE_TIMEOUT_MS', 1, 600_000, '0')],
+  },
 } satisfies Record<SettingName, Case>;
 
 const SECRETS: readonly SettingName[] = ['TENANTGATE_MASTER_KEY', 'TENANTGATE_MASTER_KEY_PREVIOUS', 'TENANTGATE_METRICS_TOKEN', 'TENANTGATE_MIGRATION_DATABASE'];
@@ -208,6 +236,8 @@ describe('configuration', () => {
       corsOrigins: [],
       headersTimeoutMs: 20_000,
       requestTimeoutMs: 60_000,
+      quotas: { runUnitsPerMonth: null, requestsPerMinute: null, burst: null, warnPercent: 80 },
+      fairness: { maxInFlight: 4, queue: 32, queueTimeoutMs: 1000 },
     } satisfies Config);
   });
 

@@ -40,6 +40,13 @@ interface Fixture {
   aMainKeyId: string;
 }
 
+const RECORD = 'mutation($i: RecordRunUnitsInput!) { recordRunUnits(input: $i) { repeat event { id units moduleId idempotencyKey keyId } } }';
+/** Inside the current month (a report may not be dated in the future), so that usage() sees it. */
+const FIXTURE_TIME = new Date(Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), 1)).toISOString();
+const PERIOD = FIXTURE_TIME.slice(0, 7);
+let bEventIds: string[] = [];
+const eventCursor = (id: string) => Buffer.from(`u:${FIXTURE_TIME}|${id}`).toString('base64url');
+
 const keyIdsOf = async (gw: TestGateway, orgId: string) =>
   (await rawRows<{ id: string }>(gw, 'SELECT id FROM api_keys WHERE org_id = ? ORDER BY id', [orgId])).map((r) => r.id);
 
@@ -59,8 +66,14 @@ async function fixture(transport: Transport): Promise<Fixture> {
     ok(await gw.gql(key, 'mutation { createApiKey(input: { name: "spare", scopes: ["modules:read"] }) { apiKey { id } } }')).createApiKey.apiKey.id as string;
   const aSpareKeyId = await spare(gw.keys.a);
   const bSpareKeyId = await spare(gw.keys.b);
+  // Metering: A has one report, B two (one on its own-only module, under a key A will reuse) and a quota.
+  ok(await gw.gql(gw.keys.a, RECORD, { i: { units: 5, idempotencyKey: 'a-first', occurredAt: FIXTURE_TIME } }));
+  ok(await gw.gql(gw.keys.b, RECORD, { i: { units: 7, idempotencyKey: 'shared-key', moduleId: 'only-org-b', occurredAt: FIXTURE_TIME } }));
+  ok(await gw.gql(gw.keys.b, RECORD, { i: { units: 11, idempotencyKey: 'b-second', occurredAt: FIXTURE_TIME } }));
+  ok(await gw.gql(gw.keys.admin, 'mutation { setOrgQuota(orgId: "org-b", input: { runUnitsPerMonth: 1000 }) { orgId } }'));
+  bEventIds = (await rawRows<{ id: string }>(gw, 'SELECT id FROM run_unit_events WHERE org_id = ? ORDER BY id', [ORG_B])).map((r) => r.id);
   // Last-used times of the setup's requests are written now, not in the middle of a snapshot.
-  await gw.app.services.authenticator.flush();
+  await gw.app.flush();
   return { gw, aKeyIds: await keyIdsOf(gw, ORG_A), bKeyIds: await keyIdsOf(gw, ORG_B), aSpareKeyId, bSpareKeyId, aMainKeyId };
 }
 
@@ -92,7 +105,14 @@ const cursorOf = (id: string) => Buffer.from(`m:${id}`).toString('base64url');
 /** Status and body, with the id put as <id> wherever it is echoed, and times as <time>. */
 function normalise(res: GqlResponse, id: string): unknown {
   const escaped = JSON.stringify(id).slice(1, -1);
-  const text = res.text.split(escaped).join('<id>').split(cursorOf(id)).join('<cursor>').replace(ISO_TIME, '<time>');
+  const text = res.text
+    .split(escaped)
+    .join('<id>')
+    .split(cursorOf(id))
+    .join('<cursor>')
+    .split(eventCursor(id))
+    .join('<cursor>')
+    .replace(ISO_TIME, '<time>');
   return { status: res.status, body: JSON.parse(text) as unknown };
 }
 
@@ -314,6 +334,110 @@ const CASES: Record<string, Case[]> = {
       query: '{ unhealthyModules { orgId id health { status message } } }',
       vars: () => ({}),
       control: (res) => expect(ok(res).unhealthyModules).toEqual([{ orgId: ORG_B, id: 'slack', health: { status: 'UNHEALTHY', message: 'b is down' } }]),
+    },
+  ],
+
+  'Query.usage': [
+    {
+      kind: 'isolation',
+      title: "the org's month against its quota",
+      // Not `requests`: it counts A's own requests, this one's included (test/usage.test.ts).
+      query: `{ usage { runUnits quota remaining nearQuota warnAt periodStart periodEnd requestsPerMinute burst } named: usage(period: "${PERIOD}") { runUnits } }`,
+      control: (res) => {
+        const usage = ok(res);
+        expect(usage.usage).toMatchObject({ runUnits: 5, quota: null, remaining: null, nearQuota: false, requestsPerMinute: null, burst: null });
+        expect(usage.usage.periodStart).toBe(`${PERIOD}-01T00:00:00.000Z`);
+        expect(usage.named).toEqual({ runUnits: 5 });
+      },
+    },
+  ],
+  'Query.usageSeries': [
+    {
+      kind: 'isolation',
+      title: 'hours and days',
+      query: 'query($from: DateTime!, $to: DateTime!) { h: usageSeries(from: $from, to: $to, granularity: HOUR) { start runUnits } d: usageSeries(from: $from, to: $to, granularity: DAY) { start runUnits } }',
+      vars: { from: FIXTURE_TIME, to: new Date(Date.parse(FIXTURE_TIME) + 2 * 3_600_000).toISOString() },
+      control: (res) => {
+        const series = ok(res);
+        expect(series.h.map((b: { runUnits: number }) => b.runUnits)).toEqual([5, 0]);
+        expect(series.d).toEqual([{ start: `${PERIOD}-01T00:00:00.000Z`, runUnits: 5 }]);
+      },
+    },
+  ],
+  'Query.runUnitEvents': [
+    {
+      kind: 'isolation',
+      title: "the org's events",
+      query: '{ runUnitEvents(first: 100) { edges { cursor node { id units idempotencyKey moduleId occurredAt keyId } } pageInfo { hasNextPage } } }',
+      control: (res, f) => {
+        const edges = ok(res).runUnitEvents.edges;
+        expect(edges.map((e: { node: { units: number; idempotencyKey: string; keyId: string } }) => [e.node.units, e.node.idempotencyKey, e.node.keyId])).toEqual([
+          [5, 'a-first', f.aMainKeyId],
+        ]);
+      },
+    },
+    {
+      kind: 'id',
+      // A cursor names a position: B's event there answers like a random id there.
+      title: "after a cursor naming B's event",
+      query: 'query($after: String) { runUnitEvents(first: 10, after: $after) { edges { node { id units } } pageInfo { hasNextPage hasPreviousPage } } }',
+      vars: (id) => ({ after: eventCursor(id) }),
+      // The missing id sorts right after B's, so A's events stand on the same side of both.
+      ids: () => ({ b: bEventIds[0] ?? '', missing: `${bEventIds[0] ?? ''}0`, own: '' }),
+      control: (res) => expect(ok(res).runUnitEvents.edges.map((e: { node: { units: number } }) => e.node.units)).toEqual([5]),
+    },
+  ],
+  'Query.orgUsage': [
+    {
+      kind: 'admin',
+      title: "B's month",
+      query: 'query($org: ID!) { orgUsage(orgId: $org) { runUnits quota remaining nearQuota } }',
+      vars: (orgId) => ({ org: orgId }),
+      control: (res) => expect(ok(res).orgUsage).toEqual({ runUnits: 18, quota: 1000, remaining: 982, nearQuota: false }),
+      missingOrg,
+    },
+  ],
+  'Query.orgUsageSeries': [
+    {
+      kind: 'admin',
+      title: "B's days",
+      query: 'query($org: ID!, $from: DateTime!, $to: DateTime!) { orgUsageSeries(orgId: $org, from: $from, to: $to, granularity: DAY) { start runUnits } }',
+      vars: (orgId) => ({ org: orgId, from: FIXTURE_TIME, to: new Date(Date.parse(FIXTURE_TIME) + 3_600_000).toISOString() }),
+      control: (res) => expect(ok(res).orgUsageSeries).toEqual([{ start: `${PERIOD}-01T00:00:00.000Z`, runUnits: 18 }]),
+      missingOrg,
+    },
+  ],
+  'Query.orgRunUnitEvents': [
+    {
+      kind: 'admin',
+      title: "B's events",
+      query: 'query($org: ID!) { orgRunUnitEvents(orgId: $org, first: 10) { edges { node { idempotencyKey units moduleId } } } }',
+      vars: (orgId) => ({ org: orgId }),
+      control: (res) =>
+        expect(ok(res).orgRunUnitEvents.edges.map((e: { node: unknown }) => e.node).sort((x: { units: number }, y: { units: number }) => x.units - y.units)).toEqual([
+          { idempotencyKey: 'shared-key', units: 7, moduleId: 'only-org-b' },
+          { idempotencyKey: 'b-second', units: 11, moduleId: null },
+        ]),
+      missingOrg,
+    },
+  ],
+  'Query.topOrgsByUsage': [
+    {
+      kind: 'admin',
+      title: 'across orgs',
+      query: `{ topOrgsByUsage(period: "${PERIOD}") { orgId runUnits } }`,
+      vars: () => ({}),
+      control: (res) => expect(ok(res).topOrgsByUsage).toEqual([{ orgId: ORG_B, runUnits: 18 }, { orgId: ORG_A, runUnits: 5 }]),
+    },
+  ],
+  'Query.orgQuota': [
+    {
+      kind: 'admin',
+      title: "B's quota",
+      query: 'query($org: ID!) { orgQuota(orgId: $org) { orgId runUnitsPerMonth requestsPerMinute burst } }',
+      vars: (orgId) => ({ org: orgId }),
+      control: (res) => expect(ok(res).orgQuota).toEqual({ orgId: ORG_B, runUnitsPerMonth: 1000, requestsPerMinute: null, burst: null }),
+      missingOrg,
     },
   ],
 
@@ -540,6 +664,45 @@ const CASES: Record<string, Case[]> = {
       missingOrg,
     },
   ],
+  'Mutation.recordRunUnits': [
+    {
+      kind: 'id',
+      title: "attributed to B's module",
+      query: 'mutation($m: ID!) { recordRunUnits(input: { units: 3, idempotencyKey: "attributed", moduleId: $m }) { repeat event { units moduleId } } }',
+      vars: (id) => ({ m: id }),
+      ids: moduleIds,
+      control: async (res, f) => {
+        expect(ok(res).recordRunUnits).toEqual({ repeat: false, event: { units: 3, moduleId: 'only-org-a' } });
+        expect(ok(await f.gw.gql(f.gw.keys.a, '{ usage { runUnits } }')).usage.runUnits).toBe(8);
+      },
+    },
+    {
+      kind: 'isolation',
+      title: "B's idempotency key: A's own report, not a repeat of B's",
+      query: 'mutation { recordRunUnits(input: { units: 2, idempotencyKey: "shared-key" }) { event { units idempotencyKey moduleId } } }',
+      control: async (res, f) => {
+        expect(ok(res).recordRunUnits.event).toEqual({ units: 2, idempotencyKey: 'shared-key', moduleId: null });
+        const again = ok(await f.gw.gql(f.gw.keys.a, 'mutation { recordRunUnits(input: { units: 2, idempotencyKey: "shared-key" }) { repeat } }'));
+        expect(again.recordRunUnits.repeat).toBe(true);
+      },
+    },
+  ],
+  'Mutation.setOrgQuota': [
+    {
+      kind: 'admin',
+      title: "B's quota",
+      query: 'mutation($org: ID!) { setOrgQuota(orgId: $org, input: { runUnitsPerMonth: 20, requestsPerMinute: 600 }) { orgId runUnitsPerMonth requestsPerMinute burst } }',
+      vars: (orgId) => ({ org: orgId }),
+      control: async (res, f) => {
+        expect(ok(res).setOrgQuota).toEqual({ orgId: ORG_B, runUnitsPerMonth: 20, requestsPerMinute: 600, burst: null });
+        // B now stands at 18 of 20; A's quota is untouched (none).
+        expect(ok(await f.gw.gql(f.gw.keys.b, '{ usage { quota remaining nearQuota burst } }')).usage).toEqual({ quota: 20, remaining: 2, nearQuota: true, burst: 100 });
+        expect(ok(await f.gw.gql(f.gw.keys.a, '{ usage { quota requestsPerMinute } }')).usage).toEqual({ quota: null, requestsPerMinute: null });
+      },
+      missingOrg,
+    },
+  ],
+
   'Mutation.createOrg': [
     {
       kind: 'admin',
@@ -644,7 +807,7 @@ describe.each(TRANSPORTS)('the tenancy table, over %s', (transport) => {
       await c.control(first, f);
       // B changes everything it can; A's answer must not move.
       await disturb(f);
-      await gw.app.services.authenticator.flush();
+      await gw.app.flush();
       const bDisturbed = await rowsOf(gw, ORG_B);
       expect(bDisturbed).not.toEqual(bBefore);
       const second = await call('a', c.vars);
@@ -701,6 +864,9 @@ async function disturb(f: Fixture): Promise<void> {
   ok(await gw.gql(gw.keys.admin, 'mutation { createOrgApiKey(orgId: "org-b", input: { name: "b-operator", scopes: ["modules:read"] }) { secret } }'));
   ok(await gw.gql(gw.keys.admin, 'mutation { reportModuleHealth(orgId: "org-b", moduleId: "github", status: DEGRADED) { id } }'));
   ok(await gw.gql(gw.keys.admin, 'mutation { recordModuleUsage(orgId: "org-b", moduleId: "github", count: 9) { id } }'));
+  await b('mutation { recordRunUnits(input: { units: 13, idempotencyKey: "a-first" }) { repeat } }');
+  await b('mutation { recordRunUnits(input: { units: 17, idempotencyKey: "b-disturbed", moduleId: "github" }) { repeat } }');
+  ok(await gw.gql(gw.keys.admin, 'mutation { setOrgQuota(orgId: "org-b", input: { runUnitsPerMonth: 500, requestsPerMinute: 100000 }) { orgId } }'));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ export const SCOPES = [
   'credentials:write',
   'credentials:reveal',
   'keys:manage',
+  'usage:read',
+  'usage:write',
   'admin',
 ] as const;
 

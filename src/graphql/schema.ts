@@ -5,6 +5,7 @@ import './keys.ts';
 import './modules.ts';
 import './credentials.ts';
 import './system.ts';
+import './usage.ts';
 
 export const schema: GraphQLSchema = builder.toSchema();
 

@@ -28,11 +28,17 @@ export type AuthFailureReason = 'missing' | 'invalid' | 'rate_limited';
  * labelled Counter and Histogram hash a label object on every call, so request counts and
  * latencies live in plain cells and are handed to prom-client only when /metrics is scraped.
  */
+const RUN_UNIT_RESULTS = ['recorded', 'repeat', 'quota_exceeded'] as const;
+export type RunUnitResult = (typeof RUN_UNIT_RESULTS)[number];
+
 export class Metrics {
   readonly registry = new Registry();
   readonly #cells = new Map<string, Map<string, Cell>>();
   readonly #authFailures: Counter<'reason'>;
   readonly #storeErrors: Counter<'kind'>;
+  readonly #runUnits: Counter;
+  readonly #runUnitReports: Counter<'result'>;
+  readonly #rateLimitRefusals: Counter<'limit'>;
   /** Plain numbers on the request path, handed to prom-client on scrape (see above). */
   readonly #cacheResults = { hit: 0, miss: 0 };
 
@@ -93,6 +99,26 @@ export class Metrics {
       registers: [this.registry],
     });
     for (const kind of STORE_ERROR_KINDS) this.#storeErrors.inc({ kind }, 0);
+    // Metering and limits: totals and reasons only, never an org (per-org figures are in GraphQL).
+    this.#runUnits = new Counter({
+      name: 'tenantgate_run_units_recorded_total',
+      help: 'Run units recorded (repeats of an idempotency key and refused reports not counted)',
+      registers: [this.registry],
+    });
+    this.#runUnitReports = new Counter({
+      name: 'tenantgate_run_unit_reports_total',
+      help: 'recordRunUnits reports by result: recorded, repeat, or quota_exceeded (refused by the run-unit quota)',
+      labelNames: ['result'],
+      registers: [this.registry],
+    });
+    for (const result of RUN_UNIT_RESULTS) this.#runUnitReports.inc({ result }, 0);
+    this.#rateLimitRefusals = new Counter({
+      name: 'tenantgate_rate_limit_refusals_total',
+      help: "Requests refused with 429 by an org's limits, by limit: requestsPerMinute (the org's rate) or concurrency (its requests in flight)",
+      labelNames: ['limit'],
+      registers: [this.registry],
+    });
+    for (const limit of ['requestsPerMinute', 'concurrency'] as const) this.#rateLimitRefusals.inc({ limit }, 0);
     const cacheResults = this.#cacheResults;
     new Counter({
       name: 'tenantgate_response_cache_total',
@@ -128,6 +154,16 @@ export class Metrics {
 
   storeError(kind: StoreErrorKind): void {
     this.#storeErrors.inc({ kind });
+  }
+
+  /** One recordRunUnits report: recorded (with its units), a repeat, or refused by the quota. */
+  runUnitReport(result: RunUnitResult, units: number): void {
+    this.#runUnitReports.inc({ result });
+    if (result === 'recorded') this.#runUnits.inc(units);
+  }
+
+  rateLimitRefusal(limit: 'requestsPerMinute' | 'concurrency'): void {
+    this.#rateLimitRefusals.inc({ limit });
   }
 
   responseCache(hit: boolean): void {

@@ -38,6 +38,10 @@ export interface Exchange {
   status: number;
   /** Set once the record stage has run: a request is recorded exactly once. */
   recorded: boolean;
+  /** How many of the pipeline's gates have admitted it (they are released in reverse). */
+  admittedBy: number;
+  /** Set once the gates have been released (pipeline.release): at the answer, or when the connection closed first. */
+  released: boolean;
 }
 
 const MAX_PATH = 100;
@@ -79,5 +83,7 @@ export function createExchange(method: string, target: string, arrivedAt: number
     errors: false,
     status: 0,
     recorded: false,
+    admittedBy: 0,
+    released: false,
   };
 }

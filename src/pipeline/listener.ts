@@ -264,6 +264,8 @@ export function createListener(options: ListenerOptions): GatewayListener {
     // without an Origin needs no Request-like object at all.
     const cors = req.headers.origin === undefined ? undefined : corsHeaders(requestLike(req, url));
     const length = Number(req.headers['content-length']);
+    // A client that leaves before its answer gives its org's slot back at once.
+    if (pipeline.holds) res.once('close', () => pipeline.release(exchange));
 
     const fail = (error: unknown) => {
       // The body is never read: close the connection rather than drain what an unauthenticated

@@ -27,6 +27,12 @@ import type { Exchange } from './exchange.ts';
 export interface Gate {
   readonly name: string;
   admit(exchange: Exchange & { principal: Principal }): void | Promise<void>;
+  /**
+   * Called once for an exchange this gate admitted, when its answer is written (before the
+   * recorders) or its connection closed, whichever comes first: what `admit` holds for the
+   * request (a slot) is given back here. Must not throw.
+   */
+  release?(exchange: Exchange): void;
 }
 
 /** Sees every finished exchange once; must not throw (a failure is logged and ignored). */
@@ -58,6 +64,13 @@ export interface Pipeline {
   authenticateAndAdmit(exchange: Exchange, authorization: string | null | undefined): void | Promise<void>;
   /** Stage 4: once per exchange, after its answer is written. Never throws. */
   record(exchange: Exchange): void;
+  /**
+   * Gives back what the gates hold for the exchange (see Gate.release); record does it too. For a
+   * request whose connection closed before its answer was written. Idempotent; never throws.
+   */
+  release(exchange: Exchange): void;
+  /** Whether any gate holds something until release (then a path calls release when a connection closes early). */
+  readonly holds: boolean;
   /** The authenticated principal of a key already verified and still cached, without I/O. */
   readonly authenticator: Authenticator;
 }
@@ -96,8 +109,36 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   const admitFrom = (exchange: Exchange & { principal: Principal }, index: number): void | Promise<void> => {
     for (let i = index; i < gates.length; i++) {
       const pending = gates[i]!.admit(exchange);
-      if (pending instanceof Promise) return pending.then(() => admitFrom(exchange, i + 1));
+      if (pending instanceof Promise) {
+        return pending.then(() => {
+          admittedBy(exchange, i);
+          return admitFrom(exchange, i + 1);
+        });
+      }
+      admittedBy(exchange, i);
     }
+  };
+
+  /** Gate i admitted the exchange; if it was given back meanwhile (the client left), at once. */
+  const admittedBy = (exchange: Exchange, i: number) => {
+    exchange.admittedBy = i + 1;
+    if (exchange.released) releaseGate(exchange, i);
+  };
+
+  const releaseGate = (exchange: Exchange, i: number) => {
+    const gate = gates[i]!;
+    if (gate.release === undefined) return;
+    try {
+      gate.release(exchange);
+    } catch (error) {
+      logger.warn('a gate failed to release', { gate: gate.name, error: { name: (error as Error).name, message: (error as Error).message } });
+    }
+  };
+
+  const release = (exchange: Exchange) => {
+    if (exchange.released) return;
+    exchange.released = true;
+    for (let i = exchange.admittedBy - 1; i >= 0; i--) releaseGate(exchange, i);
   };
 
   const admitted = (exchange: Exchange, principal: Principal | undefined): void | Promise<void> => {
@@ -134,9 +175,13 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       return verified instanceof Promise ? verified.then((p) => admitted(exchange, p)) : admitted(exchange, verified);
     },
 
+    release,
+    holds: gates.some((gate) => gate.release !== undefined),
+
     record(exchange) {
       if (exchange.recorded) return;
       exchange.recorded = true;
+      release(exchange);
       const ms = performance.now() - exchange.arrivedAt;
       const outcome = outcomeOf(exchange.status, exchange.code, exchange.errors);
       metrics.observeRequest(exchange.operation.operation, outcome, ms / 1000);

@@ -15,6 +15,7 @@ import type { Pipeline } from './pipeline.ts';
  */
 export interface GatewayServerContext {
   req?: { socket?: { remoteAddress?: string } };
+  res?: { once(event: 'close', listener: () => void): unknown };
   exchange?: Exchange;
 }
 
@@ -58,7 +59,9 @@ export function usePipeline(options: UsePipelineOptions): Plugin<Context, Gatewa
     onRequest({ request, serverContext }) {
       if (serverContext.exchange !== undefined) return;
       const address = clientAddress(request.headers.get('x-forwarded-for'), serverContext.req?.socket?.remoteAddress, options.trustProxy);
-      serverContext.exchange = createExchange(request.method, request.url, performance.now(), address);
+      const exchange = createExchange(request.method, request.url, performance.now(), address);
+      serverContext.exchange = exchange;
+      if (pipeline.holds) serverContext.res?.once('close', () => pipeline.release(exchange));
     },
 
     onRequestParse({ request, serverContext }) {

@@ -5,6 +5,7 @@ import { apiKeysForOrg } from './api-keys.ts';
 import { credentialsForOrg } from './credentials.ts';
 import { modulesForOrg } from './modules.ts';
 import { systemRepos } from './system.ts';
+import { usageForOrg, type Metering } from './usage.ts';
 
 /**
  * The tenancy seam. Everything a tenant request can touch is built here, on the org-bound store
@@ -14,10 +15,11 @@ export interface Services {
   store: Store;
   secretBox: SecretBox;
   authenticator: Authenticator;
+  metering: Metering;
 }
 
 export function forOrg(services: Services, orgId: string) {
-  const { store, secretBox, authenticator } = services;
+  const { store, secretBox, authenticator, metering } = services;
   const org = store.forOrg(orgId);
   return {
     orgId,
@@ -25,6 +27,7 @@ export function forOrg(services: Services, orgId: string) {
     modules: modulesForOrg(org),
     credentials: credentialsForOrg(org, secretBox),
     apiKeys: apiKeysForOrg(store, org, authenticator),
+    usage: usageForOrg(org, metering),
   };
 }
 

@@ -3,6 +3,7 @@ import { badInput, conflict, notFound } from '../errors.ts';
 import type { HealthStatus, ModuleRecord, OrgRow, Store } from '../store/types.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
 import { apiKeysForOrg, issueApiKey, type Grantor, type NewKeyInput, type RevokeOptions } from './api-keys.ts';
+import { monthOf, setQuota, usageForOrg, type Metering, type OrgQuotaInput } from './usage.ts';
 import { displayName, lookupable, newId, parseInput, text } from './validate.ts';
 
 const orgSchema = z.object({ id: newId('id'), name: displayName('name') });
@@ -10,13 +11,14 @@ const usageSchema = z.number().int('count must be a whole number').min(1, 'count
 const messageSchema = text('message').max(2000, 'message must be at most 2000 characters').nullish();
 
 export const MAX_UNHEALTHY = 1000;
+export const MAX_TOP_ORGS = 1000;
 
 /**
  * Cross-org operations. Only fields that require the `admin` scope (and the CLI, which is run by
  * the operator) reach these; tenant fields use `forOrg`. An operation on one given org goes
  * through that org's store (`store.forOrg`); only what spans orgs uses `store.system`.
  */
-export function systemRepos(store: Store, authenticator: Authenticator) {
+export function systemRepos(store: Store, authenticator: Authenticator, metering?: Metering) {
   const module = (row: ModuleRecord | undefined, orgId: string, moduleId: string): ModuleRecord => {
     if (!row) throw notFound('Module', `${orgId}/${moduleId}`);
     return row;
@@ -27,7 +29,35 @@ export function systemRepos(store: Store, authenticator: Authenticator) {
     return org;
   };
 
+  const meteringOf = (): Metering => {
+    if (metering === undefined) throw new Error('systemRepos was built without metering');
+    return metering;
+  };
+
   return {
+    usage: {
+      /** One org's metering, as its own keys see it (usage, series, events); NOT_FOUND for an unknown org. */
+      async of(orgId: string) {
+        await requireOrg(orgId);
+        return usageForOrg(store.forOrg(orgId), meteringOf());
+      },
+      async setQuota(orgId: string, input: OrgQuotaInput) {
+        await requireOrg(orgId);
+        return setQuota(store.forOrg(orgId), input);
+      },
+      async quota(orgId: string) {
+        await requireOrg(orgId);
+        return store.forOrg(orgId).usage.quota();
+      },
+      /** Orgs by run units used in the month, most first. */
+      async top(period: string | null | undefined, first: number = 10) {
+        if (!Number.isInteger(first) || first < 0 || first > MAX_TOP_ORGS) throw badInput(`first must be from 0 to ${MAX_TOP_ORGS}`, 'first');
+        const { start, end } = monthOf(period);
+        const rows = await store.system.usage.top(start.toISOString(), first);
+        return rows.map((row) => ({ ...row, periodStart: start.toISOString(), periodEnd: end.toISOString() }));
+      },
+    },
+
     orgs: {
       list: () => store.system.orgs.list(),
       require: requireOrg,

@@ -284,7 +284,7 @@ export async function createTestGateway(options: GatewayOptions = {}): Promise<T
   const store = opened.store;
 
   const key = async (orgId: string, scopes: readonly Scope[], expiresAt?: Date) =>
-    (await issueApiKey(store, orgId, { name: `test ${scopes.join(' ')}`, scopes, expiresAt }, { keyId: null, scopes: 'all' })).secret;
+    (await issueApiKey(store, orgId, { name: `test ${scopes.join(' ')}`.slice(0, 100), scopes, expiresAt }, { keyId: null, scopes: 'all' })).secret;
 
   const now = new Date().toISOString();
   // A second gateway on the same scratch database finds the orgs there.
