@@ -7,7 +7,7 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { failure, ok, sleep } from './helpers/api.ts';
-import { createTestGateway, ORG_A, ORG_B, type TestGateway } from './helpers/gateway.ts';
+import { createTestGateway, DEFAULT_DIALECT, ORG_A, ORG_B, type TestGateway } from './helpers/gateway.ts';
 
 const RECORD = 'mutation($i: RecordRunUnitsInput!) { recordRunUnits(input: $i) { repeat event { id units idempotencyKey moduleId occurredAt recordedAt keyId } } }';
 const USAGE = '{ usage { runUnits quota remaining nearQuota warnAt requests periodStart periodEnd requestsPerMinute burst } }';
@@ -172,6 +172,24 @@ describe('per-org request rate', () => {
     // A window is burst / rate minutes (4 s here): the budget comes back.
     await sleep(retryAfter * 1000 + 100);
     expect((await gw.gql(gw.keys.a, page)).status).toBe(200);
+  });
+
+  // Two replicas on one PostgreSQL database spend one budget (tenantgate_limits.org_requests).
+  it.runIf(DEFAULT_DIALECT === 'postgres')('is shared by the replicas on one PostgreSQL database', async () => {
+    const one = await gateway();
+    const two = await createTestGateway({ database: one.postgres, seed: false, env: { TENANTGATE_MASTER_KEY: one.config.masterKey!.toString('base64') } });
+    gateways.unshift(two); // closed before the first, which drops the database
+    ok(await one.gql(one.keys.admin, 'mutation { setOrgQuota(orgId: "org-a", input: { requestsPerMinute: 60, burst: 6 }) { orgId } }'));
+    // The second replica hears of the new quota through the change feed.
+    for (let i = 0; i < 100; i++) {
+      if (ok(await two.gql(one.keys.b, '{ usage { runUnits } }')) && (await two.app.services.metering.quotas.get(ORG_A)).requestsPerMinute === 60) break;
+      await sleep(50);
+    }
+    expect((await two.app.services.metering.quotas.get(ORG_A)).requestsPerMinute).toBe(60);
+    const statuses: number[] = [];
+    for (let i = 0; i < 10; i++) statuses.push((await (i % 2 === 0 ? one : two).gql(one.keys.a, '{ viewer { scopes } }')).status);
+    expect(statuses.filter((s) => s === 200)).toHaveLength(6);
+    expect(statuses.slice(6)).toEqual([429, 429, 429, 429]);
   });
 
   it('takes a changed quota at once', async () => {
