@@ -9,6 +9,7 @@ import { CREDENTIALS_PER_ORG, moduleId, MODULES_PER_ORG, seedFixture, TARGET_ORG
 import { formatHostileDocuments, measureHostileDocuments } from './hostile-documents.ts';
 import { formatReady, measureReady } from './startup.ts';
 import { PG_ROW_NAMES, runPostgres } from './postgres.ts';
+import { runNoisy } from './noisy.ts';
 import { formatPostgres } from './postgres-report.ts';
 import type { FromChild, ToChild } from './servers/child.ts';
 
@@ -17,7 +18,7 @@ import type { FromChild, ToChild } from './servers/child.ts';
  * load generator never shares the server's event loop) with autocannon on 127.0.0.1.
  * Flags: --seconds=N --warmup=N --connections=N (defaults 8, 2, 50), --profile (every server
  * writes a CPU profile to bench/profiles/), --no-write (leave bench/results.md alone),
- * --only=NAME,... (some of bare, yoga, modules, viewer, module, writes, scale, ready, hostile, and
+ * --only=NAME,... (some of bare, yoga, modules, viewer, module, writes, scale, noisy, ready, hostile, and
  * the PostgreSQL rows of bench/postgres.ts: postgraphile, pg, pg-scale; for profiling).
  * `npx tsx bench/hostile-documents.ts` runs the hostile documents alone.
  */
@@ -440,6 +441,11 @@ async function main(): Promise<void> {
       }
     }
 
+    // The noisy neighbour (issue 14): org A floods while org B polls, with per-org admission on and off.
+    const noisy = selected('noisy')
+      ? await runNoisy({ startChild, gatewayEnv: gatewayEnv(dir, fixture, fixture.stores.main.file), keys: mainKeys, load, profile, log })
+      : undefined;
+
     // The PostgreSQL rows (issue 13): seeded into scratch databases of their own, dropped after.
     const postgres = PG_ROW_NAMES.some(selected)
       ? await runPostgres({
@@ -463,6 +469,7 @@ async function main(): Promise<void> {
       stores: fixture.stores,
       rows,
       scale,
+      ...(noisy ? { noisy } : {}),
     };
     const seeded = fixture.stores.main;
     const markdown = formatReport(report) + (ready ? formatReady(ready, `the main store (${seeded.modules.toLocaleString('en-US')} modules, ${seeded.orgs.toLocaleString('en-US')} orgs, ${seeded.keys.length.toLocaleString('en-US')} keys, ${seeded.credentials.toLocaleString('en-US')} credentials)`) : '');
