@@ -5,7 +5,7 @@ import { createLogger } from './logger.ts';
 import type { OpenedStore } from './store/open.ts';
 import { editDistance } from './edit-distance.ts';
 
-type OptionName = 'help' | 'org' | 'name' | 'scopes' | 'expires' | 'cascade' | 'to' | 'from' | 'format';
+type OptionName = 'help' | 'org' | 'name' | 'scopes' | 'expires' | 'cascade' | 'to' | 'from' | 'format' | 'since' | 'before';
 
 const OPTIONS = {
   help: { type: 'boolean', short: 'h' },
@@ -17,6 +17,8 @@ const OPTIONS = {
   to: { type: 'string' },
   from: { type: 'string' },
   format: { type: 'string' },
+  since: { type: 'string' },
+  before: { type: 'string' },
 } as const satisfies Record<OptionName, { type: 'boolean' | 'string'; short?: string }>;
 
 interface Command {
@@ -64,7 +66,7 @@ const COMMANDS: Command[] = [
   {
     route: 'credentials rekey',
     usage: '',
-    text: ['re-encrypt every credential under TENANTGATE_MASTER_KEY;', 'set TENANTGATE_MASTER_KEY_PREVIOUS to the old key(s)'],
+    text: ['re-wrap every org\'s data key under TENANTGATE_MASTER_KEY (one row', 'per org); set TENANTGATE_MASTER_KEY_PREVIOUS to the old key(s)'],
     args: 0,
     options: [],
   },
@@ -89,6 +91,33 @@ const COMMANDS: Command[] = [
     ],
     args: 0,
     options: ['org', 'from', 'to', 'format'],
+  },
+  {
+    route: 'audit verify',
+    usage: '[--org <id>]',
+    text: [
+      "check every org's audit hash chain (or one org's); exit 1 naming",
+      'the org and the first record edited, removed or reordered',
+    ],
+    args: 0,
+    options: ['org'],
+  },
+  {
+    route: 'audit export',
+    usage: '--org <id> [--since <ISO date|time>] [--format ndjson]',
+    text: ["write an org's audit records (at >= since) to stdout, oldest first"],
+    args: 0,
+    options: ['org', 'since', 'format'],
+  },
+  {
+    route: 'audit prune',
+    usage: '--before <ISO date|time> [--org <id>]',
+    text: [
+      'delete audit records older than --before (retention); a checkpoint',
+      'record keeps what is left verifiable (README: Audit and compliance)',
+    ],
+    args: 0,
+    options: ['before', 'org'],
   },
 ];
 
@@ -320,6 +349,7 @@ export async function cli(argv: string[]): Promise<void> {
   const org = text('org');
   const name = text('name');
   if (command.route === 'usage export') return usageExport(org, text('from'), text('to'), text('format'), usage);
+  if (command.route.startsWith('audit ')) return audit(command.route, org, text('since'), text('before'), text('format'), usage);
   let scopes: string[] = [];
   let expiresAt: Date | null = null;
   switch (command.route) {
@@ -371,20 +401,20 @@ export async function cli(argv: string[]): Promise<void> {
       case 'orgs list':
         return print(await system.orgs.list());
       case 'orgs create':
-        return print([await system.orgs.create({ id: arg!, name: name! })]);
+        return print([await system.orgs.create({ id: arg!, name: name! }, CLI_ACTOR)]);
       case 'keys list': {
         const keys = await system.apiKeys.list(org!);
         return print(keys.map(({ hash: _hash, ...key }) => key));
       }
       case 'keys create': {
-        const { apiKey, secret } = await system.apiKeys.create(org!, { name: name!, scopes, expiresAt }, operator);
+        const { apiKey, secret } = await system.apiKeys.create(org!, { name: name!, scopes, expiresAt }, operator, CLI_ACTOR);
         process.stdout.write(`created key ${apiKey.id} in org "${apiKey.orgId}" with ${apiKey.scopes.join(', ')}\n`);
         process.stdout.write(`secret (shown once, store it now): ${secret}\n`);
         return;
       }
       case 'keys revoke': {
         const cascade = values.cascade === true;
-        const { apiKey, descendants, revoked } = await system.apiKeys.revoke(org!, arg!, operator, { cascade });
+        const { apiKey, descendants, revoked } = await system.apiKeys.revoke(org!, arg!, operator, CLI_ACTOR, { cascade });
         const now = revoked.includes(apiKey.id);
         process.stdout.write(`${now ? 'revoked' : 'already revoked:'} ${apiKey.id} at ${apiKey.revokedAt}\n`);
         if (cascade) {
@@ -409,7 +439,8 @@ export async function cli(argv: string[]): Promise<void> {
       }
       case 'credentials rekey': {
         const result = await rekeyCredentials(opened.store, opened.secretBox, { logger });
-        process.stdout.write(`re-encrypted ${result.resealed} credential(s) under ${opened.secretBox.currentKeyId}\n`);
+        const moved = result.moved > 0 ? `; moved ${result.moved} credential(s) to their org's data key` : '';
+        process.stdout.write(`re-wrapped ${result.rewrapped} org data key(s) under ${opened.secretBox.currentKeyId}${moved}\n`);
         return;
       }
     }
@@ -446,6 +477,73 @@ async function usageExport(org: string | undefined, from: string | undefined, to
         throw notFound('Org', org);
       }
       await exportRunUnits(opened.store, { orgId: org, from: since, to: until, format: chosen as (typeof EXPORT_FORMATS)[number] }, process.stdout);
+    },
+    logger,
+  );
+}
+
+/** What the audit log names as the actor of the operator's commands. */
+const CLI_ACTOR = Object.freeze({ keyId: null, keyPrefix: null, requestId: null, address: null, via: 'cli' as const });
+
+/** `audit verify|export|prune`: arguments checked before the store is opened, the org's existence after. */
+async function audit(
+  route: string,
+  org: string | undefined,
+  since: string | undefined,
+  before: string | undefined,
+  format: string | undefined,
+  usage: string,
+): Promise<void> {
+  const { parseExportTime } = await import('./maintenance/usage-export.ts');
+  const zone = 'an ISO date (2026-12-01) or date and time with its zone (2026-12-01T00:00:00Z)';
+  const time = (flag: string, value: string | undefined): string | undefined => {
+    if (value === undefined) return undefined;
+    const parsed = parseExportTime(value);
+    if (parsed === undefined) throw new UsageError(`--${flag} must be ${zone}; got "${value}"`);
+    return parsed;
+  };
+  if (route === 'audit export' && !org) throw new UsageError(usage);
+  if (route === 'audit export' && (format ?? 'ndjson') !== 'ndjson') throw new UsageError(`--format must be ndjson; got "${format}"`);
+  if (route === 'audit prune' && !before) throw new UsageError(usage);
+  const sinceAt = time('since', since);
+  const beforeAt = time('before', before);
+  const config = loadConfig();
+  if (route === 'audit export') {
+    process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code === 'EPIPE') process.exit(0);
+      fail(`failed: could not write the export: ${error.message}`);
+    });
+  }
+  // Every log line to stderr, whatever its level: stdout is the answer.
+  const logger = createLogger(config.logLevel === 'debug' ? 'debug' : 'warn', (line) => process.stderr.write(`${line}\n`));
+  const { exportAudit, pruneAudit, verifyAudit } = await import('./maintenance/audit.ts');
+  await withStore(
+    config,
+    async (opened) => {
+      if (org !== undefined && !(await opened.store.forOrg(org).org())) {
+        const { notFound } = await import('./errors.ts');
+        throw notFound('Org', org);
+      }
+      if (route === 'audit export') {
+        await exportAudit(opened.store, org!, sinceAt, process.stdout);
+        return;
+      }
+      if (route === 'audit prune') {
+        const pruned = await pruneAudit(opened.store, beforeAt!, CLI_ACTOR, org);
+        const total = pruned.reduce((n, p) => n + p.pruned, 0);
+        process.stdout.write(`pruned ${total} audit record(s) before ${beforeAt} in ${pruned.filter((p) => p.pruned > 0).length} org(s)\n`);
+        return;
+      }
+      const result = await verifyAudit(opened.store, { orgId: org, logger });
+      if (result.failures.length === 0) {
+        process.stdout.write(`audit log intact: ${result.checked} record(s) in ${result.orgs} org(s) checked\n`);
+        return;
+      }
+      for (const f of result.failures) {
+        process.stdout.write(`org "${f.orgId}": record seq ${f.seq}${f.id ? ` (${f.id})` : ''} ${f.problem === 'head' ? 'is past the chain head' : `was ${f.problem}`}\n`);
+      }
+      process.stdout.write(`audit log broken in ${result.failures.length} of ${result.orgs} org(s); ${result.checked} record(s) checked\n`);
+      process.exitCode = 1;
     },
     logger,
   );

@@ -137,7 +137,7 @@ interface TableSpec {
 }
 
 const PAIRS: Array<[PgTable, SQLiteTable]> = [
-  // Parents first: api keys, modules and the metering tables reference orgs, credentials reference modules.
+  // Parents first: api keys, modules, the metering tables and org keys reference orgs, credentials reference modules.
   [pgSchema.orgs, sqliteSchema.orgs],
   [pgSchema.apiKeys, sqliteSchema.apiKeys],
   [pgSchema.modules, sqliteSchema.modules],
@@ -146,6 +146,8 @@ const PAIRS: Array<[PgTable, SQLiteTable]> = [
   [pgSchema.usageMonths, sqliteSchema.usageMonths],
   [pgSchema.usageHours, sqliteSchema.usageHours],
   [pgSchema.orgQuotas, sqliteSchema.orgQuotas],
+  // Each org's data key (issue 15): without it the org's credentials could not be opened.
+  [pgSchema.orgKeys, sqliteSchema.orgKeys],
 ];
 
 function tableSpecs(): TableSpec[] {

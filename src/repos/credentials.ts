@@ -1,6 +1,6 @@
-import type { SecretBox } from '../crypto/secret-box.ts';
+import type { OrgKeyring } from '../crypto/data-keys.ts';
 import { badInput, notFound } from '../errors.ts';
-import type { CredentialMeta, OrgStore } from '../store/types.ts';
+import type { AuditActor, CredentialMeta, OrgStore } from '../store/types.ts';
 import { hasNul, lookupable } from './validate.ts';
 
 export const MAX_SECRET_FIELDS = 64;
@@ -51,10 +51,10 @@ export function parseSecret(secret: unknown): Record<string, string> {
 }
 
 /**
- * The credential store of one org. Values are sealed before they reach the store and opened only
- * by `reveal`; every other path sees field names and timestamps.
+ * The credential store of one org. Values are sealed (under the org's data key) before they reach
+ * the store and opened only by `reveal`; every other path sees field names and timestamps.
  */
-export function credentialsForOrg(org: OrgStore, secretBox: SecretBox) {
+export function credentialsForOrg(org: OrgStore, keys: OrgKeyring) {
   const { orgId, credentials } = org;
   return {
     list: (): Promise<CredentialMeta[]> => credentials.list(),
@@ -62,10 +62,12 @@ export function credentialsForOrg(org: OrgStore, secretBox: SecretBox) {
     has: async (moduleId: string): Promise<boolean> =>
       lookupable(moduleId, 'moduleId') && (await credentials.has(moduleId)),
 
-    async set(moduleId: string, secret: unknown): Promise<CredentialMeta> {
+    async set(moduleId: string, secret: unknown, actor: AuditActor): Promise<CredentialMeta> {
       const values = parseSecret(secret);
       if (!lookupable(moduleId, 'moduleId')) throw notFound('Module', moduleId);
-      const sealed = secretBox.seal(orgId, moduleId, JSON.stringify(values));
+      // Under the org's data key, made on its first credential (src/crypto/data-keys.ts).
+      const sealed = await keys.seal(org, moduleId, JSON.stringify(values));
+      if (!sealed) throw notFound('Module', moduleId);
       const at = new Date().toISOString();
       const existing = await credentials.get(moduleId);
       const row = {
@@ -75,19 +77,22 @@ export function credentialsForOrg(org: OrgStore, secretBox: SecretBox) {
         createdAt: existing?.createdAt ?? at,
         updatedAt: at,
       };
-      if (!(await credentials.upsert(row))) throw notFound('Module', moduleId);
+      if (!(await credentials.upsert(row, actor))) throw notFound('Module', moduleId);
       return { orgId, ...row };
     },
 
-    delete: async (moduleId: string): Promise<boolean> =>
-      lookupable(moduleId, 'moduleId') && credentials.delete(moduleId),
+    delete: async (moduleId: string, actor: AuditActor): Promise<boolean> =>
+      lookupable(moduleId, 'moduleId') && credentials.delete(moduleId, actor),
 
-    /** The only path that decrypts; the field requires `credentials:reveal`. */
-    async reveal(moduleId: string): Promise<Record<string, unknown> | null> {
+    /**
+     * The only path that decrypts; the field requires `credentials:reveal`. The row is read in the
+     * transaction that records the reveal (CREDENTIAL_REVEAL): no record, no secret.
+     */
+    async reveal(moduleId: string, actor: AuditActor): Promise<Record<string, unknown> | null> {
       if (!lookupable(moduleId, 'moduleId')) return null;
-      const row = await credentials.get(moduleId);
+      const row = await credentials.reveal(moduleId, actor);
       if (!row) return null;
-      const plaintext = secretBox.open(orgId, moduleId, row);
+      const plaintext = await keys.open(org, moduleId, row);
       let parsed: unknown;
       try {
         parsed = JSON.parse(plaintext);

@@ -1,7 +1,9 @@
 import type { Authenticator } from '../auth/authenticator.ts';
+import { orgKeyring } from '../crypto/data-keys.ts';
 import type { SecretBox } from '../crypto/secret-box.ts';
 import type { Store } from '../store/types.ts';
 import { apiKeysForOrg } from './api-keys.ts';
+import { auditForOrg } from './audit.ts';
 import { credentialsForOrg } from './credentials.ts';
 import { modulesForOrg } from './modules.ts';
 import { systemRepos } from './system.ts';
@@ -25,9 +27,10 @@ export function forOrg(services: Services, orgId: string) {
     orgId,
     org: () => org.org(),
     modules: modulesForOrg(org),
-    credentials: credentialsForOrg(org, secretBox),
+    credentials: credentialsForOrg(org, orgKeyring(store, secretBox)),
     apiKeys: apiKeysForOrg(store, org, authenticator),
     usage: usageForOrg(org, metering),
+    audit: auditForOrg(org),
   };
 }
 

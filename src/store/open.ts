@@ -7,6 +7,7 @@ import { prepareDirectory, preparePrivateFile, tightenFiles } from './data-dir.t
 import { openDatabase, type SqliteDatabase } from './sqlite/connection.ts';
 import { holdsSealedCredentials, migrateSqlite, sealedKeyIds, type MigrateOptions, type MigrateResult } from './sqlite/migrate.ts';
 import { createSqliteStore } from './sqlite/store.ts';
+import { moveToDataKeys } from '../maintenance/rekey.ts';
 import type { PostgresStore } from './postgres/store.ts';
 import type { Store } from './types.ts';
 
@@ -67,7 +68,14 @@ export async function openStore(
 ): Promise<OpenedStore> {
   // Loaded only for PostgreSQL: a SQLite start never loads pg.
   if (isPostgresUrl(config.database)) return (await import('./postgres/open.ts')).openPostgres(config, logger, options);
-  return openSqliteStore(config, logger, options);
+  const opened = openSqliteStore(config, logger, options);
+  try {
+    await moveToDataKeys(opened.store, opened.secretBox, { logger, ...(options.onStep ? { onStep: options.onStep } : {}) });
+  } catch (error) {
+    await opened.store.close();
+    throw error;
+  }
+  return opened;
 }
 
 /** The SQLite store, opened synchronously (openStore's SQLite half; for tests that step through a migration). */

@@ -7,7 +7,103 @@ export type OrgRow = {
   id: string;
   name: string;
   createdAt: string;
+  /** 'suspended': every key of the org is refused (ORG_SUSPENDED) and nothing of it changes. */
+  status: OrgStatus;
+  /** When and why it was suspended; null while active. */
+  suspendedAt: string | null;
+  suspendReason: string | null;
 };
+
+export type OrgStatus = 'active' | 'suspended';
+
+/** A new org: active. */
+export type NewOrg = Pick<OrgRow, 'id' | 'name' | 'createdAt'>;
+
+/**
+ * Who makes a change, for the audit log (issue 15): written with the change, in its transaction.
+ * Never a secret: a key's id and display prefix, not the key.
+ */
+export interface AuditActor {
+  keyId: string | null;
+  keyPrefix: string | null;
+  /** The request's id (Exchange.requestId), for API calls. */
+  requestId: string | null;
+  /** The client address, for API calls. */
+  address: string | null;
+  via: 'api' | 'cli' | 'system';
+}
+
+/** What the audit log records (issue 15): one consistent name per kind of change or secret read. */
+export const AUDIT_ACTIONS = [
+  'KEY_CREATE',
+  'KEY_REVOKE',
+  'CREDENTIAL_SET',
+  'CREDENTIAL_DELETE',
+  'CREDENTIAL_REVEAL',
+  'MODULE_INSTALL',
+  'MODULE_UPDATE',
+  'MODULE_ENABLE',
+  'MODULE_DISABLE',
+  'MODULE_UNINSTALL',
+  'ORG_CREATE',
+  'ORG_RENAME',
+  'ORG_SUSPEND',
+  'ORG_RESUME',
+  'ORG_DELETE',
+  'QUOTA_SET',
+  /** Written by pruning: vouches for the hash of the last record pruned, so the rest stays verifiable. */
+  'AUDIT_CHECKPOINT',
+] as const;
+export type AuditAction = (typeof AUDIT_ACTIONS)[number];
+
+/** How the recorded operation ended: made, or refused by the store (nothing changed). */
+export type AuditOutcome = 'success' | 'not_found' | 'conflict';
+
+/**
+ * One audit record. Each org's records form a hash chain in `seq` order: `hash` covers
+ * `prevHash` (the previous record's hash; 64 zeros for the first) and every other field. Never a
+ * value: no secret, no config, no key.
+ */
+export interface AuditRecord {
+  orgId: string;
+  /** 1, 2, 3, ... within the org. */
+  seq: number;
+  /** `au_` and 24 random base32 characters. */
+  id: string;
+  at: string;
+  action: AuditAction;
+  actorKeyId: string | null;
+  actorKeyPrefix: string | null;
+  actorVia: AuditActor['via'];
+  /** What the action was on: a key id, module id, org id, ... */
+  targetId: string | null;
+  requestId: string | null;
+  clientAddress: string | null;
+  outcome: AuditOutcome;
+  prevHash: string;
+  hash: string;
+}
+
+/**
+ * An org's data key (issue 15): the AES-256 key its credentials are sealed under, itself sealed
+ * (AES-256-GCM) under a master key. Deleting this row is crypto-shredding the org's credentials.
+ */
+export interface OrgKeyRow {
+  orgId: string;
+  /** `dk_` and a hash prefix of the key, named in the credentials it sealed (their keyId). */
+  keyId: string;
+  wrapped: Buffer;
+  iv: Buffer;
+  tag: Buffer;
+  /** The master key that wrapped it. */
+  masterKeyId: string;
+  createdAt: string;
+}
+
+export type NewOrgKey = Omit<OrgKeyRow, 'orgId'>;
+
+/** Start-up, migrations and tests that act as the gateway itself. */
+export const SYSTEM_ACTOR: AuditActor = Object.freeze({ keyId: null, keyPrefix: null, requestId: null, address: null, via: 'system' });
 
 export type ApiKeyRow = {
   id: string;
@@ -34,7 +130,7 @@ export type CredentialRow = {
   ciphertext: Buffer;
   iv: Buffer;
   tag: Buffer;
-  /** Which master key sealed it. */
+  /** Which key sealed it: the org's data key (`dk_…`), or a master key (`mk_…`) before the move to data keys. */
   keyId: string;
   /** Field names only; never values. */
   fields: string[];
@@ -95,14 +191,26 @@ export interface OrgStore {
   readonly orgId: string;
   /** This org's own row. */
   org(): Promise<OrgRow | undefined>;
+  /** Org lifecycle (admin only, via the system repositories); undefined when the org does not exist. Announce a change of the org. */
+  rename(name: string, at: string, actor: AuditActor): Promise<OrgRow | undefined>;
+  /** Sets the status (suspending records `reason` and `at`; resuming clears both). */
+  setStatus(status: OrgStatus, reason: string | null, at: string, actor: AuditActor): Promise<OrgRow | undefined>;
+
+  /** This org's data key row (src/crypto/data-keys.ts); undefined before its first credential. */
+  dataKey(): Promise<OrgKeyRow | undefined>;
+  /**
+   * Inserts the org's data key unless it has one, and returns the row then in place (this one, or
+   * the one another process inserted first); undefined when the org does not exist.
+   */
+  createDataKey(row: NewOrgKey): Promise<OrgKeyRow | undefined>;
 
   apiKeys: {
     /** Oldest first. */
     list(): Promise<ApiKeyRow[]>;
     get(id: string): Promise<ApiKeyRow | undefined>;
-    insert(row: NewApiKey): Promise<void>;
+    insert(row: NewApiKey, actor: AuditActor): Promise<void>;
     /** Sets revoked_at unless already set; returns the row (undefined if not in this org). */
-    revoke(id: string, at: string): Promise<ApiKeyRow | undefined>;
+    revoke(id: string, at: string, actor: AuditActor): Promise<ApiKeyRow | undefined>;
     /**
      * The keys `id` created, directly or through keys it created, oldest first. The walk follows
      * created_by_key_id within this org only: a key of another org is never reached, whatever its
@@ -114,7 +222,12 @@ export interface OrgStore {
      * and its descendants as they are inside that transaction and may throw: then nothing is
      * revoked. Undefined (and `check` not called) when the key is not in this org.
      */
-    revokeTree(id: string, at: string, check: (key: ApiKeyRow, descendants: readonly ApiKeyRow[]) => void): Promise<KeyTree | undefined>;
+    revokeTree(
+      id: string,
+      at: string,
+      check: (key: ApiKeyRow, descendants: readonly ApiKeyRow[]) => void,
+      actor: AuditActor,
+    ): Promise<KeyTree | undefined>;
   };
 
   modules: {
@@ -122,10 +235,11 @@ export interface OrgStore {
     count(enabled: boolean | undefined): Promise<number>;
     get(moduleId: string): Promise<ModuleRecord | undefined>;
     /** false when the id exists already in this org. */
-    insert(row: NewModule): Promise<boolean>;
-    update(moduleId: string, patch: ModulePatch, at: string): Promise<ModuleRecord | undefined>;
+    insert(row: NewModule, actor: AuditActor): Promise<boolean>;
+    /** A patch of `enabled` alone is recorded as MODULE_ENABLE / MODULE_DISABLE, any other as MODULE_UPDATE. */
+    update(moduleId: string, patch: ModulePatch, at: string, actor: AuditActor): Promise<ModuleRecord | undefined>;
     /** Deletes the module and, by cascade in the same statement, its credential. */
-    delete(moduleId: string): Promise<boolean>;
+    delete(moduleId: string, actor: AuditActor): Promise<boolean>;
   };
 
   credentials: {
@@ -133,8 +247,14 @@ export interface OrgStore {
     list(): Promise<CredentialMeta[]>;
     has(moduleId: string): Promise<boolean>;
     /** Insert or replace; false when the module does not exist in this org. */
-    upsert(row: NewCredential): Promise<boolean>;
-    delete(moduleId: string): Promise<boolean>;
+    upsert(row: NewCredential, actor: AuditActor): Promise<boolean>;
+    delete(moduleId: string, actor: AuditActor): Promise<boolean>;
+    /**
+     * The sealed row, read in the transaction that records CREDENTIAL_REVEAL (not_found when
+     * there is none): a reveal whose record cannot be written is refused, a StoreError of kind
+     * `unavailable` (SERVICE_UNAVAILABLE).
+     */
+    reveal(moduleId: string, actor: AuditActor): Promise<CredentialRow | undefined>;
   };
 
   /** Run-unit metering and this org's quotas (issue 14). */
@@ -164,8 +284,35 @@ export interface OrgStore {
     /** This org's quota row; undefined when none was ever set. */
     quota(): Promise<OrgQuotaRow | undefined>;
     /** Insert or replace this org's quota row (admin only, via the system repositories). */
-    setQuota(row: Omit<OrgQuotaRow, 'orgId'>): Promise<OrgQuotaRow>;
+    setQuota(row: Omit<OrgQuotaRow, 'orgId'>, actor: AuditActor): Promise<OrgQuotaRow>;
   };
+
+  /** This org's audit log (issue 15); records are appended only by the writes above, never by a caller. */
+  audit: {
+    /** Newest first (by seq), strictly before `beforeSeq` when given, filtered. */
+    page(query: AuditQuery): Promise<AuditRecord[]>;
+    /** Oldest first (by seq), strictly after `afterSeq`: what the verifier reads. */
+    chain(afterSeq: number, limit: number): Promise<AuditRecord[]>;
+    /** The chain's head (last seq and hash); undefined before the first record. */
+    head(): Promise<{ seq: number; hash: string } | undefined>;
+    /**
+     * Retention: deletes the records with `at` before `before` and appends an AUDIT_CHECKPOINT
+     * vouching for the last one deleted (src/store/audit-chain.ts), in one transaction; the
+     * number deleted (0: nothing older, no checkpoint).
+     */
+    prune(before: string, actor: AuditActor): Promise<number>;
+  };
+}
+
+export interface AuditQuery {
+  beforeSeq?: number | undefined;
+  actions?: readonly AuditAction[] | undefined;
+  /** at >= since */
+  since?: string | undefined;
+  /** at < until */
+  until?: string | undefined;
+  actorKeyId?: string | undefined;
+  limit: number;
 }
 
 /** Authentication's cross-org operations: before a key is verified there is no org to bind to. */
@@ -185,7 +332,14 @@ export interface SystemStore {
     /** Every org, by id: the admin's list. */
     list(): Promise<OrgRow[]>;
     /** Org lifecycle: false when the id is taken. */
-    insert(row: OrgRow): Promise<boolean>;
+    /** Records ORG_CREATE in the new org's log (conflict: in the existing org's). */
+    insert(row: NewOrg, actor: AuditActor): Promise<boolean>;
+    /**
+     * Deletes the org and every row of it, in every table, in one transaction (its data key
+     * included: its credentials can never be opened again); false when it does not exist. The
+     * record of the deletion goes to the operator org's audit log (the org's own goes with it).
+     */
+    delete(orgId: string, at: string, actor: AuditActor): Promise<boolean>;
   };
 
   /** How many keys exist in all orgs: none means a fresh store, which gets a bootstrap admin key. */
@@ -221,6 +375,18 @@ export interface SystemStore {
     notUnderKey(keyId: string, limit: number): Promise<CredentialRow[]>;
     /** Compare-and-swap: replaces the sealed value only if the row still has `expectedIv`. */
     reseal(row: CredentialRow, expectedIv: Buffer): Promise<boolean>;
+    /** Up to `limit` rows, across orgs, sealed directly under a master key (key id `mk_…`): the ones start-up moves to data keys. */
+    underMasterKey(limit: number): Promise<CredentialRow[]>;
+  };
+
+  /** The orgs' data keys across orgs, for master-key rotation and the start-up key check. */
+  orgKeys: {
+    /** Every master key id that wraps some org's data key. */
+    masterKeyIds(): Promise<string[]>;
+    /** Up to `limit` rows, across orgs, not wrapped under `masterKeyId`. */
+    notUnderMaster(masterKeyId: string, limit: number): Promise<OrgKeyRow[]>;
+    /** Compare-and-swap: replaces the wrapping (wrapped, iv, tag, masterKeyId) only if the row still has `expectedIv`. */
+    rewrap(row: OrgKeyRow, expectedIv: Buffer): Promise<boolean>;
   };
 }
 

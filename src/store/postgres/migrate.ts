@@ -24,7 +24,23 @@ export const DEFINER_FUNCTIONS = [
   'tenantgate_add_requests(text[], text[], bigint[])',
   'tenantgate_usage_top(text, integer)',
   'tenantgate_org_quotas()',
+  // Org lifecycle (drizzle/pg/0013).
+  'tenantgate_rename_org(text, text)',
+  'tenantgate_set_org_status(text, text, text, text)',
+  'tenantgate_delete_org(text)',
+  // Audit retention (drizzle/pg/0014).
+  'tenantgate_audit_prune(bigint)',
+  // Per-org data keys (drizzle/pg/0015).
+  'tenantgate_org_key_master_ids()',
+  'tenantgate_org_keys_not_under_master(text, integer)',
+  'tenantgate_credentials_under_master(integer)',
 ] as const;
+
+/** The request role's privileges on the audit tables (issue 15): records are appended, never changed; the head row moves. */
+const AUDIT_PRIVILEGES: Partial<Record<string, string[]>> = {
+  audit_log: ['SELECT', 'INSERT'],
+  audit_heads: ['SELECT', 'INSERT', 'UPDATE'],
+};
 
 /** drizzle's journal, where drizzle's own migrator keeps it, in its format, so drizzle-kit stays usable. */
 const JOURNAL_SCHEMA = 'drizzle';
@@ -69,8 +85,9 @@ export function roleOf(url: string): string {
  * In the same transaction, the request role is created when missing (LOGIN, no superuser, no
  * BYPASSRLS, no CREATEROLE or CREATEDB, owning nothing) and granted what requests need, and no more:
  * USAGE on the schema, SELECT on orgs, SELECT/INSERT/UPDATE/DELETE on the tenant tables (the metering
- * tables among them) and the shared limits' tables, EXECUTE on the definer functions. An existing
- * role is never altered: if it could bypass the wall, `checkRequestRole` refuses it.
+ * tables among them; the audit log only SELECT/INSERT, its heads no DELETE) and the shared limits'
+ * tables, EXECUTE on the definer functions. An existing role is never altered (beyond taking back
+ * UPDATE and DELETE on the audit log): if it could bypass the wall, `checkRequestRole` refuses it.
  */
 export async function migratePostgres(options: PgMigrateOptions): Promise<PgMigrateResult> {
   const migrations = readMigrationFiles({ migrationsFolder: options.migrationsFolder ?? PG_MIGRATIONS });
@@ -127,8 +144,15 @@ export async function migratePostgres(options: PgMigrateOptions): Promise<PgMigr
       }
       const wanted: Array<[table: string, privileges: string[]]> = [
         ['orgs', ['SELECT']],
-        ...TENANT_TABLES.map((t): [string, string[]] => [t, ['SELECT', 'INSERT', 'UPDATE', 'DELETE']]),
+        ...TENANT_TABLES.map((t): [string, string[]] => [t, AUDIT_PRIVILEGES[t] ?? ['SELECT', 'INSERT', 'UPDATE', 'DELETE']]),
       ];
+      // The audit log is append-only to requests: a record is never changed or deleted by the
+      // request role (retention prunes through tenantgate_audit_prune, drizzle/pg/0014). Taken
+      // back here should an older run have granted more.
+      for (const [table, privileges] of Object.entries(AUDIT_PRIVILEGES)) {
+        const extra = ['UPDATE', 'DELETE', 'TRUNCATE'].filter((p) => !privileges?.includes(p));
+        await client.query(`REVOKE ${extra.join(', ')} ON TABLE public.${client.escapeIdentifier(table)} FROM ${role}`);
+      }
       for (const [table, privileges] of wanted) {
         for (const privilege of privileges) {
           const held = await client.query<{ ok: boolean }>(`SELECT has_table_privilege($1, $2, $3) AS ok`, [

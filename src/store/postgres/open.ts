@@ -1,7 +1,9 @@
 import pg from 'pg';
 import { ConfigError } from '../../config.ts';
 import { loadSecretBox, wrongKeyError } from '../../crypto/master-key.ts';
+import { isMasterKeyId } from '../../crypto/data-keys.ts';
 import type { SecretBox } from '../../crypto/secret-box.ts';
+import { moveToDataKeys } from '../../maintenance/rekey.ts';
 import type { Logger } from '../../logger.ts';
 import { StoreError } from '../errors.ts';
 import type { OpenedStore, StoreConfig } from '../open.ts';
@@ -76,8 +78,11 @@ export async function openPostgres(
       statementTimeoutMs: pool.statementTimeoutMs,
       onEvent: (level, event, fields) => logger[level](event, { store: location, ...fields }),
     });
-    const unknown = (await store.system.credentials.keyIds()).filter((id) => !secretBox.knows(id));
+    // The master keys in use: those wrapping the orgs' data keys, and those sealing credentials directly (before their move).
+    const inUse = [...(await store.system.credentials.keyIds()).filter(isMasterKeyId), ...(await store.system.orgKeys.masterKeyIds())];
+    const unknown = [...new Set(inUse)].filter((id) => !secretBox.knows(id)).sort();
     if (unknown.length > 0) throw wrongKeyError(unknown, secretBox);
+    await moveToDataKeys(store, secretBox, { logger });
     const opened = store;
     return {
       store: opened,

@@ -2,8 +2,11 @@ import { and, eq, getTableColumns } from 'drizzle-orm';
 import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
 import { MODULE_COLUMNS, MODULE_COMPUTED, MODULE_FIELDS } from '../module-fields.ts';
+import { DEFAULT_ORG } from '../types.ts';
 import type {
   ApiKeyRow,
+  AuditAction,
+  AuditActor,
   AuthStore,
   CredentialMeta,
   CredentialRow,
@@ -13,6 +16,7 @@ import type {
   ModuleRecord,
   OrgQuotaRow,
   OrgRow,
+  OrgStatus,
   OrgStore,
   RecordRunUnitsResult,
   RunUnitEvent,
@@ -26,7 +30,10 @@ import { StoreError } from '../errors.ts';
 import { toStoreError } from './errors.ts';
 import { createPostgresFailureLimiter, createPostgresRequestLimiter } from './limiter.ts';
 import { ConnectionNotIdle, idle, orgTransaction } from './transaction.ts';
+import { appendAudit, auditChain, auditHead, auditPage, auditPrune } from './audit.ts';
+import { auditRecorded, type AuditEntry } from '../audit-chain.ts';
 import { apiKeys, credentials, modules } from './schema.ts';
+import { createPostgresOrgKeys } from './org-keys.ts';
 
 export interface PostgresStoreOptions {
   /** The request role's URL (TENANTGATE_DATABASE). */
@@ -242,6 +249,17 @@ const KEY_TREE = `WITH RECURSIVE tree(id) AS (
 
 /** What a unit of work notifies at commit; DURABLE: a write that notifies nothing, answered once committed. */
 const DURABLE = 'durable';
+type OrgDbRow = { id: string; name: string; created_at: string; status: string; suspended_at: string | null; suspend_reason: string | null };
+const ORG_COLUMNS = '"id", "name", "created_at", "status", "suspended_at", "suspend_reason"';
+const orgRow = (r: OrgDbRow): OrgRow => ({
+  id: r.id,
+  name: r.name,
+  createdAt: r.created_at,
+  status: r.status as OrgStatus,
+  suspendedAt: r.suspended_at,
+  suspendReason: r.suspend_reason,
+});
+
 type Notify = { kind: ChangeKind } | typeof DURABLE | undefined;
 /** inOrg's mark of a read whose work writes its statement before its first await (transaction.ts `oneShot`). */
 const ONE_SHOT = true;
@@ -360,7 +378,27 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     }
   }
 
+  /**
+   * inOrg for a write that is recorded: `log` appends to the org's audit chain on the same
+   * transaction (a failure rolls the change back); the records are counted once it committed.
+   */
+  async function audited<T>(
+    orgId: string,
+    notify: Exclude<Notify, undefined>,
+    work: (c: pg.PoolClient, log: (actor: AuditActor, entry: AuditEntry) => Promise<void>) => Promise<T>,
+  ): Promise<T> {
+    const done: AuditAction[] = [];
+    const value = await inOrg(orgId, notify, (c) => work(c, async (actor, entry) => void done.push((await appendAudit(c, orgId, actor, entry)).action)));
+    for (const action of done) auditRecorded(action);
+    return value;
+  }
+
   const db = (client: pg.PoolClient): NodePgDatabase => drizzle({ client });
+  const orgKeys = createPostgresOrgKeys({
+    read: (orgId, work) => inOrg(orgId, undefined, work),
+    write: (orgId, work) => inOrg(orgId, DURABLE, work),
+    crossOrg,
+  });
 
   // List pages, whole or projected: one named prepared statement per (field set, enabled filter).
   const projections = new Map<string, { name: string | undefined; text: string; decode: (r: unknown[]) => ModuleRecord }>();
@@ -481,8 +519,8 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
         return rows[0] === undefined ? undefined : quotaRow(rows[0]);
       }, ONE_SHOT),
     // An org write, so the change feed hears of it (not as 'data': cached answers do not read quotas).
-    setQuota: (row) =>
-      inOrg(orgId, { kind: 'touch' }, async (c) => {
+    setQuota: (row, actor) =>
+      audited(orgId, { kind: 'touch' }, async (c, log) => {
         const { rows } = await c.query<QuotaRecord>({
           name: 'tg_usage_set_quota',
           text: `INSERT INTO "org_quotas" AS q (${QUOTA_COLUMNS}) VALUES ($1, $2, $3, $4, $5)
@@ -491,6 +529,7 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
                  RETURNING ${QUOTA_COLUMNS}`,
           values: [orgId, row.runUnitsPerMonth, row.requestsPerMinute, row.burst, row.updatedAt],
         });
+        await log(actor, { action: 'QUOTA_SET', targetId: orgId });
         return quotaRow(rows[0]!);
       }),
   });
@@ -499,13 +538,32 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     orgId,
     org: () =>
       inOrg(orgId, undefined, async (c) => {
-        const { rows } = await c.query<{ id: string; name: string; created_at: string }>({
+        const { rows } = await c.query<OrgDbRow>({
           name: 'tg_org_get',
-          text: 'SELECT "id", "name", "created_at" FROM "orgs" WHERE "id" = $1',
+          text: `SELECT ${ORG_COLUMNS} FROM "orgs" WHERE "id" = $1`,
           values: [orgId],
         });
         const r = rows[0];
-        return r === undefined ? undefined : { id: r.id, name: r.name, createdAt: r.created_at };
+        return r === undefined ? undefined : orgRow(r);
+      }),
+    // The operator's: orgs admits the request role to read its row only (drizzle/pg/0013).
+    // In the org's own transaction, so that the record of the change goes with it.
+    rename: (name, _at, actor) =>
+      audited(orgId, { kind: 'touch' }, async (c, log) => {
+        const { rows } = await c.query<OrgDbRow>({ text: `SELECT ${ORG_COLUMNS} FROM public.tenantgate_rename_org($1, $2)`, values: [orgId, name] });
+        if (rows[0] === undefined) return undefined;
+        await log(actor, { action: 'ORG_RENAME', targetId: orgId });
+        return orgRow(rows[0]);
+      }),
+    setStatus: (status, reason, at, actor) =>
+      audited(orgId, { kind: 'touch' }, async (c, log) => {
+        const { rows } = await c.query<OrgDbRow>({
+          text: `SELECT ${ORG_COLUMNS} FROM public.tenantgate_set_org_status($1, $2, $3, $4)`,
+          values: [orgId, status, at, reason],
+        });
+        if (rows[0] === undefined) return undefined;
+        await log(actor, { action: status === 'suspended' ? 'ORG_SUSPEND' : 'ORG_RESUME', targetId: orgId });
+        return orgRow(rows[0]);
       }),
 
     apiKeys: {
@@ -520,34 +578,39 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
           ).rows.map(keyRow),
         ),
       get: async (id) => (storable(id) ? inOrg(orgId, undefined, (c) => getKey(c, orgId, id)) : undefined),
-      insert: (row) =>
-        inOrg(orgId, { kind: 'touch' }, async (c) => {
+      insert: (row, actor) =>
+        audited(orgId, { kind: 'touch' }, async (c, log) => {
           await db(c).insert(apiKeys).values({ ...row, orgId });
+          await log(actor, { action: 'KEY_CREATE', targetId: row.id });
         }),
-      revoke: async (id, at) =>
+      revoke: async (id, at, actor) =>
         storable(id)
-          ? inOrg(orgId, { kind: 'touch' }, async (c) => {
+          ? audited(orgId, { kind: 'touch' }, async (c, log) => {
               const { rows } = await c.query<KeyRecord>({
                 name: 'tg_key_revoke',
                 text: `UPDATE "api_keys" SET "revoked_at" = COALESCE("revoked_at", $3) WHERE "org_id" = $1 AND "id" = $2 RETURNING ${KEY_COLUMNS}`,
                 values: [orgId, id, at],
               });
+              await log(actor, { action: 'KEY_REVOKE', targetId: id, ...(rows[0] ? {} : { outcome: 'not_found' as const }) });
               return rows[0] === undefined ? undefined : keyRow(rows[0]);
             })
           : undefined,
       descendants: async (id) => (storable(id) ? inOrg(orgId, undefined, (c) => descendantsOf(c, orgId, id)) : []),
-      revokeTree: async (id, at, check) => {
+      revokeTree: async (id, at, check, actor) => {
         if (!storable(id)) return undefined;
         let refused: { error: unknown } | undefined;
         try {
-          return await inOrg(orgId, { kind: 'touch' }, async (c): Promise<KeyTree | undefined> => {
+          return await audited(orgId, { kind: 'touch' }, async (c, log): Promise<KeyTree | undefined> => {
             // The key's row is locked first, so two revocations of one tree take turns and each check sees the other's outcome.
             const { rows } = await c.query<KeyRecord>({
               name: 'tg_key_lock',
               text: `SELECT ${KEY_COLUMNS} FROM "api_keys" WHERE "org_id" = $1 AND "id" = $2 FOR UPDATE`,
               values: [orgId, id],
             });
-            if (rows[0] === undefined) return undefined;
+            if (rows[0] === undefined) {
+              await log(actor, { action: 'KEY_REVOKE', targetId: id, outcome: 'not_found' });
+              return undefined;
+            }
             const before = keyRow(rows[0]);
             const beforeDescendants = await descendantsOf(c, orgId, id);
             try {
@@ -562,6 +625,8 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
               values: [orgId, id, at],
             });
             const revoked = [before, ...beforeDescendants].filter((k) => k.revokedAt === null).map((k) => k.id);
+            // One record per key this revocation ended (the root's alone when all were revoked already).
+            for (const keyId of revoked.length > 0 ? revoked : [id]) await log(actor, { action: 'KEY_REVOKE', targetId: keyId });
             return { key: (await getKey(c, orgId, id))!, descendants: await descendantsOf(c, orgId, id), revoked };
           });
         } catch (error) {
@@ -594,33 +659,39 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
           return rows[0]![0] as number;
         }, ONE_SHOT),
       get: async (moduleId) => (storable(moduleId) ? inOrg(orgId, undefined, (c) => getModule(c, orgId, moduleId), ONE_SHOT) : undefined),
-      insert: (row) =>
-        inOrg(orgId, { kind: 'data' }, async (c) => {
+      insert: (row, actor) =>
+        audited(orgId, { kind: 'data' }, async (c, log) => {
           const inserted = await db(c)
             .insert(modules)
             .values({ ...row, orgId })
             .onConflictDoNothing()
             .returning({ moduleId: modules.moduleId });
+          await log(actor, { action: 'MODULE_INSTALL', targetId: row.moduleId, ...(inserted.length === 1 ? {} : { outcome: 'conflict' as const }) });
           return inserted.length === 1;
         }),
-      update: async (moduleId, patch: ModulePatch, at) =>
+      update: async (moduleId, patch: ModulePatch, at, actor) =>
         storable(moduleId)
-          ? inOrg(orgId, { kind: 'data' }, async (c) => {
+          ? audited(orgId, { kind: 'data' }, async (c, log) => {
               await db(c)
                 .update(modules)
                 .set({ ...patch, updatedAt: at })
                 .where(and(eq(modules.orgId, orgId), eq(modules.moduleId, moduleId)));
-              return getModule(c, orgId, moduleId);
+              const row = await getModule(c, orgId, moduleId);
+              const onlyEnabled = Object.keys(patch).length === 1 && patch.enabled !== undefined;
+              const action = onlyEnabled ? (patch.enabled ? 'MODULE_ENABLE' : 'MODULE_DISABLE') : 'MODULE_UPDATE';
+              await log(actor, { action, targetId: moduleId, ...(row ? {} : { outcome: 'not_found' as const }) });
+              return row;
             })
           : undefined,
-      delete: async (moduleId) =>
+      delete: async (moduleId, actor) =>
         storable(moduleId)
-          ? inOrg(orgId, { kind: 'data' }, async (c) => {
+          ? audited(orgId, { kind: 'data' }, async (c, log) => {
               const { rowCount } = await c.query({
                 name: 'tg_module_delete',
                 text: 'DELETE FROM "modules" WHERE "org_id" = $1 AND "module_id" = $2',
                 values: [orgId, moduleId],
               });
+              await log(actor, { action: 'MODULE_UNINSTALL', targetId: moduleId, ...(rowCount === 1 ? {} : { outcome: 'not_found' as const }) });
               return rowCount === 1;
             })
           : false,
@@ -660,16 +731,19 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
               return rowCount === 1;
             })
           : false,
-      upsert: async (row) =>
+      upsert: async (row, actor) =>
         storable(row.moduleId)
-          ? inOrg(orgId, { kind: 'data' }, async (c) => {
+          ? audited(orgId, { kind: 'data' }, async (c, log) => {
               // The module must exist in this org; its row is locked (KEY SHARE, as the foreign key's own check) so it cannot go in between.
               const { rowCount } = await c.query({
                 name: 'tg_credential_module',
                 text: 'SELECT 1 FROM "modules" WHERE "org_id" = $1 AND "module_id" = $2 FOR KEY SHARE',
                 values: [orgId, row.moduleId],
               });
-              if (rowCount !== 1) return false;
+              if (rowCount !== 1) {
+                await log(actor, { action: 'CREDENTIAL_SET', targetId: row.moduleId, outcome: 'not_found' });
+                return false;
+              }
               // Replaces the sealed value and field names; created_at stays as first written.
               await db(c)
                 .insert(credentials)
@@ -678,23 +752,51 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
                   target: [credentials.orgId, credentials.moduleId],
                   set: { ciphertext: row.ciphertext, iv: row.iv, tag: row.tag, keyId: row.keyId, fields: row.fields, updatedAt: row.updatedAt },
                 });
+              await log(actor, { action: 'CREDENTIAL_SET', targetId: row.moduleId });
               return true;
             })
           : false,
-      delete: async (moduleId) =>
+      delete: async (moduleId, actor) =>
         storable(moduleId)
-          ? inOrg(orgId, { kind: 'data' }, async (c) => {
+          ? audited(orgId, { kind: 'data' }, async (c, log) => {
               const { rowCount } = await c.query({
                 name: 'tg_credential_delete',
                 text: 'DELETE FROM "credentials" WHERE "org_id" = $1 AND "module_id" = $2',
                 values: [orgId, moduleId],
               });
+              await log(actor, { action: 'CREDENTIAL_DELETE', targetId: moduleId, ...(rowCount === 1 ? {} : { outcome: 'not_found' as const }) });
               return rowCount === 1;
             })
           : false,
+      // Answered only once the record of the read has committed (DURABLE).
+      reveal: async (moduleId, actor) =>
+        storable(moduleId)
+          ? audited(orgId, DURABLE, async (c, log) => {
+              const { rows } = await c.query<CredentialRecord>({
+                name: 'tg_credential_get',
+                text: `SELECT ${CREDENTIAL_COLUMNS} FROM "credentials" WHERE "org_id" = $1 AND "module_id" = $2`,
+                values: [orgId, moduleId],
+              });
+              await log(actor, { action: 'CREDENTIAL_REVEAL', targetId: moduleId, ...(rows[0] ? {} : { outcome: 'not_found' as const }) });
+              return rows[0] === undefined ? undefined : credentialRow(rows[0]);
+            })
+          : undefined,
     },
 
+    ...orgKeys.forOrg(orgId),
     usage: usageOf(orgId),
+
+    audit: {
+      page: (query) => inOrg(orgId, undefined, (c) => auditPage(c, orgId, query)),
+      chain: (afterSeq, limit) => inOrg(orgId, undefined, (c) => auditChain(c, orgId, afterSeq, limit)),
+      head: () => inOrg(orgId, undefined, (c) => auditHead(c, orgId), ONE_SHOT),
+      prune: async (before, actor) => {
+        let checkpoint = false;
+        const n = await inOrg(orgId, DURABLE, (c) => auditPrune(c, orgId, before, actor, () => (checkpoint = true)));
+        if (checkpoint) auditRecorded('AUDIT_CHECKPOINT');
+        return n;
+      },
+    },
   });
 
   const auth: AuthStore = {
@@ -720,20 +822,41 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
 
   const system: SystemStore = {
     orgs: {
-      list: async () =>
-        (await crossOrg<{ id: string; name: string; created_at: string }>('SELECT "id", "name", "created_at" FROM public.tenantgate_orgs()', [])).map(
-          (r): OrgRow => ({ id: r.id, name: r.name, createdAt: r.created_at }),
-        ),
-      insert: async (row) => {
-        // The notification goes with the insert's own transaction (one statement: autocommit).
-        const rows = await crossOrg<{ inserted: boolean }>(
-          `SELECT public.tenantgate_insert_org($1, $2, $3) AS inserted, pg_notify('${CHANGES_CHANNEL}', $4)`,
-          [row.id, row.name, row.createdAt, notifyPayload('touch', row.id)],
-        );
-        const inserted = rows[0]?.inserted === true;
-        if (inserted) changes.wrote('touch', row.id);
-        return inserted;
+      list: async () => (await crossOrg<OrgDbRow>(`SELECT ${ORG_COLUMNS} FROM public.tenantgate_orgs()`, [])).map(orgRow),
+      /**
+       * In the org's own transaction: its credentials and modules as the request role (the wall
+       * admits exactly the org's rows; modules has no cascade from orgs), then the orgs row
+       * through tenantgate_delete_org, whose cascade takes every other table's rows of the org
+       * (keys, metering, its data key, its audit log).
+       */
+      delete: async (orgId, _at, actor) => {
+        let recorded = false;
+        const deleted = await inOrg(orgId, { kind: 'touch' }, async (c) => {
+          await c.query({ text: 'DELETE FROM "credentials" WHERE "org_id" = $1', values: [orgId] });
+          await c.query({ text: 'DELETE FROM "modules" WHERE "org_id" = $1', values: [orgId] });
+          const { rows } = await c.query<{ deleted: boolean }>({ text: 'SELECT public.tenantgate_delete_org($1) AS deleted', values: [orgId] });
+          const done = rows[0]?.deleted === true;
+          // The record goes to the operator org's log (the org's own went with it), in this same
+          // transaction: the org setting moves to `default` for it (transaction-local, as BEGIN's).
+          await c.query({ text: "SELECT set_config('app.org_id', $1, true)", values: [DEFAULT_ORG.id] });
+          await appendAudit(c, DEFAULT_ORG.id, actor, { action: 'ORG_DELETE', targetId: orgId, ...(done ? {} : { outcome: 'not_found' as const }) });
+          recorded = true;
+          return done;
+        });
+        if (recorded) auditRecorded('ORG_DELETE');
+        return deleted;
       },
+      // In the new org's own transaction (org set to its id): the wall admits its first audit record.
+      insert: (row, actor) =>
+        audited(row.id, { kind: 'touch' }, async (c, log) => {
+          const { rows } = await c.query<{ inserted: boolean }>({
+            text: 'SELECT public.tenantgate_insert_org($1, $2, $3) AS inserted',
+            values: [row.id, row.name, row.createdAt],
+          });
+          const inserted = rows[0]?.inserted === true;
+          await log(actor, { action: 'ORG_CREATE', targetId: row.id, ...(inserted ? {} : { outcome: 'conflict' as const }) });
+          return inserted;
+        }),
     },
     keyCount: async () => (await crossOrg<{ n: number }>('SELECT public.tenantgate_key_count() AS n', []))[0]?.n ?? 0,
     modules: {
@@ -821,7 +944,9 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
           });
           return rowCount === 1;
         }),
+      underMasterKey: orgKeys.underMasterKey,
     },
+    orgKeys: orgKeys.system,
   };
 
   let closed = false;

@@ -17,7 +17,10 @@ const PAGE_CACHE_KIB = 8192;
  *   (migrations run so; the store then takes the syncing off the event loop: see createWalSync);
  * - foreign_keys=ON (better-sqlite3 12 defaults it on; we do not rely on that default);
  * - cache_size of 8 MiB (better-sqlite3 builds SQLite with 16 MiB): the page cache is part of the
- *   gateway's memory budget, and the OS page cache keeps the file's hot pages anyway.
+ *   gateway's memory budget, and the OS page cache keeps the file's hot pages anyway;
+ * - secure_delete=ON: deleted content (a deleted org's rows and data key, a replaced credential's
+ *   old ciphertext) is overwritten with zeros, freed pages included, instead of lingering in the
+ *   file until reused (issue 15: deleting an org shreds it; see the README on its write cost).
  * Its folder and file are made and checked first, by openStore (see data-dir.ts).
  */
 export function openDatabase(file: string): SqliteDatabase {
@@ -44,6 +47,7 @@ function connect(file: string): SqliteDatabase {
     db.pragma('synchronous = FULL');
     db.pragma('foreign_keys = ON');
     db.pragma(`cache_size = -${PAGE_CACHE_KIB}`);
+    db.pragma('secure_delete = ON');
   } catch (error) {
     db.close();
     throw error;

@@ -41,13 +41,19 @@ function columns(db: SqliteDatabase, table: string): string[] {
  * file's are plaintext, and a new file has none), so that a missing key is refused, not generated.
  */
 export function holdsSealedCredentials(db: SqliteDatabase): boolean {
+  if (tableExists(db, 'org_keys') && db.prepare('SELECT 1 FROM org_keys LIMIT 1').get() !== undefined) return true;
   if (!tableExists(db, 'credentials') || !columns(db, 'credentials').includes('key_id')) return false;
   return db.prepare('SELECT 1 FROM credentials LIMIT 1').get() !== undefined;
 }
 
-/** The master key ids the credentials are sealed under (after migrating), for the start-up check. */
+/**
+ * The master key ids in use (after migrating), for the start-up check: those wrapping the orgs'
+ * data keys, and those sealing credentials directly (before their move to data keys, `mk_…`).
+ */
 export function sealedKeyIds(db: SqliteDatabase): string[] {
-  return db.prepare('SELECT DISTINCT key_id FROM credentials').pluck().all() as string[];
+  const direct = db.prepare(`SELECT DISTINCT key_id FROM credentials WHERE substr(key_id, 1, 3) = 'mk_'`).pluck().all() as string[];
+  const wrapping = db.prepare('SELECT DISTINCT master_key_id FROM org_keys').pluck().all() as string[];
+  return [...new Set([...direct, ...wrapping])].sort();
 }
 
 function layoutOf(db: SqliteDatabase): Layout {

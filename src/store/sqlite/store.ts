@@ -2,15 +2,17 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { and, asc, count, eq, getTableColumns, isNull, ne, sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/better-sqlite3';
+import { DEFAULT_ORG } from '../types.ts';
 import type {
   ApiKeyRow,
+  AuditActor,
   AuthStore,
   CredentialRow,
   KeyTree,
   ModuleField,
   ModulePatch,
   ModuleRecord,
-  OrgRow,
+  NewOrg,
   OrgStore,
   Store,
   SystemStore,
@@ -18,10 +20,12 @@ import type {
 import type Database from 'better-sqlite3';
 import { BUSY_TIMEOUT_MS, createWalSync, type SqliteDatabase, type WalSync } from './connection.ts';
 import { createSqliteChangeFeed } from './changes.ts';
-import { settle } from './errors.ts';
+import { settle, toStoreError } from './errors.ts';
 import { MODULE_COLUMNS, MODULE_COMPUTED, MODULE_FIELDS } from '../module-fields.ts';
 import { apiKeys, credentials, modules, orgs } from './schema.ts';
 import { createSqliteUsage } from './usage.ts';
+import { checkpointShredded, createSqliteOrgKeys } from './org-keys.ts';
+import { createSqliteAudit } from './audit.ts';
 
 const p = sql.placeholder;
 
@@ -249,7 +253,9 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string, opti
   };
 
   const changes = createSqliteChangeFeed(sqlite);
-  const usage = createSqliteUsage(sqlite, { durable, touched: changes.touched });
+  const audit = createSqliteAudit(sqlite, durable);
+  const usage = createSqliteUsage(sqlite, { durable, touched: changes.touched, audit });
+  const orgKeys = createSqliteOrgKeys(sqlite, { durable });
   /** Runs a write of the org's modules or credentials and counts it, whether or not it succeeds. */
   const writing = <T>(orgId: string, write: () => T): T => {
     try {
@@ -276,9 +282,18 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string, opti
       .orderBy(asc(apiKeys.createdAt), asc(apiKeys.id))
       .all();
   const revokeTree = sqlite.transaction(
-    (orgId: string, id: string, at: string, check: (key: ApiKeyRow, descendants: readonly ApiKeyRow[]) => void): KeyTree | undefined => {
+    (
+      orgId: string,
+      id: string,
+      at: string,
+      check: (key: ApiKeyRow, descendants: readonly ApiKeyRow[]) => void,
+      actor: AuditActor,
+    ): KeyTree | undefined => {
       const before = q.keyForOrg.get({ orgId, id });
-      if (!before) return undefined;
+      if (!before) {
+        audit.append(orgId, actor, { action: 'KEY_REVOKE', targetId: id, outcome: 'not_found' });
+        return undefined;
+      }
       const beforeDescendants = descendantsOf(orgId, id);
       check(before, beforeDescendants);
       db.update(apiKeys)
@@ -286,6 +301,8 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string, opti
         .where(and(eq(apiKeys.orgId, orgId), isNull(apiKeys.revokedAt), inKeyTree(orgId, id, true)))
         .run();
       const revoked = [before, ...beforeDescendants].filter((k) => k.revokedAt === null).map((k) => k.id);
+      // One record per key this revocation ended (the root's alone when all were revoked already).
+      for (const keyId of revoked.length > 0 ? revoked : [id]) audit.append(orgId, actor, { action: 'KEY_REVOKE', targetId: keyId });
       return { key: q.keyForOrg.get({ orgId, id })!, descendants: descendantsOf(orgId, id), revoked };
     },
   );
@@ -295,34 +312,73 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string, opti
   });
 
   // The credential's module must exist in the same org; checked inside the write transaction.
-  const upsertCredential = sqlite.transaction((row: CredentialRow): boolean => {
-    if (!getModule(row.orgId, row.moduleId)) return false;
-    q.credentialUpsert.run(row);
-    return true;
-  });
+  const upsertCredential = (row: CredentialRow, actor: AuditActor): boolean =>
+    audit.transaction(() => {
+      if (!getModule(row.orgId, row.moduleId)) {
+        audit.append(row.orgId, actor, { action: 'CREDENTIAL_SET', targetId: row.moduleId, outcome: 'not_found' });
+        return false;
+      }
+      q.credentialUpsert.run(row);
+      audit.append(row.orgId, actor, { action: 'CREDENTIAL_SET', targetId: row.moduleId });
+      return true;
+    });
 
   const orgStore = (orgId: string): OrgStore => ({
     orgId,
     org: () => settle(() => q.orgGet.get({ id: orgId })),
+    rename: (name, _at, actor) =>
+      durable(() => {
+        const row = audit.transaction(() => {
+          const renamed = db.update(orgs).set({ name }).where(eq(orgs.id, orgId)).returning().get();
+          if (renamed) audit.append(orgId, actor, { action: 'ORG_RENAME', targetId: orgId });
+          return renamed;
+        });
+        if (row) changes.touched(orgId);
+        return row;
+      }),
+    setStatus: (status, reason, at, actor) =>
+      durable(() => {
+        const suspended = status === 'suspended';
+        const row = audit.transaction(() => {
+          const changed = db
+            .update(orgs)
+            .set({ status, suspendedAt: suspended ? at : null, suspendReason: suspended ? reason : null })
+            .where(eq(orgs.id, orgId))
+            .returning()
+            .get();
+          if (changed) audit.append(orgId, actor, { action: suspended ? 'ORG_SUSPEND' : 'ORG_RESUME', targetId: orgId });
+          return changed;
+        });
+        if (row) changes.touched(orgId);
+        return row;
+      }),
 
     apiKeys: {
       list: () => settle(() => q.keysForOrg.all({ orgId })),
       get: (id) => settle(() => q.keyForOrg.get({ orgId, id })),
-      insert: (row) =>
+      insert: (row, actor) =>
         durable(() => {
-          db.insert(apiKeys).values({ ...row, orgId }).run();
+          audit.transaction(() => {
+            db.insert(apiKeys).values({ ...row, orgId }).run();
+            audit.append(orgId, actor, { action: 'KEY_CREATE', targetId: row.id });
+          });
           changes.touched(orgId);
         }),
-      revoke: (id, at) =>
+      revoke: (id, at, actor) =>
         durable(() => {
-          q.keyRevoke.run({ orgId, id, at });
+          const row = audit.transaction(() => {
+            q.keyRevoke.run({ orgId, id, at });
+            const after = q.keyForOrg.get({ orgId, id });
+            audit.append(orgId, actor, { action: 'KEY_REVOKE', targetId: id, ...(after ? {} : { outcome: 'not_found' as const }) });
+            return after;
+          });
           changes.touched(orgId);
-          return q.keyForOrg.get({ orgId, id });
+          return row;
         }),
       descendants: (id) => settle(() => descendantsOf(orgId, id)),
-      revokeTree: (id, at, check) =>
+      revokeTree: (id, at, check, actor) =>
         durable(() => {
-          const tree = revokeTree.immediate(orgId, id, at, check);
+          const tree = audit.transaction(() => revokeTree(orgId, id, at, check, actor));
           if (tree) changes.touched(orgId);
           return tree;
         }),
@@ -336,34 +392,74 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string, opti
           () => (enabled === undefined ? countModules.get(orgId) : countModulesEnabled.get(orgId, enabled ? 1 : 0)) as number,
         ),
       get: (moduleId) => settle(() => getModule(orgId, moduleId)),
-      insert: (row) =>
-        durable(() => writing(orgId, () => db.insert(modules).values({ ...row, orgId }).onConflictDoNothing().run().changes === 1)),
-      update: (moduleId, patch: ModulePatch, at) =>
-        durable(() => {
-          writing(orgId, () => {
-            if (Object.keys(patch).length === 1 && patch.enabled !== undefined) {
-              q.moduleSetEnabled.run({ orgId, moduleId, enabled: patch.enabled ? 1 : 0, at });
-            } else {
-              db.update(modules)
-                .set({ ...patch, updatedAt: at })
-                .where(and(eq(modules.orgId, orgId), eq(modules.moduleId, moduleId)))
-                .run();
-            }
-          });
-          return getModule(orgId, moduleId);
-        }),
-      delete: (moduleId) => durable(() => writing(orgId, () => q.moduleDelete.run({ orgId, moduleId }).changes === 1)),
+      insert: (row, actor) =>
+        durable(() =>
+          writing(orgId, () =>
+            audit.transaction(() => {
+              const inserted = db.insert(modules).values({ ...row, orgId }).onConflictDoNothing().run().changes === 1;
+              audit.append(orgId, actor, { action: 'MODULE_INSTALL', targetId: row.moduleId, ...(inserted ? {} : { outcome: 'conflict' as const }) });
+              return inserted;
+            }),
+          ),
+        ),
+      update: (moduleId, patch: ModulePatch, at, actor) =>
+        durable(() =>
+          writing(orgId, () =>
+            audit.transaction(() => {
+              const onlyEnabled = Object.keys(patch).length === 1 && patch.enabled !== undefined;
+              const changed = onlyEnabled
+                ? q.moduleSetEnabled.run({ orgId, moduleId, enabled: patch.enabled ? 1 : 0, at }).changes
+                : db
+                    .update(modules)
+                    .set({ ...patch, updatedAt: at })
+                    .where(and(eq(modules.orgId, orgId), eq(modules.moduleId, moduleId)))
+                    .run().changes;
+              const action = onlyEnabled ? (patch.enabled ? 'MODULE_ENABLE' : 'MODULE_DISABLE') : 'MODULE_UPDATE';
+              audit.append(orgId, actor, { action, targetId: moduleId, ...(changed === 1 ? {} : { outcome: 'not_found' as const }) });
+              return getModule(orgId, moduleId);
+            }),
+          ),
+        ),
+      delete: (moduleId, actor) =>
+        durable(() =>
+          writing(orgId, () =>
+            audit.transaction(() => {
+              const deleted = q.moduleDelete.run({ orgId, moduleId }).changes === 1;
+              audit.append(orgId, actor, { action: 'MODULE_UNINSTALL', targetId: moduleId, ...(deleted ? {} : { outcome: 'not_found' as const }) });
+              return deleted;
+            }),
+          ),
+        ),
     },
 
     credentials: {
       get: (moduleId) => settle(() => q.credentialGet.get({ orgId, moduleId })),
       list: () => settle(() => q.credentialList.all({ orgId })),
       has: (moduleId) => settle(() => q.credentialGet.get({ orgId, moduleId }) !== undefined),
-      upsert: (row) => durable(() => writing(orgId, () => upsertCredential.immediate({ ...row, orgId }))),
-      delete: (moduleId) => durable(() => writing(orgId, () => q.credentialDelete.run({ orgId, moduleId }).changes === 1)),
+      upsert: (row, actor) => durable(() => writing(orgId, () => upsertCredential({ ...row, orgId }, actor))),
+      delete: (moduleId, actor) =>
+        durable(() =>
+          writing(orgId, () =>
+            audit.transaction(() => {
+              const deleted = q.credentialDelete.run({ orgId, moduleId }).changes === 1;
+              audit.append(orgId, actor, { action: 'CREDENTIAL_DELETE', targetId: moduleId, ...(deleted ? {} : { outcome: 'not_found' as const }) });
+              return deleted;
+            }),
+          ),
+        ),
+      reveal: (moduleId, actor) =>
+        durable(() =>
+          audit.transaction(() => {
+            const row = q.credentialGet.get({ orgId, moduleId });
+            audit.append(orgId, actor, { action: 'CREDENTIAL_REVEAL', targetId: moduleId, ...(row ? {} : { outcome: 'not_found' as const }) });
+            return row;
+          }),
+        ),
     },
 
+    ...orgKeys.forOrg(orgId),
     usage: usage.forOrg(orgId),
+    audit: audit.forOrg(orgId),
   });
 
   const auth: AuthStore = {
@@ -377,18 +473,51 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string, opti
       }),
   };
 
-  const insertOrg = (row: OrgRow) =>
+  const insertOrg = (row: NewOrg, actor: AuditActor) =>
     durable(() => {
-      const inserted = db.insert(orgs).values(row).onConflictDoNothing().run().changes === 1;
+      const inserted = audit.transaction(() => {
+        const made = db.insert(orgs).values(row).onConflictDoNothing().run().changes === 1;
+        audit.append(row.id, actor, { action: 'ORG_CREATE', targetId: row.id, ...(made ? {} : { outcome: 'conflict' as const }) });
+        return made;
+      });
       if (inserted) changes.touched(row.id);
       return inserted;
     });
   const keyCount = () => settle(() => q.keyCount.get()?.n ?? 0);
 
+  /**
+   * Every row of the org, in every table that has one (read from the schema, so a table added
+   * later cannot be missed), then the org itself, in one transaction. secure_delete (connection.ts)
+   * zeroes the freed pages.
+   */
+  const deleteOrg = sqlite.transaction((orgId: string): boolean => {
+    if (!q.orgGet.get({ id: orgId })) return false;
+    for (const table of orgTables()) sqlite.prepare(`DELETE FROM "${table}" WHERE org_id = ?`).run(orgId);
+    sqlite.prepare('DELETE FROM orgs WHERE id = ?').run(orgId);
+    return true;
+  });
+  /** The tables with an org_id column, children first (credentials before modules). */
+  const orgTables = (): string[] => {
+    const tables = sqlite.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").pluck().all() as string[];
+    const withOrg = tables.filter((t) => (sqlite.prepare('SELECT 1 FROM pragma_table_info(?) WHERE name = ?').get(t, 'org_id') ?? null) !== null);
+    return withOrg.sort((a, b) => (a === 'credentials' ? -1 : b === 'credentials' ? 1 : 0));
+  };
+
   const system: SystemStore = {
     orgs: {
       list: () => settle(() => q.orgList.all()),
       insert: insertOrg,
+      // The record goes to the operator org's log, in the deleting transaction: the org's own log goes with it.
+      delete: (orgId, _at, actor) =>
+        durable(() => {
+          const deleted = audit.transaction(() => {
+            const done = deleteOrg(orgId);
+            audit.append(DEFAULT_ORG.id, actor, { action: 'ORG_DELETE', targetId: orgId, ...(done ? {} : { outcome: 'not_found' as const }) });
+            return done;
+          });
+          if (deleted) changes.touched(orgId);
+          return deleted;
+        }),
     },
     keyCount,
     modules: {
@@ -427,7 +556,16 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string, opti
                 .run().changes === 1,
           ),
         ),
+      underMasterKey: orgKeys.underMasterKey,
     },
+    orgKeys: orgKeys.system,
+  };
+  // A deletion is shredded from the files too, not only from the tables (org-keys.ts).
+  const deleteOrgRows = system.orgs.delete;
+  system.orgs.delete = async (orgId, at, actor) => {
+    const deleted = await deleteOrgRows(orgId, at, actor);
+    if (deleted) await checkpointShredded(sqlite, BUSY_TIMEOUT_MS).catch((error: unknown) => Promise.reject(toStoreError(error)));
+    return deleted;
   };
 
   return {
