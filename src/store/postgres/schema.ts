@@ -13,7 +13,7 @@ import {
   text,
   unique,
 } from 'drizzle-orm/pg-core';
-import type { ApiKeyRow, CredentialRow, ModuleRow, OrgQuotaRow, OrgRow, RunUnitEvent } from '../types.ts';
+import type { ApiKeyRow, AuditAction, AuditActor, AuditOutcome, AuditRecord, CredentialRow, ModuleRow, OrgKeyRow, OrgQuotaRow, OrgRow, OrgStatus, RunUnitEvent } from '../types.ts';
 
 // Mirrors src/store/sqlite/schema.ts column for column. Timestamps stay ISO-8601 UTC text (not
 // timestamptz) so a row copied from SQLite keeps its bytes and sorts the same way. The name lists
@@ -51,6 +51,9 @@ export const orgs = pgTable(
     id: text('id').primaryKey(),
     name: text('name').notNull(),
     createdAt: text('created_at').notNull(),
+    status: text('status').notNull().default('active').$type<OrgStatus>(),
+    suspendedAt: text('suspended_at'),
+    suspendReason: text('suspend_reason'),
   },
   () => [
     pgPolicy('orgs_org_wall', {
@@ -217,8 +220,75 @@ export const orgQuotas = pgTable(
   () => [orgWall('org_quotas')],
 ).enableRLS();
 
-/** The tables holding an org's rows, each under the wall, forced (drizzle/pg/0001, 0010). */
-export const TENANT_TABLES = ['api_keys', 'modules', 'credentials', 'run_unit_events', 'usage_months', 'usage_hours', 'org_quotas'] as const;
+// Audit log and per-org data keys (issue 15): as SQLite's; walled and forced (drizzle/pg/0012).
+
+/** Each org's data key, wrapped by a master key; deleting the row shreds the org's credentials. */
+export const orgKeys = pgTable(
+  'org_keys',
+  {
+    orgId: text('org_id')
+      .primaryKey()
+      .references(() => orgs.id, { onDelete: 'cascade' }),
+    keyId: text('key_id').notNull(),
+    wrapped: bytea('wrapped').notNull(),
+    iv: bytea('iv').notNull(),
+    tag: bytea('tag').notNull(),
+    masterKeyId: text('master_key_id').notNull(),
+    createdAt: text('created_at').notNull(),
+  },
+  () => [orgWall('org_keys')],
+).enableRLS();
+
+/** The audit records of each org, a hash chain in seq order (see AuditRecord). */
+export const auditLog = pgTable(
+  'audit_log',
+  {
+    orgId: text('org_id')
+      .notNull()
+      .references(() => orgs.id, { onDelete: 'cascade' }),
+    seq: bigint('seq', { mode: 'number' }).notNull(),
+    id: text('id').notNull(),
+    at: text('at').notNull(),
+    action: text('action').notNull().$type<AuditAction>(),
+    actorKeyId: text('actor_key_id'),
+    actorKeyPrefix: text('actor_key_prefix'),
+    actorVia: text('actor_via').notNull().$type<AuditActor['via']>(),
+    targetId: text('target_id'),
+    requestId: text('request_id'),
+    clientAddress: text('client_address'),
+    outcome: text('outcome').notNull().$type<AuditOutcome>(),
+    prevHash: text('prev_hash').notNull(),
+    hash: text('hash').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.orgId, t.seq] }), index('audit_log_org_at_idx').on(t.orgId, t.at, t.seq), orgWall('audit_log')],
+).enableRLS();
+
+/** The head of each org's chain; appending updates it, so concurrent appends of one org take turns on its row. */
+export const auditHeads = pgTable(
+  'audit_heads',
+  {
+    orgId: text('org_id')
+      .primaryKey()
+      .references(() => orgs.id, { onDelete: 'cascade' }),
+    seq: bigint('seq', { mode: 'number' }).notNull(),
+    hash: text('hash').notNull(),
+  },
+  () => [orgWall('audit_heads')],
+).enableRLS();
+
+/** The tables holding an org's rows, each under the wall, forced (drizzle/pg/0001, 0010, 0012). */
+export const TENANT_TABLES = [
+  'api_keys',
+  'modules',
+  'credentials',
+  'run_unit_events',
+  'usage_months',
+  'usage_hours',
+  'org_quotas',
+  'org_keys',
+  'audit_log',
+  'audit_heads',
+] as const;
 /** Every table under the wall: the tenant tables and orgs (read-only to the request role). */
 export const WALLED_TABLES = ['orgs', ...TENANT_TABLES] as const;
 
@@ -233,4 +303,6 @@ export type SchemaMatchesRowTypes = Assert<[
   Same<typeof credentials.$inferSelect, CredentialRow>,
   Same<typeof runUnitEvents.$inferSelect, RunUnitEvent>,
   Same<typeof orgQuotas.$inferSelect, OrgQuotaRow>,
+  Same<typeof orgKeys.$inferSelect, OrgKeyRow>,
+  Same<typeof auditLog.$inferSelect, AuditRecord>,
 ]>;

@@ -9,7 +9,7 @@ import {
   text,
   unique,
 } from 'drizzle-orm/sqlite-core';
-import type { ApiKeyRow, CredentialRow, ModuleRow, OrgQuotaRow, OrgRow, RunUnitEvent } from '../types.ts';
+import type { ApiKeyRow, AuditAction, AuditActor, AuditOutcome, AuditRecord, CredentialRow, ModuleRow, OrgKeyRow, OrgQuotaRow, OrgRow, OrgStatus, RunUnitEvent } from '../types.ts';
 
 // Timestamps are ISO-8601 UTC text, as the pre-tenant registry wrote them, so adopted rows keep
 // their bytes and new rows sort the same way.
@@ -18,6 +18,9 @@ export const orgs = sqliteTable('orgs', {
   id: text('id').primaryKey(),
   name: text('name').notNull(),
   createdAt: text('created_at').notNull(),
+  status: text('status').notNull().default('active').$type<OrgStatus>(),
+  suspendedAt: text('suspended_at'),
+  suspendReason: text('suspend_reason'),
 });
 
 export const apiKeys = sqliteTable(
@@ -157,6 +160,54 @@ export const orgQuotas = sqliteTable('org_quotas', {
   updatedAt: text('updated_at').notNull(),
 });
 
+// Audit log and per-org data keys (issue 15).
+
+/** Each org's data key, wrapped by a master key; deleting the row shreds the org's credentials. */
+export const orgKeys = sqliteTable('org_keys', {
+  orgId: text('org_id')
+    .primaryKey()
+    .references(() => orgs.id, { onDelete: 'cascade' }),
+  keyId: text('key_id').notNull(),
+  wrapped: blob('wrapped', { mode: 'buffer' }).notNull(),
+  iv: blob('iv', { mode: 'buffer' }).notNull(),
+  tag: blob('tag', { mode: 'buffer' }).notNull(),
+  masterKeyId: text('master_key_id').notNull(),
+  createdAt: text('created_at').notNull(),
+});
+
+/** The audit records of each org, a hash chain in seq order (see AuditRecord). */
+export const auditLog = sqliteTable(
+  'audit_log',
+  {
+    orgId: text('org_id')
+      .notNull()
+      .references(() => orgs.id, { onDelete: 'cascade' }),
+    seq: integer('seq').notNull(),
+    id: text('id').notNull(),
+    at: text('at').notNull(),
+    action: text('action').notNull().$type<AuditAction>(),
+    actorKeyId: text('actor_key_id'),
+    actorKeyPrefix: text('actor_key_prefix'),
+    actorVia: text('actor_via').notNull().$type<AuditActor['via']>(),
+    targetId: text('target_id'),
+    requestId: text('request_id'),
+    clientAddress: text('client_address'),
+    outcome: text('outcome').notNull().$type<AuditOutcome>(),
+    prevHash: text('prev_hash').notNull(),
+    hash: text('hash').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.orgId, t.seq] }), index('audit_log_org_at_idx').on(t.orgId, t.at, t.seq)],
+);
+
+/** The head of each org's chain: the last seq and hash, so that appending reads one row. */
+export const auditHeads = sqliteTable('audit_heads', {
+  orgId: text('org_id')
+    .primaryKey()
+    .references(() => orgs.id, { onDelete: 'cascade' }),
+  seq: integer('seq').notNull(),
+  hash: text('hash').notNull(),
+});
+
 // The tables must read back exactly the store's row types: a column added here and not there (or
 // the other way round) fails to compile.
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
@@ -168,4 +219,6 @@ export type SchemaMatchesRowTypes = Assert<[
   Same<typeof credentials.$inferSelect, CredentialRow>,
   Same<typeof runUnitEvents.$inferSelect, RunUnitEvent>,
   Same<typeof orgQuotas.$inferSelect, OrgQuotaRow>,
+  Same<typeof orgKeys.$inferSelect, OrgKeyRow>,
+  Same<typeof auditLog.$inferSelect, AuditRecord>,
 ]>;
