@@ -8,6 +8,7 @@ import { drizzle as pgDrizzle } from 'drizzle-orm/node-postgres';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { Scope } from '../src/auth/scopes.ts';
 import { loadConfig } from '../src/config.ts';
+import { DataKey, orgKeyring } from '../src/crypto/data-keys.ts';
 import { SecretBox } from '../src/crypto/secret-box.ts';
 import { captureLogger } from '../src/logger.ts';
 import { copyToPostgres, jsonbText, runCopy } from '../src/maintenance/copy.ts';
@@ -18,6 +19,7 @@ import * as sqliteSchema from '../src/store/sqlite/schema.ts';
 import { createTestGateway, ORG_A, ORG_B } from './helpers/gateway.ts';
 import { createLegacyFromFixture, FIXTURE_SECRETS } from './helpers/legacy.ts';
 import { asSuperuser, createScratchDatabase, postgresAvailable, type ScratchDatabase } from './helpers/postgres.ts';
+import { SYSTEM_ACTOR, type OrgKeyRow } from '../src/store/types.ts';
 
 // `tenantgate copy --to postgres://…` (issue 13, item 6): a SQLite store into an empty PostgreSQL
 // database, in one transaction, verified by the target. Each test copies into a scratch database
@@ -65,17 +67,17 @@ async function buildSource(): Promise<Source> {
   const opened = await openStore(loadConfig(env), captureLogger());
   const { store, secretBox, sqlite } = opened;
   try {
-    await store.system.orgs.insert({ id: ORG_A, name: 'Org A', createdAt: at(1) });
-    await store.system.orgs.insert({ id: ORG_B, name: 'Zürich Ö 😀 "quoted"', createdAt: at(2) });
+    await store.system.orgs.insert({ id: ORG_A, name: 'Org A', createdAt: at(1) }, SYSTEM_ACTOR);
+    await store.system.orgs.insert({ id: ORG_B, name: 'Zürich Ö 😀 "quoted"', createdAt: at(2) }, SYSTEM_ACTOR);
     const operator = { keyId: null, scopes: 'all' } as const;
-    const root = await issueApiKey(store, ORG_A, { name: 'root', scopes: ['modules:read', 'modules:write', 'keys:manage'] }, operator);
-    const child = await issueApiKey(store, ORG_A, { name: 'child', scopes: ['modules:read', 'keys:manage'] }, { keyId: root.apiKey.id, scopes: new Set(root.apiKey.scopes as Scope[]) });
-    await issueApiKey(store, ORG_A, { name: 'grandchild', scopes: ['modules:read'] }, { keyId: child.apiKey.id, scopes: new Set(child.apiKey.scopes as Scope[]) });
-    const revoked = await issueApiKey(store, ORG_A, { name: 'revoked', scopes: ['modules:read'] }, operator);
-    await store.forOrg(ORG_A).apiKeys.revoke(revoked.apiKey.id, at(5));
-    const expiring = await issueApiKey(store, ORG_B, { name: 'expired', scopes: ['modules:read'], expiresAt: new Date(Date.now() + 60_000) }, operator);
+    const root = await issueApiKey(store, ORG_A, { name: 'root', scopes: ['modules:read', 'modules:write', 'keys:manage'] }, operator, SYSTEM_ACTOR);
+    const child = await issueApiKey(store, ORG_A, { name: 'child', scopes: ['modules:read', 'keys:manage'] }, { keyId: root.apiKey.id, scopes: new Set(root.apiKey.scopes as Scope[]) }, SYSTEM_ACTOR);
+    await issueApiKey(store, ORG_A, { name: 'grandchild', scopes: ['modules:read'] }, { keyId: child.apiKey.id, scopes: new Set(child.apiKey.scopes as Scope[]) }, SYSTEM_ACTOR);
+    const revoked = await issueApiKey(store, ORG_A, { name: 'revoked', scopes: ['modules:read'] }, operator, SYSTEM_ACTOR);
+    await store.forOrg(ORG_A).apiKeys.revoke(revoked.apiKey.id, at(5), SYSTEM_ACTOR);
+    const expiring = await issueApiKey(store, ORG_B, { name: 'expired', scopes: ['modules:read'], expiresAt: new Date(Date.now() + 60_000) }, operator, SYSTEM_ACTOR);
     sqlite.prepare('UPDATE api_keys SET expires_at = ?, last_used_at = ? WHERE id = ?').run(at(3), at(2), expiring.apiKey.id);
-    await issueApiKey(store, ORG_B, { name: 'b live', scopes: ['modules:read', 'credentials:reveal'] }, operator);
+    await issueApiKey(store, ORG_B, { name: 'b live', scopes: ['modules:read', 'credentials:reveal'] }, operator, SYSTEM_ACTOR);
 
     const plaintexts = new Map<string, string>();
     for (const [org, ids] of [[ORG_A, ['github', 'slack', 'zürich-wetter']], [ORG_B, ['github', 'notion']]] as const) {
@@ -89,12 +91,12 @@ async function buildSource(): Promise<Source> {
           enabled: moduleId !== 'notion',
           installedAt: at(3),
           updatedAt: at(4),
-        });
+        }, SYSTEM_ACTOR);
       }
       const secret = JSON.stringify({ token: `ghp_${org}_${randomBytes(6).toString('hex')}`, 'schlüssel': 'wärme' });
       plaintexts.set(`${org}/github`, secret);
-      const sealed = secretBox.seal(org, 'github', secret);
-      await store.forOrg(org).credentials.upsert({ moduleId: 'github', ...sealed, fields: ['token', 'schlüssel'], createdAt: at(5), updatedAt: at(6) });
+      const sealed = (await orgKeyring(store, secretBox).seal(store.forOrg(org), 'github', secret))!; // under the org's data key
+      await store.forOrg(org).credentials.upsert({ moduleId: 'github', ...sealed, fields: ['token', 'schlüssel'], createdAt: at(5), updatedAt: at(6) }, SYSTEM_ACTOR);
     }
     // The columns only system operations write (health, usage), set here directly.
     sqlite
@@ -120,8 +122,8 @@ async function buildSource(): Promise<Source> {
       { orgId: ORG_A, hourStart: '2026-01-10T08:00:00.000Z', count: 3 },
       { orgId: ORG_B, hourStart: '2026-01-12T00:00:00.000Z', count: 2 },
     ]);
-    await store.forOrg(ORG_A).usage.setQuota({ runUnitsPerMonth: 2 ** 41, requestsPerMinute: 600, burst: 100, updatedAt: at(9) });
-    await store.forOrg(ORG_B).usage.setQuota({ runUnitsPerMonth: null, requestsPerMinute: null, burst: null, updatedAt: at(9) });
+    await store.forOrg(ORG_A).usage.setQuota({ runUnitsPerMonth: 2 ** 41, requestsPerMinute: 600, burst: 100, updatedAt: at(9) }, SYSTEM_ACTOR);
+    await store.forOrg(ORG_B).usage.setQuota({ runUnitsPerMonth: null, requestsPerMinute: null, burst: null, updatedAt: at(9) }, SYSTEM_ACTOR);
     return { dir, env, masterKey, keyA: root.secret, plaintexts };
   } finally {
     await store.close();
@@ -135,6 +137,15 @@ const sortRows = (rows: Array<Record<string, unknown>>) =>
   );
 
 /** Every row of every table, read back through each dialect's drizzle schema (typed the same way). */
+type CopiedCredential = { orgId: string; moduleId: string; ciphertext: Buffer; iv: Buffer; tag: Buffer; keyId: string };
+
+/** A copied credential opened with the master key and its org's copied data key (issue 15). */
+function openCopied(masterKey: Buffer, rows: Rows, c: CopiedCredential): string {
+  const k = (rows.orgKeys as OrgKeyRow[]).find((r) => r.orgId === c.orgId);
+  if (!k) throw new Error(`no data key copied for ${c.orgId}`);
+  return new DataKey(k.orgId, k.keyId, new SecretBox(masterKey).unwrapDataKey(k.orgId, k.keyId, k)).open(c.moduleId, c);
+}
+
 function sourceRows(file: string): Rows {
   const db = new Database(file, { readonly: true });
   try {
@@ -148,6 +159,7 @@ function sourceRows(file: string): Rows {
       usageMonths: sortRows(d.select().from(sqliteSchema.usageMonths).all()),
       usageHours: sortRows(d.select().from(sqliteSchema.usageHours).all()),
       orgQuotas: sortRows(d.select().from(sqliteSchema.orgQuotas).all()),
+      orgKeys: sortRows(d.select().from(sqliteSchema.orgKeys).all()),
     };
   } finally {
     db.close();
@@ -167,6 +179,7 @@ function targetRows(db: ScratchDatabase): Promise<Rows> {
       usageMonths: sortRows(await d.select().from(pgSchema.usageMonths)),
       usageHours: sortRows(await d.select().from(pgSchema.usageHours)),
       orgQuotas: sortRows(await d.select().from(pgSchema.orgQuotas)),
+      orgKeys: sortRows(await d.select().from(pgSchema.orgKeys)),
     };
   });
 }
@@ -207,7 +220,7 @@ describe.skipIf(!available)('tenantgate copy --to postgres://… (issue 13, item
     const code = await runCopy(['copy', '--to', target.ownerUrl], { ...source.env, TENANTGATE_LOG_LEVEL: 'info' }, io);
     expect(out.stderr).not.toMatch(/"level":"(warn|error)"/);
     expect(code).toBe(0);
-    expect(out.stdout).toMatch(/^copied into postgres:\/\/.* verified row by row: orgs 3, api_keys 6, modules 5, credentials 2, run_unit_events 4, usage_months 3, usage_hours 4, org_quotas 2\n/);
+    expect(out.stdout).toMatch(/^copied into postgres:\/\/.* verified row by row: orgs 3, api_keys 6, modules 5, credentials 2, run_unit_events 4, usage_months 3, usage_hours 4, org_quotas 2, org_keys 2\n/);
     expect(out.stderr).toMatch(/"msg":"copy: rows copied","table":"modules","copied":5,"of":5/);
 
     const want = sourceRows(path.join(source.dir, 'tenantgate.db'));
@@ -222,10 +235,9 @@ describe.skipIf(!available)('tenantgate copy --to postgres://… (issue 13, item
       (want.orgs as Array<{ id: string; createdAt: string }>).find((o) => o.id === 'default')?.createdAt,
     );
 
-    // Sealed bytes copied as they are: they open with the same master key, bound to their row.
-    const box = new SecretBox(source.masterKey);
-    for (const row of got.credentials as Array<{ orgId: string; moduleId: string; ciphertext: Buffer; iv: Buffer; tag: Buffer; keyId: string }>) {
-      expect(box.open(row.orgId, row.moduleId, row)).toBe(source.plaintexts.get(`${row.orgId}/${row.moduleId}`));
+    // Sealed bytes copied as they are, the org keys with them: they open with the same master key, bound to their row.
+    for (const row of got.credentials as CopiedCredential[]) {
+      expect(openCopied(source.masterKey, got, row)).toBe(source.plaintexts.get(`${row.orgId}/${row.moduleId}`));
     }
     expect(await forced(target)).toEqual(ALL_FORCED);
 
@@ -310,7 +322,7 @@ describe.skipIf(!available)('tenantgate copy --to postgres://… (issue 13, item
     const target = await scratch();
     const { out, io } = capture();
     expect(await runCopy(['copy', '--to', target.ownerUrl], env, io)).toBe(0);
-    expect(out.stdout).toMatch(/orgs 1, api_keys 0, modules 3, credentials 2, run_unit_events 0, usage_months 0, usage_hours 0, org_quotas 0\n/);
+    expect(out.stdout).toMatch(/orgs 1, api_keys 0, modules 3, credentials 2, run_unit_events 0, usage_months 0, usage_hours 0, org_quotas 0, org_keys 1\n/);
     const got = await targetRows(target);
     expect((got.modules as Array<{ orgId: string; moduleId: string }>).map((m) => [m.orgId, m.moduleId])).toEqual([
       ['default', 'github'],
@@ -318,10 +330,8 @@ describe.skipIf(!available)('tenantgate copy --to postgres://… (issue 13, item
       ['default', 'zürich-weather'],
     ]);
     expect(got).toEqual(sourceRows(file));
-    const box = new SecretBox(masterKey);
-    const opened = (got.credentials as Array<{ orgId: string; moduleId: string; ciphertext: Buffer; iv: Buffer; tag: Buffer; keyId: string }>).map((c) =>
-      box.open(c.orgId, c.moduleId, c),
-    );
+    // Adopted (sealed under the master key), then moved to the org's data key on the copy's start.
+    const opened = (got.credentials as CopiedCredential[]).map((c) => openCopied(masterKey, got, c));
     expect(opened.join(' ')).toContain(FIXTURE_SECRETS[0]);
     expect(opened.join(' ')).toContain(FIXTURE_SECRETS[2]);
   });

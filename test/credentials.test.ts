@@ -8,6 +8,7 @@ import { isObjectType } from 'graphql';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createApp } from '../src/app.ts';
 import { ConfigError, loadConfig } from '../src/config.ts';
+import { orgKeyring } from '../src/crypto/data-keys.ts';
 import { masterKeyId } from '../src/crypto/secret-box.ts';
 import { schema } from '../src/graphql/schema.ts';
 import { captureLogger } from '../src/logger.ts';
@@ -17,6 +18,7 @@ import type { Store } from '../src/store/types.ts';
 import { failure, install, ok, REVEAL, SET_CREDENTIAL, sleep } from './helpers/api.ts';
 import { rawGet, rawRun } from './helpers/raw.ts';
 import { createTestGateway, DEFAULT_DIALECT, ORG_A, ORG_B, TENANT_SCOPES, type GqlResponse, type TestGateway } from './helpers/gateway.ts';
+import { SYSTEM_ACTOR } from '../src/store/types.ts';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -48,7 +50,20 @@ const masterKeyOf = (gw: TestGateway): Buffer => {
   return gw.config.masterKey;
 };
 
-/** AES-256-GCM as DESIGN.md documents it, written independently of src/crypto. */
+/**
+ * The org's data key (issue 15), unwrapped from its org_keys row with the master key: AES-256-GCM,
+ * additional data ["tenantgate data key", org id, data key id], written independently of src/crypto.
+ */
+async function dataKeyOf(gw: TestGateway, orgId: string): Promise<Buffer> {
+  const row = await rawGet<{ key_id: string; wrapped: Buffer; iv: Buffer; tag: Buffer }>(gw, 'SELECT key_id, wrapped, iv, tag FROM org_keys WHERE org_id = ?', [orgId]);
+  if (!row) throw new Error(`org ${orgId} has no data key`);
+  const decipher = createDecipheriv('aes-256-gcm', masterKeyOf(gw), row.iv);
+  decipher.setAAD(Buffer.from(JSON.stringify(['tenantgate data key', orgId, row.key_id]), 'utf8'));
+  decipher.setAuthTag(row.tag);
+  return Buffer.concat([decipher.update(row.wrapped), decipher.final()]);
+}
+
+/** AES-256-GCM as DESIGN.md documents it, written independently of src/crypto; `key` is the org's data key. */
 function decryptAsDocumented(key: Buffer, row: RawCredential, orgId = row.org_id, moduleId = row.module_id): string {
   const decipher = createDecipheriv('aes-256-gcm', key, row.iv);
   decipher.setAAD(Buffer.from(JSON.stringify([orgId, moduleId, row.key_id]), 'utf8'));
@@ -194,15 +209,20 @@ describe('encryption at rest', () => {
     if (!row) throw new Error('no row');
     expect(row.iv).toHaveLength(12);
     expect(row.tag).toHaveLength(16);
-    expect(row.key_id).toBe(masterKeyId(masterKeyOf(gw)));
-    expect(row.key_id).toMatch(/^mk_[0-9a-f]{16}$/);
+    // Sealed under the org's data key (issue 15), named as its org_keys row names it.
+    expect(row.key_id).toMatch(/^dk_[0-9a-f]{16}$/);
+    expect(row.key_id).toBe((await rawGet<{ key_id: string }>(gw, 'SELECT key_id FROM org_keys WHERE org_id = ?', [ORG_A]))?.key_id);
     expect(JSON.parse(row.fields)).toEqual(['token', 'user']);
     expect(row.ciphertext.includes(Buffer.from('ghp_plaintext_value'))).toBe(false);
     // An independent decryption with the documented construction yields the secret...
-    expect(JSON.parse(decryptAsDocumented(masterKeyOf(gw), row))).toEqual(secret);
-    // ...and only with the documented AAD.
-    expect(() => decryptAsDocumented(masterKeyOf(gw), row, ORG_B)).toThrow();
-    expect(() => decryptAsDocumented(masterKeyOf(gw), row, ORG_A, 'github')).toThrow();
+    const dataKey = await dataKeyOf(gw, ORG_A);
+    expect(JSON.parse(decryptAsDocumented(dataKey, row))).toEqual(secret);
+    // ...and only with the documented AAD, and only under the org's data key (not the master key, not another org's).
+    expect(() => decryptAsDocumented(dataKey, row, ORG_B)).toThrow();
+    expect(() => decryptAsDocumented(dataKey, row, ORG_A, 'github')).toThrow();
+    expect(() => decryptAsDocumented(masterKeyOf(gw), row)).toThrow();
+    const otherOrgKey = await dataKeyOf(gw, ORG_B);
+    expect(() => decryptAsDocumented(otherOrgKey, row)).toThrow();
   });
 
   it('uses a fresh IV on every write, even of the same value', async () => {
@@ -301,9 +321,9 @@ describe.skipIf(DEFAULT_DIALECT === 'postgres')('the master key', () => {
     const config = loadConfig({ TENANTGATE_DATA_DIR: dir, ...(key ? { TENANTGATE_MASTER_KEY: key.toString('base64') } : {}) });
     const opened = await openStore(config, captureLogger());
     const at = new Date().toISOString();
-    await opened.store.forOrg('default').modules.insert({ moduleId: 'github', name: 'GitHub', version: '1.0.0', description: null, config: '{}', enabled: true, installedAt: at, updatedAt: at });
+    await opened.store.forOrg('default').modules.insert({ moduleId: 'github', name: 'GitHub', version: '1.0.0', description: null, config: '{}', enabled: true, installedAt: at, updatedAt: at }, SYSTEM_ACTOR);
     const sealed = opened.secretBox.seal('default', 'github', JSON.stringify({ token: 'the-plaintext' }));
-    await opened.store.forOrg('default').credentials.upsert({ moduleId: 'github', ...sealed, fields: ['token'], createdAt: at, updatedAt: at });
+    await opened.store.forOrg('default').credentials.upsert({ moduleId: 'github', ...sealed, fields: ['token'], createdAt: at, updatedAt: at }, SYSTEM_ACTOR);
     await opened.store.close();
   }
 
@@ -336,7 +356,9 @@ describe.skipIf(DEFAULT_DIALECT === 'postgres')('the master key', () => {
       expect(again.secretBox.currentKeyId).toBe(masterKeyId(Buffer.from(content.trim(), 'base64')));
       const row = await again.store.forOrg('default').credentials.get('github');
       if (!row) throw new Error('no row');
-      expect(JSON.parse(again.secretBox.open('default', 'github', row))).toEqual({ token: 'the-plaintext' });
+      // Moved to the org's data key at this start (it was sealed under the master key).
+      expect(row.keyId).toMatch(/^dk_/);
+      expect(JSON.parse(await orgKeyring(again.store, again.secretBox).open(again.store.forOrg('default'), 'github', row))).toEqual({ token: 'the-plaintext' });
     } finally {
       await again.store.close();
     }
@@ -377,7 +399,7 @@ describe.skipIf(DEFAULT_DIALECT === 'postgres')('the master key', () => {
     try {
       const row = await opened.store.forOrg('default').credentials.get('github');
       if (!row) throw new Error('no row');
-      expect(JSON.parse(opened.secretBox.open('default', 'github', row))).toEqual({ token: 'the-plaintext' });
+      expect(JSON.parse(await orgKeyring(opened.store, opened.secretBox).open(opened.store.forOrg('default'), 'github', row))).toEqual({ token: 'the-plaintext' });
     } finally {
       await opened.store.close();
     }
@@ -442,6 +464,8 @@ function cleanEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
+// Since per-org data keys (issue 15), rotation re-wraps one org_keys row per org and leaves the
+// credentials as they are; test/data-keys.test.ts holds the same on PostgreSQL.
 describe.skipIf(DEFAULT_DIALECT === 'postgres')('rekeying credentials under a new master key', () => {
   const OLD = randomBytes(32);
   const NEW = randomBytes(32);
@@ -487,7 +511,9 @@ describe.skipIf(DEFAULT_DIALECT === 'postgres')('rekeying credentials under a ne
       opened,
       logger,
       gql,
-      keyIds: () => opened.sqlite.prepare('SELECT key_id, count(*) AS n FROM credentials GROUP BY key_id ORDER BY key_id').all() as { key_id: string; n: number }[],
+      /** The master keys wrapping the org keys, with how many each wraps. */
+      keyIds: () => opened.sqlite.prepare('SELECT master_key_id AS key_id, count(*) AS n FROM org_keys GROUP BY master_key_id ORDER BY 1').all() as { key_id: string; n: number }[],
+      credentialRows: () => opened.sqlite.prepare('SELECT org_id, module_id, ciphertext, iv, tag, key_id FROM credentials ORDER BY 1, 2').all() as Array<{ org_id: string; module_id: string }>,
       async close() {
         await app.close();
         await opened.store.close();
@@ -497,23 +523,25 @@ describe.skipIf(DEFAULT_DIALECT === 'postgres')('rekeying credentials under a ne
 
   const rotationEnv = { TENANTGATE_MASTER_KEY: NEW.toString('base64'), TENANTGATE_MASTER_KEY_PREVIOUS: OLD.toString('base64') };
   const keyFor = (org: string) => (org === ORG_A ? gw.keys.a : gw.keys.b);
-  const total = ORGS.length * (MODULES.length + 1); // + the seeded github credential
+  const total = ORGS.length; // one data key per org: what a rotation re-wraps
 
-  it('re-encrypts every credential while reads (and writes) through the gateway keep working, interleaved', async () => {
+  it("re-wraps every org's data key, leaves the credentials as they were, while reads (and writes) through the gateway keep working, interleaved", async () => {
     const node = await restart(rotationEnv);
     try {
       expect(node.keyIds()).toEqual([{ key_id: masterKeyId(OLD), n: total }]);
-      // Each reseal yields to the event loop first, so that requests run between the rotation's steps.
+      const credentialsBefore = node.credentialRows();
+      expect(credentialsBefore).toHaveLength(ORGS.length * (MODULES.length + 1)); // + the seeded github credential
+      // Each re-wrap waits a little first, so that requests run between the rotation's steps.
       const store = node.opened.store;
       const yielding: Store = {
         ...store,
         system: {
           ...store.system,
-          credentials: {
-            ...store.system.credentials,
-            reseal: async (row, iv) => {
-              await new Promise((resolve) => setImmediate(resolve));
-              return store.system.credentials.reseal(row, iv);
+          orgKeys: {
+            ...store.system.orgKeys,
+            rewrap: async (row, iv) => {
+              await sleep(50);
+              return store.system.orgKeys.rewrap(row, iv);
             },
           },
         },
@@ -554,15 +582,18 @@ describe.skipIf(DEFAULT_DIALECT === 'postgres')('rekeying credentials under a ne
       await Promise.all([reader, writer]);
 
       expect(reads).toBeGreaterThan(10);
-      expect(mixedStates.size).toBeGreaterThan(3); // reads really ran in the middle of the rotation
-      expect(result.resealed).toBeGreaterThanOrEqual(total - 3);
-      expect(result.resealed).toBeLessThanOrEqual(total);
+      expect(mixedStates.size).toBe(1); // reads really ran in the middle of the rotation (one org's key re-wrapped, the other's not yet)
+      expect(result).toEqual({ rewrapped: total, moved: 0 });
       expect(node.keyIds()).toEqual([{ key_id: masterKeyId(NEW), n: total }]);
+      // No credential was touched but the three the writer replaced.
+      const replaced = new Set(['m03', 'm11', 'm19']);
+      const untouched = (rows: Array<{ org_id: string; module_id: string }>) => rows.filter((r) => !(r.org_id === ORG_A && replaced.has(r.module_id)));
+      expect(untouched(node.credentialRows())).toEqual(untouched(credentialsBefore));
       for (const [id, value] of expected) {
         const [org, mod] = id.split('/') as [string, string];
         expect(ok(await node.gql(keyFor(org), REVEAL, { m: mod })).credentialSecret).toEqual(value);
       }
-      expect(node.logger.lines.some((l) => l.includes('credentials re-encrypted'))).toBe(true);
+      expect(node.logger.lines.some((l) => l.includes('org data keys re-wrapped'))).toBe(true);
     } finally {
       await node.close();
     }
@@ -578,7 +609,7 @@ describe.skipIf(DEFAULT_DIALECT === 'postgres')('rekeying credentials under a ne
     await expect(restart({ TENANTGATE_MASTER_KEY: OLD.toString('base64') })).rejects.toThrow(/^wrong master key/);
   });
 
-  it('`npm run cli -- credentials rekey` re-encrypts everything while a gateway holding both keys keeps serving', async () => {
+  it("`npm run cli -- credentials rekey` re-wraps every org's data key while a gateway holding both keys keeps serving", async () => {
     const node = await restart(rotationEnv);
     try {
       const env = { ...cleanEnv(), TENANTGATE_DATA_DIR: dir, ...rotationEnv };
@@ -596,14 +627,14 @@ describe.skipIf(DEFAULT_DIALECT === 'postgres')('rekeying credentials under a ne
         await sleep(2);
       } while (!settled);
       const { stdout } = await cli;
-      expect(stdout).toBe(`re-encrypted ${total} credential(s) under ${masterKeyId(NEW)}\n`);
+      expect(stdout).toBe(`re-wrapped ${total} org data key(s) under ${masterKeyId(NEW)}\n`);
       expect(node.keyIds()).toEqual([{ key_id: masterKeyId(NEW), n: total }]);
       for (const org of ORGS) {
         for (const mod of MODULES) expect(ok(await node.gql(keyFor(org), REVEAL, { m: mod })).credentialSecret).toEqual(secretOf(org, mod));
       }
       // A second run has nothing left to do.
       expect((await run('npm', ['run', '--silent', 'cli', '--', 'credentials', 'rekey'], { cwd: ROOT, env })).stdout).toBe(
-        `re-encrypted 0 credential(s) under ${masterKeyId(NEW)}\n`,
+        `re-wrapped 0 org data key(s) under ${masterKeyId(NEW)}\n`,
       );
     } finally {
       await node.close();

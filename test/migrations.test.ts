@@ -7,7 +7,8 @@ import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { SecretBox } from '../src/crypto/secret-box.ts';
+import { DataKey, isMasterKeyId } from '../src/crypto/data-keys.ts';
+import { SecretBox, type Sealed } from '../src/crypto/secret-box.ts';
 import { captureLogger } from '../src/logger.ts';
 import { openSqliteStore, type OpenedStore } from '../src/store/open.ts';
 import { SQLITE_MIGRATIONS } from '../src/store/sqlite/migrate.ts';
@@ -24,6 +25,7 @@ import {
   type LegacySummary,
 } from './helpers/legacy.ts';
 import { prng } from './helpers/prng.ts';
+import { SYSTEM_ACTOR } from '../src/store/types.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CHILD = fileURLToPath(new URL('./fixtures/open-store-child.ts', import.meta.url));
@@ -81,6 +83,20 @@ function inspect<T>(file: string, fn: (db: Database.Database) => T): T {
   } finally {
     db.close();
   }
+}
+
+/**
+ * A credential of org default opened as a gateway would: under the master key (as the adoption
+ * sealed it), or under the org's data key once a start has moved it there (issue 15).
+ */
+function openSealed(db: Database.Database, moduleId: string, sealed: Sealed): string {
+  if (isMasterKeyId(sealed.keyId)) return box.open('default', moduleId, sealed);
+  const k = db.prepare('SELECT key_id, wrapped, iv, tag, master_key_id FROM org_keys WHERE org_id = ?').get('default') as
+    | { key_id: string; wrapped: Buffer; iv: Buffer; tag: Buffer; master_key_id: string }
+    | undefined;
+  if (!k) throw new Error(`credential ${moduleId} names data key ${sealed.keyId}, but org default has none`);
+  const dataKey = box.unwrapDataKey('default', k.key_id, { wrapped: k.wrapped, iv: k.iv, tag: k.tag, masterKeyId: k.master_key_id });
+  return new DataKey('default', k.key_id, dataKey).open(moduleId, sealed);
 }
 
 function schemaOf(db: Database.Database): unknown[] {
@@ -198,7 +214,7 @@ function expectAdopted(db: Database.Database, original: string): void {
         problems.push(`${JSON.stringify(row.module_id)}: no legacy credential`);
         continue;
       }
-      const opened = Buffer.from(box.open('default', row.module_id, { ciphertext: row.ciphertext, iv: row.iv, tag: row.tag, keyId: row.key_id }), 'utf8');
+      const opened = Buffer.from(openSealed(db, row.module_id, { ciphertext: row.ciphertext, iv: row.iv, tag: row.tag, keyId: row.key_id }), 'utf8');
       if (!opened.equals(plain)) problems.push(`${JSON.stringify(row.module_id)}: decrypts to ${opened.toString('hex')}, legacy ${plain.toString('hex')}`);
       let parsed: unknown;
       try {
@@ -445,7 +461,7 @@ describe('adopting the pre-tenant fixture', () => {
   it('keeps the cascade from credentials to modules', async () => {
     const opened = open(copyOf(fixture()));
     expect(await opened.store.forOrg('default').credentials.has('github')).toBe(true);
-    expect(await opened.store.forOrg('default').modules.delete('github')).toBe(true);
+    expect(await opened.store.forOrg('default').modules.delete('github', SYSTEM_ACTOR)).toBe(true);
     expect(await opened.store.forOrg('default').credentials.has('github')).toBe(false);
     expect(opened.sqlite.prepare(`SELECT count(*) FROM credentials WHERE module_id = 'github'`).pluck().get()).toBe(0);
     // And the reverse: no credential without its module.
@@ -518,7 +534,7 @@ describe('adopting a large generated legacy file', () => {
       .all() as string[];
     expect(withCredential).toHaveLength(20);
     for (const id of withCredential) {
-      expect(await opened.store.forOrg('default').modules.delete(id)).toBe(true);
+      expect(await opened.store.forOrg('default').modules.delete(id, SYSTEM_ACTOR)).toBe(true);
       expect(await opened.store.forOrg('default').credentials.has(id)).toBe(false);
     }
     expect(checks(opened.sqlite)).toEqual({ integrity: 'ok', foreignKeys: [] });

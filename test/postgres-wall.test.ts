@@ -247,7 +247,7 @@ describe('PostgreSQL row-level security (issue 13, item 2)', () => {
     // The cross-org path: the owner alone, and only while it acts for another session's role (inside a definer function).
     const definer = catalog.policies.filter((p) => !p.policyname.endsWith('_org_wall'));
     expect(definer.map((p) => p.policyname).sort()).toEqual([
-      'api_keys_definer_read', 'api_keys_definer_touch', 'credentials_definer_read', 'modules_definer_read', 'org_quotas_definer_read', 'orgs_definer_insert', 'orgs_definer_read',
+      'api_keys_definer_read', 'api_keys_definer_touch', 'credentials_definer_read', 'modules_definer_read', 'org_keys_definer_read', 'org_quotas_definer_read', 'orgs_definer_insert', 'orgs_definer_read',
       'usage_hours_definer_insert', 'usage_hours_definer_read', 'usage_hours_definer_update',
       'usage_months_definer_insert', 'usage_months_definer_read', 'usage_months_definer_update',
     ]);
