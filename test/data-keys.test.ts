@@ -6,6 +6,7 @@
  * of the org leaves a ciphertext copied out before it openable by nothing the gateway keeps.
  */
 import { createDecipheriv, randomBytes } from 'node:crypto';
+import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isMasterKeyId, OrgKeyring, orgKeyring } from '../src/crypto/data-keys.ts';
 import { DecryptError, masterKeyId, SecretBox } from '../src/crypto/secret-box.ts';
@@ -281,6 +282,26 @@ describe('per-org data keys', () => {
     expect(openAsDocumented(restored, copied)).toBe(JSON.stringify({ token: SECRET }));
     // The other org is untouched.
     expect(ok(await gw.gql(gw.keys.a, REVEAL, { m: 'github' })).credentialSecret).toEqual({ token: 'secret-token-of-org-a' });
+  });
+
+  it.runIf(process.env.TG_TEST_DIALECT === 'postgres')('PostgreSQL: the request role sees its own org key only, and the cross-org listings name orgs, never a wrapped key', async () => {
+    const gw = await gateway();
+    const client = new pg.Client({ connectionString: gw.postgres!.requestUrl });
+    await client.connect();
+    try {
+      expect((await client.query('SELECT org_id FROM org_keys')).rows).toEqual([]); // no org set: the wall answers nothing
+      await client.query('BEGIN');
+      await client.query("SELECT set_config('app.org_id', $1, true)", [ORG_A]);
+      expect((await client.query('SELECT org_id FROM org_keys')).rows).toEqual([{ org_id: ORG_A }]);
+      await expect(client.query('UPDATE org_keys SET master_key_id = $1 WHERE org_id = $2', ['mk_x', ORG_B])).resolves.toMatchObject({ rowCount: 0 });
+      await client.query('ROLLBACK');
+      const listed = await client.query('SELECT * FROM public.tenantgate_org_keys_not_under_master($1, 10)', ['mk_none']);
+      expect(listed.fields.map((f) => f.name)).toEqual(['org_id']);
+      expect(listed.rows).toEqual([{ org_id: ORG_A }, { org_id: ORG_B }]);
+      expect((await client.query('SELECT * FROM public.tenantgate_org_key_master_ids() AS k')).rows).toEqual([{ k: masterKeyId(gw.config.masterKey!) }]);
+    } finally {
+      await client.end();
+    }
   });
 
   it('a wrong master key is refused at start when only org keys name the master key', async () => {

@@ -42,7 +42,7 @@ function lockKey(name: string): string {
 export async function openPostgres(
   config: StoreConfig,
   logger: Logger,
-  options: Pick<MigrateOptions, 'migrationsFolder'>,
+  options: Pick<MigrateOptions, 'migrationsFolder' | 'onStep'>,
 ): Promise<OpenedStore> {
   const location = describeUrl(config.database);
   const pool = config.databasePool ?? DEFAULT_POOL;
@@ -82,7 +82,7 @@ export async function openPostgres(
     const inUse = [...(await store.system.credentials.keyIds()).filter(isMasterKeyId), ...(await store.system.orgKeys.masterKeyIds())];
     const unknown = [...new Set(inUse)].filter((id) => !secretBox.knows(id)).sort();
     if (unknown.length > 0) throw wrongKeyError(unknown, secretBox);
-    await moveToDataKeys(store, secretBox, { logger });
+    await moveToDataKeys(store, secretBox, { logger, ...(options.onStep ? { onStep: options.onStep } : {}) });
     const opened = store;
     return {
       store: opened,
