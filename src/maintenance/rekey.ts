@@ -4,6 +4,8 @@ import type { Logger } from '../logger.ts';
 import type { Store } from '../store/types.ts';
 
 const pause = () => new Promise((resolve) => setTimeout(resolve, 10));
+/** Rounds in a row in which no credential could be moved before the move gives up (about 1 s). */
+const MAX_STALLED_ROUNDS = 100;
 
 /**
  * Master-key rotation: re-wraps every org's data key not wrapped under the current master key,
@@ -56,6 +58,7 @@ export async function moveToDataKeys(
   const keys = new OrgKeyring(secretBox);
   let moved = 0;
   let attempts = 0;
+  let stalled = 0;
   for (;;) {
     const rows = await store.system.credentials.underMasterKey(batchSize);
     if (rows.length === 0) break;
@@ -77,7 +80,14 @@ export async function moveToDataKeys(
         return swapped;
       }),
     );
-    if (!results.some(Boolean)) await pause();
+    if (results.some(Boolean)) {
+      stalled = 0;
+    } else {
+      // Rows replaced meanwhile are written under a data key and drop out; rows that never move
+      // would hold the start forever: after a while that is a failure to report, not to wait on.
+      if (++stalled >= MAX_STALLED_ROUNDS) throw new Error(`${rows.length} credential(s) could not be moved to their org's data key`);
+      await pause();
+    }
   }
   keys.forget(null);
   if (moved > 0) logger.info('credentials moved to per-org data keys', { moved });
