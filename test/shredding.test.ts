@@ -81,4 +81,18 @@ describe.skipIf(process.env.TG_TEST_DIALECT === 'postgres')('deleting an org shr
     expect(ok(await gw.gql(gw.keys.a, REVEAL, { m: 'github' })).credentialSecret).toEqual({ token: `secret-token-of-${ORG_A}` });
     expect(sqlite.prepare('SELECT count(*) FROM org_keys WHERE org_id = ?').pluck().get(ORG_B)).toBe(0);
   });
+
+  it('without secure_delete the same deletion would leave them in the file (why the store turns it on)', async () => {
+    gw = await createTestGateway({ dialect: 'sqlite' });
+    const sqlite = gw.opened.sqlite;
+    const marker = `org-b-row-${randomBytes(6).toString('hex')}`;
+    for (let i = 0; i < 40; i++) ok(await install(gw, gw.keys.b, { id: `bulk-${i}`, name: `${marker}-${i}`, description: 'x'.repeat(400) }));
+    ok(await gw.gql(gw.keys.b, SET_CREDENTIAL, { m: 'slack', s: { token: 'whatever' } }));
+    const ciphertext = sqlite.prepare('SELECT ciphertext FROM credentials WHERE org_id = ? AND module_id = ?').pluck().get(ORG_B, 'slack') as Buffer;
+    const wrapped = sqlite.prepare('SELECT wrapped FROM org_keys WHERE org_id = ?').pluck().get(ORG_B) as Buffer;
+    sqlite.pragma('secure_delete = OFF');
+    expect(await gw.opened.store.system.orgs.delete(ORG_B, new Date().toISOString(), SYSTEM_ACTOR)).toBe(true);
+    const found = find(gw.config.database, { ciphertext, 'wrapped key': wrapped, 'module rows': Buffer.from(marker) });
+    expect(found.length, 'with secure_delete off, deleted content stays in the file').toBeGreaterThan(0);
+  });
 });
