@@ -22,12 +22,14 @@ import { createListener, type GatewayListener, type RequestListener } from './pi
 import { createPipeline, type Gate, type Recorder } from './pipeline/pipeline.ts';
 import { orgConcurrency } from './pipeline/org-concurrency.ts';
 import { orgRateLimit } from './pipeline/org-rate-limit.ts';
+import { orgStatusGate } from './pipeline/org-status.ts';
 import { createRequestCounter } from './pipeline/request-counter.ts';
 import { Quotas } from './usage/quotas.ts';
 import { createResponseCache, type ResponseCache } from './pipeline/response-cache.ts';
 import { usePipeline, yogaPathOnly, type GatewayServerContext } from './pipeline/use-pipeline.ts';
 import { forOrg, systemRepos, type OrgRepos, type Services } from './repos/index.ts';
 import type { Store } from './store/types.ts';
+import { onAuditRecord } from './store/audit-chain.ts';
 
 /**
  * Root fields whose answers the response cache may keep: read-only queries that read nothing but
@@ -96,6 +98,7 @@ function useNoIntrospection(): Plugin {
 export function createApp({ store, secretBox, config, logger, stages }: AppOptions): App {
   const authenticator = new Authenticator(store, { cacheTtlMs: config.keyCacheTtlMs, logger });
   const metrics = new Metrics();
+  const stopCountingAudit = onAuditRecord((action) => metrics.auditRecord(action));
   const quotas = new Quotas(store, config.quotas, logger);
   const metering = { quotas, metrics, logger };
   const services: Services = { store, secretBox, authenticator, metering };
@@ -116,6 +119,7 @@ export function createApp({ store, secretBox, config, logger, stages }: AppOptio
 
   const graphqlEndpoint = '/graphql';
   const requestCounter = createRequestCounter({ store, logger });
+  const orgStatus = orgStatusGate({ store, logger });
   const masking = createMaskError({ logger, onStoreError: (kind) => metrics.storeError(kind) });
   const pipeline = createPipeline({
     authenticator,
@@ -124,8 +128,9 @@ export function createApp({ store, secretBox, config, logger, stages }: AppOptio
     logger,
     metrics,
     // Per-org admission: the org's request rate (shared across replicas where the store can
-    // share it), then its share of this process. Suspension joins first (issue 15).
+    // share it), then its share of this process; first, a suspended org's keys are refused.
     gates: [
+      orgStatus,
       orgRateLimit({ store, quotas, logger, metrics }),
       orgConcurrency({ ...config.fairness, logger, metrics }),
       ...(stages?.gates ?? []),
@@ -185,13 +190,14 @@ export function createApp({ store, secretBox, config, logger, stages }: AppOptio
         graphqlEndpoint,
         trustProxy: config.trustProxy,
         logger,
-        contextFor: (principal) => ({
+        contextFor: (principal, exchange) => ({
           orgId: principal.orgId,
           keyId: principal.keyId,
           scopes: principal.scopes,
           keyExpiresAt: principal.expiresAt,
           repos: reposFor(principal.orgId),
           system: principal.scopes.has('admin') ? system : undefined,
+          actor: { keyId: principal.keyId, keyPrefix: principal.keyPrefix, requestId: exchange.requestId, address: exchange.address, via: 'api' },
         }),
       })),
       yogaPathOnly('the listener adds Vary: Origin itself', useVaryOrigin(config.corsOrigins)),
@@ -236,7 +242,9 @@ export function createApp({ store, secretBox, config, logger, stages }: AppOptio
       await requestCounter.flush();
     },
     close: async () => {
+      stopCountingAudit();
       quotas.close();
+      orgStatus.close();
       await Promise.all([authenticator.close(), requestCounter.close()]);
     },
   };

@@ -18,6 +18,8 @@ export const ERROR_CODES = [
   'SERVICE_UNAVAILABLE',
   // A run-unit report that would take the org past its monthly quota: refused whole.
   'QUOTA_EXCEEDED',
+  // Every key of a suspended org (HTTP 403), before anything of the org is read.
+  'ORG_SUSPENDED',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
@@ -78,6 +80,11 @@ export function unauthenticated(reason: 'missing' | 'invalid'): GraphQLError {
     reason === 'missing' ? 'An API key is required: send Authorization: Bearer <key>' : 'The API key is not valid',
     { status: 401, headers: { 'WWW-Authenticate': challenge } },
   );
+}
+
+/** A key of a suspended org: 403, whatever it asks; resuming the org restores it. */
+export function orgSuspended(): GraphQLError {
+  return appError('ORG_SUSPENDED', 'This API key\'s org is suspended; ask the operator to resume it', { status: 403 });
 }
 
 export function forbidden(message = 'This API key lacks the scope this field needs'): GraphQLError {

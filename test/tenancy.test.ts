@@ -22,6 +22,7 @@ import { schema } from '../src/graphql/schema.ts';
 import { failure, ok, SET_CREDENTIAL } from './helpers/api.ts';
 import { rawColumns, rawRows, rawTables } from './helpers/raw.ts';
 import { createTestGateway, DEFAULT_DIALECT, lastCache, ORG_A, ORG_B, TENANT_SCOPES, TRANSPORTS, type GqlResponse, type TestGateway, type Transport } from './helpers/gateway.ts';
+import { SYSTEM_ACTOR } from '../src/store/types.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 
@@ -174,6 +175,8 @@ const noOrgArgument = (res: GqlResponse, message: string) => {
 };
 const orgIds = () => ({ b: ORG_B, missing: missingId('org'), own: ORG_A });
 const missingOrg = { message: (orgId: string) => `Org "${orgId}" was not found` };
+const AUDIT_SELECTION = 'id seq at action outcome actorKeyId actorKeyPrefix actorVia targetId requestId clientAddress';
+type AuditNode = { action: string; targetId: string | null; actorKeyId: string | null; outcome: string };
 const keyIdsIn = (res: GqlResponse, field: string) => (ok(res)[field] as { id: string }[]).map((k) => k.id).sort();
 
 const CASES: Record<string, Case[]> = {
@@ -418,6 +421,48 @@ const CASES: Record<string, Case[]> = {
           { idempotencyKey: 'shared-key', units: 7, moduleId: 'only-org-b' },
           { idempotencyKey: 'b-second', units: 11, moduleId: null },
         ]),
+      missingOrg,
+    },
+  ],
+  'Query.auditLog': [
+    {
+      kind: 'isolation',
+      title: "the org's own records",
+      query: `{ auditLog(first: 100) { edges { cursor node { ${AUDIT_SELECTION} } } pageInfo { hasNextPage } } }`,
+      control: (res, f) => {
+        const nodes = ok(res).auditLog.edges.map((e: { node: AuditNode }) => e.node) as AuditNode[];
+        const mine = nodes.filter((n) => n.actorKeyId === f.aMainKeyId).map((n) => [n.action, n.targetId]);
+        expect(mine).toEqual(expect.arrayContaining([['CREDENTIAL_SET', 'only-org-a'], ['KEY_CREATE', f.aSpareKeyId]]));
+        expect(nodes.some((n) => n.targetId === 'only-org-b' || f.bKeyIds.includes(n.actorKeyId ?? '') || f.bKeyIds.includes(n.targetId ?? ''))).toBe(false);
+      },
+    },
+    {
+      kind: 'id',
+      title: "what B's key did (as the actor filter)",
+      query: `query($id: ID!) { auditLog(first: 100, filter: { actorKeyId: $id }) { edges { node { ${AUDIT_SELECTION} } } pageInfo { hasNextPage } } }`,
+      vars: (id) => ({ id }),
+      ids: (f) => ({ b: f.bSpareKeyId, missing: missingId('key'), own: f.aMainKeyId }),
+      control: (res, f) => {
+        const nodes = ok(res).auditLog.edges.map((e: { node: AuditNode }) => e.node) as AuditNode[];
+        expect(nodes.length).toBeGreaterThan(0);
+        expect(nodes.every((n) => n.actorKeyId === f.aMainKeyId)).toBe(true);
+      },
+    },
+  ],
+  'Query.orgAuditLog': [
+    {
+      kind: 'admin',
+      title: "B's records",
+      query: `query($org: ID!) { orgAuditLog(orgId: $org, first: 100, filter: { actions: [CREDENTIAL_SET] }) { edges { node { ${AUDIT_SELECTION} } } } }`,
+      vars: (orgId) => ({ org: orgId }),
+      control: (res) => {
+        const nodes = ok(res).orgAuditLog.edges.map((e: { node: AuditNode }) => e.node) as AuditNode[];
+        // Newest first: the fixture's credential on B's own-only module, after the seed's on github.
+        expect(nodes.map((n) => [n.action, n.targetId, n.outcome])).toEqual([
+          ['CREDENTIAL_SET', 'only-org-b', 'SUCCESS'],
+          ['CREDENTIAL_SET', 'github', 'SUCCESS'],
+        ]);
+      },
       missingOrg,
     },
   ],
@@ -698,6 +743,66 @@ const CASES: Record<string, Case[]> = {
         // B now stands at 18 of 20; A's quota is untouched (none).
         expect(ok(await f.gw.gql(f.gw.keys.b, '{ usage { quota remaining nearQuota burst } }')).usage).toEqual({ quota: 20, remaining: 2, nearQuota: true, burst: 100 });
         expect(ok(await f.gw.gql(f.gw.keys.a, '{ usage { quota requestsPerMinute } }')).usage).toEqual({ quota: null, requestsPerMinute: null });
+      },
+      missingOrg,
+    },
+  ],
+
+  'Mutation.renameOrg': [
+    {
+      kind: 'admin',
+      title: 'B renamed',
+      query: 'mutation($org: ID!) { renameOrg(id: $org, name: "B renamed") { id name status } }',
+      vars: (orgId) => ({ org: orgId }),
+      control: async (res, f) => {
+        expect(ok(res).renameOrg).toEqual({ id: ORG_B, name: 'B renamed', status: 'ACTIVE' });
+        expect(ok(await f.gw.gql(f.gw.keys.b, '{ viewer { org { name } } }')).viewer.org.name).toBe('B renamed');
+        expect(ok(await f.gw.gql(f.gw.keys.a, '{ viewer { org { name } } }')).viewer.org.name).toBe('Org A');
+      },
+      missingOrg,
+    },
+  ],
+  'Mutation.suspendOrg': [
+    {
+      kind: 'admin',
+      title: 'B suspended',
+      query: 'mutation($org: ID!) { suspendOrg(id: $org, reason: "unpaid invoice") { id status suspendReason } }',
+      vars: (orgId) => ({ org: orgId }),
+      control: async (res, f) => {
+        expect(ok(res).suspendOrg).toEqual({ id: ORG_B, status: 'SUSPENDED', suspendReason: 'unpaid invoice' });
+        expect(failure(await f.gw.gql(f.gw.keys.b, '{ viewer { org { id } } }'), 'ORG_SUSPENDED').message).toContain('suspended');
+        expect(ok(await f.gw.gql(f.gw.keys.a, '{ viewer { org { id } } }')).viewer.org.id).toBe(ORG_A);
+      },
+      missingOrg,
+    },
+  ],
+  'Mutation.resumeOrg': [
+    {
+      kind: 'admin',
+      title: 'B resumed',
+      query: 'mutation($org: ID!) { resumeOrg(id: $org) { id status suspendedAt } }',
+      vars: (orgId) => ({ org: orgId }),
+      control: async (res, f) => {
+        expect(ok(res).resumeOrg).toEqual({ id: ORG_B, status: 'ACTIVE', suspendedAt: null });
+        expect(ok(await f.gw.gql(f.gw.keys.b, '{ viewer { org { id } } }')).viewer.org.id).toBe(ORG_B);
+      },
+      missingOrg,
+    },
+  ],
+  'Mutation.deleteOrg': [
+    {
+      kind: 'admin',
+      title: 'B deleted, A untouched',
+      query: 'mutation($org: ID!) { deleteOrg(id: $org, confirm: $org) { id deletedAt } }',
+      vars: (orgId) => ({ org: orgId }),
+      control: async (res, f) => {
+        expect(ok(res).deleteOrg.id).toBe(ORG_B);
+        expect(Object.values(await rowsOf(f.gw, ORG_B)).flat()).toEqual([]);
+        expect((await f.gw.gql(f.gw.keys.b, '{ viewer { org { id } } }')).status).toBe(401);
+        // A keeps everything it had (the fixture's rows).
+        const a = await rowsOf(f.gw, ORG_A);
+        expect([a.modules?.length, a.credentials?.length, a.api_keys?.length, a.run_unit_events?.length]).toEqual([3, 2, f.aKeyIds.length, 1]);
+        expect(ok(await f.gw.gql(f.gw.keys.a, '{ credentialSecret(moduleId: "only-org-a") }')).credentialSecret).toEqual({ apiKey: 'a-only-value' });
       },
       missingOrg,
     },
@@ -1101,7 +1206,7 @@ describe('random operation sequences over three orgs (fast-check)', () => {
       fc.asyncProperty(commands, async (cmds) => {
         const gw = await createTestGateway({ seed: false });
         try {
-          await gw.opened.store.system.orgs.insert({ id: ORG_C, name: 'Org C', createdAt: new Date().toISOString() });
+          await gw.opened.store.system.orgs.insert({ id: ORG_C, name: 'Org C', createdAt: new Date().toISOString() }, SYSTEM_ACTOR);
           const keys = { [ORG_A]: gw.keys.a, [ORG_B]: gw.keys.b, [ORG_C]: await gw.key(ORG_C, TENANT_SCOPES) } as Record<OrgId, string>;
           const model = { [ORG_A]: new Map(), [ORG_B]: new Map(), [ORG_C]: new Map() } as Model;
           // Every org starts with the same look-alike modules and credential field names.

@@ -1,6 +1,7 @@
 import type { Scope } from '../auth/scopes.ts';
 import { forbidden } from '../errors.ts';
 import type { OrgRepos, SystemRepos } from '../repos/index.ts';
+import type { AuditActor } from '../store/types.ts';
 
 /**
  * What every resolver receives. The pipeline builds it before any resolver runs, so `orgId` is
@@ -19,6 +20,8 @@ export interface Context {
    * context): a tenant key's context has none, so no tenant field reaches another org by mistake.
    */
   system: SystemRepos | undefined;
+  /** Who is acting, for the audit log: the key (id, display prefix) and the request (id, client address). */
+  actor: AuditActor;
 }
 
 /**

@@ -26,7 +26,7 @@ export interface UsePipelineOptions {
   trustProxy: boolean;
   logger: Logger;
   /** The org-bound part of the GraphQL context for a principal (repositories and the like). */
-  contextFor: (principal: Principal) => Omit<Context, 'exchange'>;
+  contextFor: (principal: Principal, exchange: Exchange) => Omit<Context, 'exchange'>;
 }
 
 /** The exchange of a GraphQL context; the pipeline put it there before any resolver could run. */
@@ -71,11 +71,12 @@ export function usePipeline(options: UsePipelineOptions): Plugin<Context, Gatewa
     },
 
     onContextBuilding({ context, extendContext }) {
-      const principal = exchangeOf(context)?.principal;
+      const exchange = exchangeOf(context);
+      const principal = exchange?.principal;
       // Authentication runs before any context is built; reaching here without a principal
       // would be a bug, and is refused rather than served unscoped.
-      if (principal === undefined) throw unauthenticated('missing');
-      extendContext(options.contextFor(principal) as Partial<Context>);
+      if (exchange === undefined || principal === undefined) throw unauthenticated('missing');
+      extendContext(options.contextFor(principal, exchange) as Partial<Context>);
     },
 
     // onValidate, not onParse: it sees the parsed (or cached) document without a closure per

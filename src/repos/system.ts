@@ -1,13 +1,15 @@
 import { z } from 'zod';
-import { badInput, conflict, notFound } from '../errors.ts';
-import type { HealthStatus, ModuleRecord, OrgRow, Store } from '../store/types.ts';
+import { badInput, conflict, notFound, orgSuspended } from '../errors.ts';
+import { DEFAULT_ORG, type AuditActor, type HealthStatus, type ModuleRecord, type OrgRow, type Store } from '../store/types.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
 import { apiKeysForOrg, issueApiKey, type Grantor, type NewKeyInput, type RevokeOptions } from './api-keys.ts';
+import { auditForOrg } from './audit.ts';
 import { monthOf, setQuota, usageForOrg, type Metering, type OrgQuotaInput } from './usage.ts';
 import { displayName, lookupable, newId, parseInput, text } from './validate.ts';
 
 const orgSchema = z.object({ id: newId('id'), name: displayName('name') });
 const usageSchema = z.number().int('count must be a whole number').min(1, 'count must be at least 1').max(1_000_000, 'count must be at most 1000000');
+const reasonSchema = displayName('reason', 500);
 const messageSchema = text('message').max(2000, 'message must be at most 2000 characters').nullish();
 
 export const MAX_UNHEALTHY = 1000;
@@ -28,6 +30,19 @@ export function systemRepos(store: Store, authenticator: Authenticator, metering
     if (!org) throw notFound('Org', id);
     return org;
   };
+  /** An org the operator changes: existing, and not suspended (nothing of a suspended org changes). */
+  const requireActive = async (id: string): Promise<OrgRow> => {
+    const org = await requireOrg(id);
+    if (org.status === 'suspended') throw orgSuspended();
+    return org;
+  };
+  const found = (row: OrgRow | undefined, id: string): OrgRow => {
+    if (!row) throw notFound('Org', id);
+    return row;
+  };
+  const notDefault = (id: string, what: string) => {
+    if (id === DEFAULT_ORG.id) throw badInput(`the operator's org "${DEFAULT_ORG.id}" cannot be ${what}`, 'id');
+  };
 
   const meteringOf = (): Metering => {
     if (metering === undefined) throw new Error('systemRepos was built without metering');
@@ -35,15 +50,23 @@ export function systemRepos(store: Store, authenticator: Authenticator, metering
   };
 
   return {
+    /** Any org's audit log, as its own keys read it (admin orgAuditLog, the CLI); NOT_FOUND for an unknown org. */
+    audit: {
+      async of(orgId: string) {
+        await requireOrg(orgId);
+        return auditForOrg(store.forOrg(orgId));
+      },
+    },
+
     usage: {
       /** One org's metering, as its own keys see it (usage, series, events); NOT_FOUND for an unknown org. */
       async of(orgId: string) {
         await requireOrg(orgId);
         return usageForOrg(store.forOrg(orgId), meteringOf());
       },
-      async setQuota(orgId: string, input: OrgQuotaInput) {
+      async setQuota(orgId: string, input: OrgQuotaInput, actor: AuditActor) {
         await requireOrg(orgId);
-        return setQuota(store.forOrg(orgId), input);
+        return setQuota(store.forOrg(orgId), input, actor);
       },
       async quota(orgId: string) {
         await requireOrg(orgId);
@@ -61,11 +84,36 @@ export function systemRepos(store: Store, authenticator: Authenticator, metering
     orgs: {
       list: () => store.system.orgs.list(),
       require: requireOrg,
-      async create(input: { id: string; name: string }): Promise<OrgRow> {
+      async create(input: { id: string; name: string }, actor: AuditActor): Promise<OrgRow> {
         const parsed = parseInput(orgSchema, input);
-        const row = { ...parsed, createdAt: new Date().toISOString() };
-        if (!(await store.system.orgs.insert(row))) throw conflict(`Org "${parsed.id}" already exists`);
+        const row: OrgRow = { ...parsed, createdAt: new Date().toISOString(), status: 'active', suspendedAt: null, suspendReason: null };
+        if (!(await store.system.orgs.insert(row, actor))) throw conflict(`Org "${parsed.id}" already exists`);
         return row;
+      },
+      async rename(id: string, name: string, actor: AuditActor): Promise<OrgRow> {
+        const parsed = parseInput(z.object({ name: displayName('name') }), { name }).name;
+        await requireOrg(id);
+        return found(await store.forOrg(id).rename(parsed, new Date().toISOString(), actor), id);
+      },
+      /** Every key of the org answers ORG_SUSPENDED until resumeOrg; `default` (the operator's) cannot be. */
+      async suspend(id: string, reason: string, actor: AuditActor): Promise<OrgRow> {
+        const parsed = parseInput(z.object({ reason: reasonSchema }), { reason }).reason;
+        notDefault(id, 'suspended');
+        await requireOrg(id);
+        return found(await store.forOrg(id).setStatus('suspended', parsed, new Date().toISOString(), actor), id);
+      },
+      async resume(id: string, actor: AuditActor): Promise<OrgRow> {
+        await requireOrg(id);
+        return found(await store.forOrg(id).setStatus('active', null, new Date().toISOString(), actor), id);
+      },
+      /** Deletes the org and everything of it, its data key included; `confirm` must repeat the id. */
+      async delete(id: string, confirm: string, actor: AuditActor): Promise<{ id: string; deletedAt: string }> {
+        if (confirm !== id) throw badInput('confirm must repeat the id of the org to delete', 'confirm');
+        notDefault(id, 'deleted');
+        await requireOrg(id);
+        const deletedAt = new Date().toISOString();
+        if (!(await store.system.orgs.delete(id, deletedAt, actor))) throw notFound('Org', id);
+        return { id, deletedAt };
       },
     },
 
@@ -74,15 +122,15 @@ export function systemRepos(store: Store, authenticator: Authenticator, metering
         await requireOrg(orgId);
         return store.forOrg(orgId).apiKeys.list();
       },
-      async revoke(orgId: string, id: string, revoker: Grantor, options?: RevokeOptions) {
+      async revoke(orgId: string, id: string, revoker: Grantor, actor: AuditActor, options?: RevokeOptions) {
         await requireOrg(orgId);
-        return apiKeysForOrg(store, store.forOrg(orgId), authenticator).revoke(id, revoker, options);
+        return apiKeysForOrg(store, store.forOrg(orgId), authenticator).revoke(id, revoker, actor, options);
       },
       descendants: (orgId: string, id: string) => store.forOrg(orgId).apiKeys.descendants(id),
       /** Issue a key in any org (the operator's way to give a new org its first key). */
-      async create(orgId: string, input: NewKeyInput, grantor: Grantor) {
-        await requireOrg(orgId);
-        return issueApiKey(store, orgId, input, grantor);
+      async create(orgId: string, input: NewKeyInput, grantor: Grantor, actor: AuditActor) {
+        await requireActive(orgId);
+        return issueApiKey(store, orgId, input, grantor, actor);
       },
     },
 
