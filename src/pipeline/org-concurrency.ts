@@ -4,30 +4,84 @@ import type { Logger } from '../logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Gate } from './pipeline.ts';
 
+interface Waiter {
+  admit: () => void;
+  timer: NodeJS.Timeout;
+}
+
 interface OrgSlots {
   inFlight: number;
-  /** Waiting requests, oldest first; each is called with true when it gets a slot, false when it gave up. */
-  waiting: Array<(granted: boolean) => void>;
+  /** The turn in which the org last had a request admitted from its queue (0: never). */
+  served: number;
+  /** Admitted requests wait here, oldest first, for their turn. */
+  waiting: Waiter[];
 }
 
 /**
- * Fair sharing of the process between orgs: at most `maxInFlight` requests of one org are being
- * answered at once (from admission to the end of the record stage); the next `queue` wait, in
- * order, up to `queueTimeoutMs` for a slot; the rest, and those that waited too long, answer 429
- * RATE_LIMITED with `extensions.limit: concurrency`. An org flooding the gateway thus queues
- * behind itself, never in front of the others, and gets 429s instead of unbounded waiting; what a
- * single request may cost is bounded by the operation limits (TENANTGATE_MAX_COST and the rest).
+ * Fair sharing of the process between orgs: a scheduler for the admit stage.
  *
- * Per process: each replica shares its own event loop, so each counts its own requests.
+ * A request executes on the event loop from its admission to its answer (on SQLite without
+ * yielding at all), so whichever requests are admitted together run back to back: when org A's
+ * 45 connections and org B's one all have a request ready, B's would wait behind every one of
+ * A's. So at most one request is admitted on the spot per turn of the event loop; the others
+ * wait in their org's queue, and each turn (setImmediate, after the loop has read what arrived)
+ * admits the oldest waiting request of every org, round robin. B then waits for at most one of
+ * A's requests, however many A sends; the cost to a lone request is nothing, to a busy process a
+ * turn of the loop.
+ *
+ * Besides, at most `maxInFlight` requests of one org are in flight at once (from admission to the
+ * end of the record stage, or until their client leaves: on PostgreSQL requests overlap while
+ * they wait for the database); at most `queue` more wait for a slot, each up to `queueTimeoutMs`; past either
+ * the request answers 429 RATE_LIMITED with `extensions.limit: concurrency`. An org flooding the
+ * gateway queues behind itself and gets 429s, not unbounded waiting. What a single request may
+ * cost is bounded by the operation limits (TENANTGATE_MAX_COST and the rest). Per process: each
+ * replica shares its own event loop.
  */
 export function orgConcurrency(options: Fairness & { logger: Logger; metrics: Metrics }): Gate {
   const { maxInFlight, queue, queueTimeoutMs, logger, metrics } = options;
   const orgs = new Map<string, OrgSlots>();
+  /** Orgs with waiting requests. */
+  const turns = new Set<string>();
+  let turnCount = 0;
+  /** Whether a request was admitted in the current turn of the loop (then the next ones wait). */
+  let busy = false;
+  let scheduled = false;
 
   const refuse = (orgId: string, why: 'queue full' | 'waited too long') => {
     metrics.rateLimitRefusal('concurrency');
     logger.info('request refused: org concurrency', { orgId, limit: 'concurrency', maxInFlight, queue, why });
     return rateLimited(1, 'concurrency');
+  };
+
+  const schedule = () => {
+    if (scheduled) return;
+    scheduled = true;
+    setImmediate(turn);
+  };
+
+  /**
+   * One turn: every org with a request waiting and a slot free admits its oldest, the org served
+   * longest ago first, so that an org that has just arrived goes before one that went last turn.
+   */
+  const turn = () => {
+    scheduled = false;
+    busy = false;
+    turnCount++;
+    const waiting: OrgSlots[] = [];
+    for (const orgId of turns) {
+      const slots = orgs.get(orgId);
+      if (slots === undefined || slots.waiting.length === 0) turns.delete(orgId);
+      else if (slots.inFlight < maxInFlight) waiting.push(slots);
+    }
+    if (waiting.length > 1) waiting.sort((a, b) => a.served - b.served);
+    for (const slots of waiting) {
+      const next = slots.waiting.shift()!;
+      slots.inFlight++;
+      slots.served = turnCount;
+      busy = true;
+      next.admit();
+    }
+    if (busy) schedule();
   };
 
   return {
@@ -36,37 +90,43 @@ export function orgConcurrency(options: Fairness & { logger: Logger; metrics: Me
       const orgId = exchange.principal.orgId;
       let slots = orgs.get(orgId);
       if (slots === undefined) {
-        slots = { inFlight: 0, waiting: [] };
+        slots = { inFlight: 0, served: 0, waiting: [] };
         orgs.set(orgId, slots);
       }
-      if (slots.inFlight < maxInFlight) {
+      if (!busy && slots.waiting.length === 0 && slots.inFlight < maxInFlight) {
         slots.inFlight++;
+        busy = true;
+        schedule();
         return;
       }
-      if (slots.waiting.length >= queue) throw refuse(orgId, 'queue full');
+      // Waiting for a turn is not queueing: only requests past the org's free slots count against `queue`.
+      if (slots.inFlight + slots.waiting.length >= maxInFlight + queue) throw refuse(orgId, 'queue full');
       const org = slots;
       return new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          const at = org.waiting.indexOf(wake);
-          if (at >= 0) org.waiting.splice(at, 1);
-          reject(refuse(orgId, 'waited too long'));
-        }, queueTimeoutMs);
-        // The slot is handed over by release (inFlight stays counted for this request).
-        const wake = () => {
-          clearTimeout(timer);
-          resolve();
+        const waiter: Waiter = {
+          admit: () => {
+            clearTimeout(waiter.timer);
+            resolve();
+          },
+          timer: setTimeout(() => {
+            const at = org.waiting.indexOf(waiter);
+            if (at >= 0) org.waiting.splice(at, 1);
+            if (org.waiting.length === 0 && org.inFlight === 0) orgs.delete(orgId);
+            reject(refuse(orgId, 'waited too long'));
+          }, queueTimeoutMs),
         };
-        org.waiting.push(wake);
+        org.waiting.push(waiter);
+        turns.add(orgId);
+        schedule();
       });
     },
     release(exchange) {
       const orgId = exchange.principal!.orgId;
       const slots = orgs.get(orgId);
       if (slots === undefined) return;
-      const next = slots.waiting.shift();
-      if (next) return next(true);
       slots.inFlight--;
-      if (slots.inFlight === 0) orgs.delete(orgId);
+      if (slots.waiting.length > 0) schedule();
+      else if (slots.inFlight === 0) orgs.delete(orgId);
     },
   };
 }
