@@ -10,6 +10,7 @@ import type {
   UsageBucket,
   UsageTotals,
 } from '../types.ts';
+import type { SqliteAudit } from './audit.ts';
 import type { SqliteDatabase } from './connection.ts';
 import { settle } from './errors.ts';
 
@@ -40,6 +41,8 @@ export interface UsageDeps {
   durable: <T>(work: () => T) => Promise<T>;
   /** The org's quota row changed: not data cached answers read, so announced, not counted. */
   touched: (orgId: string) => void;
+  /** Setting a quota is recorded (QUOTA_SET) in its transaction. */
+  audit: Pick<SqliteAudit, 'append' | 'transaction'>;
 }
 
 export function createSqliteUsage(sqlite: SqliteDatabase, deps: UsageDeps) {
@@ -171,9 +174,12 @@ export function createSqliteUsage(sqlite: SqliteDatabase, deps: UsageDeps) {
         return pageStatement(after !== undefined, since !== undefined, until !== undefined).all(...params) as RunUnitEvent[];
       }),
     quota: () => settle(() => s.quota.get(orgId) as OrgQuotaRow | undefined),
-    setQuota: (row) =>
+    setQuota: (row, actor) =>
       deps.durable(() => {
-        s.setQuota.run(orgId, row.runUnitsPerMonth, row.requestsPerMinute, row.burst, row.updatedAt);
+        deps.audit.transaction(() => {
+          s.setQuota.run(orgId, row.runUnitsPerMonth, row.requestsPerMinute, row.burst, row.updatedAt);
+          deps.audit.append(orgId, actor, { action: 'QUOTA_SET', targetId: orgId });
+        });
         deps.touched(orgId);
         return { orgId, runUnitsPerMonth: row.runUnitsPerMonth, requestsPerMinute: row.requestsPerMinute, burst: row.burst, updatedAt: row.updatedAt };
       }),
