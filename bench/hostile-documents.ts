@@ -10,6 +10,7 @@ import { loadConfig } from '../src/config.ts';
 import { captureLogger } from '../src/logger.ts';
 import { issueApiKey } from '../src/repos/api-keys.ts';
 import { openStore } from '../src/store/open.ts';
+import { SYSTEM_ACTOR } from '../src/store/types.ts';
 
 /**
  * The most expensive documents we could write within the default limits, each sent a few times
@@ -93,7 +94,7 @@ async function measureWith(env: Record<string, string>, list: Shape[]): Promise<
     const opened = await openStore(config, logger);
     const app = createApp({ store: opened.store, secretBox: opened.secretBox, config, logger });
     try {
-      const key = (await issueApiKey(opened.store, 'default', { name: 'bench', scopes: SCOPES }, { keyId: null, scopes: 'all' })).secret;
+      const key = (await issueApiKey(opened.store, 'default', { name: 'bench', scopes: SCOPES }, { keyId: null, scopes: 'all' }, SYSTEM_ACTOR)).secret;
       const send = async (shape: Shape, salt: string) => {
         const body = JSON.stringify({ query: `${shape.query}\n# ${salt}`, variables: shape.variables });
         const started = performance.now();

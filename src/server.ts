@@ -6,7 +6,7 @@ import type { Config } from './config.ts';
 import type { Logger } from './logger.ts';
 import { issueApiKey } from './repos/api-keys.ts';
 import { openStore } from './store/open.ts';
-import { DEFAULT_ORG } from './store/types.ts';
+import { DEFAULT_ORG, SYSTEM_ACTOR } from './store/types.ts';
 import type { Store } from './store/types.ts';
 
 export interface RunningServer {
@@ -25,6 +25,7 @@ export async function bootstrapAdminKey(store: Store): Promise<string | undefine
     DEFAULT_ORG.id,
     { name: 'bootstrap admin', scopes: [...SCOPES] },
     { keyId: null, scopes: 'all' },
+    SYSTEM_ACTOR,
   );
   return secret;
 }

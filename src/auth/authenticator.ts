@@ -8,6 +8,8 @@ import { isScope, type Scope } from './scopes.ts';
 export interface Principal {
   orgId: string;
   keyId: string;
+  /** The key's display prefix (ApiKeyRow.prefix), for the audit log: never enough to use the key. */
+  keyPrefix: string;
   scopes: ReadonlySet<Scope>;
   /** Epoch milliseconds, or null for a key that does not expire. */
   expiresAt: number | null;
@@ -188,6 +190,7 @@ function toPrincipal(row: ApiKeyRow): Principal {
   return {
     orgId: row.orgId,
     keyId: row.id,
+    keyPrefix: row.prefix,
     scopes: new Set(row.scopes.filter(isScope)),
     expiresAt: row.expiresAt === null ? null : Date.parse(row.expiresAt),
   };

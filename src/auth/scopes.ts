@@ -7,6 +7,7 @@ export const SCOPES = [
   'keys:manage',
   'usage:read',
   'usage:write',
+  'audit:read',
   'admin',
 ] as const;
 

@@ -30,7 +30,7 @@ builder.queryFields((t) => ({
     description: "The module's secret values, or null if none is stored. Needs credentials:reveal.",
     authScopes: { 'credentials:reveal': true },
     args: { moduleId: t.arg.id({ required: true, description: 'The module id.' }) },
-    resolve: (_root, { moduleId }, ctx) => ctx.repos.credentials.reveal(String(moduleId)),
+    resolve: (_root, { moduleId }, ctx) => ctx.repos.credentials.reveal(String(moduleId), ctx.actor),
   }),
 }));
 
@@ -44,12 +44,12 @@ builder.mutationFields((t) => ({
       moduleId: t.arg.id({ required: true, description: 'The module id.' }),
       secret: t.arg({ type: 'JSONObject', required: true, description: 'Field name to value.' }),
     },
-    resolve: (_root, { moduleId, secret }, ctx) => ctx.repos.credentials.set(String(moduleId), secret),
+    resolve: (_root, { moduleId, secret }, ctx) => ctx.repos.credentials.set(String(moduleId), secret, ctx.actor),
   }),
   deleteCredential: t.boolean({
     description: "Delete a module's credential; false if there was none.",
     authScopes: { 'credentials:write': true },
     args: { moduleId: t.arg.id({ required: true, description: 'The module id.' }) },
-    resolve: (_root, { moduleId }, ctx) => ctx.repos.credentials.delete(String(moduleId)),
+    resolve: (_root, { moduleId }, ctx) => ctx.repos.credentials.delete(String(moduleId), ctx.actor),
   }),
 }));

@@ -75,7 +75,7 @@ builder.mutationField('createApiKey', (t) =>
     description: "Create a key in the org; the secret is in the answer and nowhere else, ever.",
     authScopes: { 'keys:manage': true },
     args: { input: t.arg({ type: CreateApiKeyInput, required: true }) },
-    resolve: (_root, { input }, ctx) => ctx.repos.apiKeys.create(input, grantorOf(ctx)),
+    resolve: (_root, { input }, ctx) => ctx.repos.apiKeys.create(input, grantorOf(ctx), ctx.actor),
   }),
 );
 
@@ -92,7 +92,7 @@ builder.mutationField('revokeApiKey', (t) =>
       cascade: t.arg.boolean({ defaultValue: false, description: CASCADE_DESCRIPTION }),
     },
     resolve: async (_root, args, ctx) =>
-      (await ctx.repos.apiKeys.revoke(String(args.id), grantorOf(ctx), { cascade: args.cascade === true })).apiKey,
+      (await ctx.repos.apiKeys.revoke(String(args.id), grantorOf(ctx), ctx.actor, { cascade: args.cascade === true })).apiKey,
   }),
 );
 
@@ -120,7 +120,7 @@ builder.mutationFields((t) => ({
       orgId: t.arg.id({ required: true, description: 'The org.' }),
       input: t.arg({ type: CreateApiKeyInput, required: true, description: 'The key.' }),
     },
-    resolve: (_root, args, ctx) => systemOf(ctx).apiKeys.create(String(args.orgId), args.input, grantorOf(ctx)),
+    resolve: (_root, args, ctx) => systemOf(ctx).apiKeys.create(String(args.orgId), args.input, grantorOf(ctx), ctx.actor),
   }),
   revokeOrgApiKey: t.field({
     type: ApiKey,
@@ -134,6 +134,6 @@ builder.mutationFields((t) => ({
       cascade: t.arg.boolean({ defaultValue: false, description: CASCADE_DESCRIPTION }),
     },
     resolve: async (_root, args, ctx) =>
-      (await systemOf(ctx).apiKeys.revoke(String(args.orgId), String(args.id), grantorOf(ctx), { cascade: args.cascade === true })).apiKey,
+      (await systemOf(ctx).apiKeys.revoke(String(args.orgId), String(args.id), grantorOf(ctx), ctx.actor, { cascade: args.cascade === true })).apiKey,
   }),
 }));

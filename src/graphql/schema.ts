@@ -6,6 +6,7 @@ import './modules.ts';
 import './credentials.ts';
 import './system.ts';
 import './usage.ts';
+import './audit.ts';
 
 export const schema: GraphQLSchema = builder.toSchema();
 

@@ -238,6 +238,6 @@ builder.mutationFields((t) => ({
       orgId: t.arg.id({ required: true, description: 'The org.' }),
       input: t.arg({ type: OrgQuotaInput, required: true }),
     },
-    resolve: (_root, args, ctx) => systemOf(ctx).usage.setQuota(String(args.orgId), args.input),
+    resolve: (_root, args, ctx) => systemOf(ctx).usage.setQuota(String(args.orgId), args.input, ctx.actor),
   }),
 }));

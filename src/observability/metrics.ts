@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client';
 import { STORE_ERROR_KINDS, type StoreErrorKind } from '../store/errors.ts';
+import type { AuditAction } from '../store/types.ts';
 
 /** Latency buckets in seconds: a gateway answer takes a millisecond or two; the tail matters. */
 const BOUNDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -39,6 +40,8 @@ export class Metrics {
   readonly #runUnits: Counter;
   readonly #runUnitReports: Counter<'result'>;
   readonly #rateLimitRefusals: Counter<'limit'>;
+  readonly #auditRecords: Counter<'action'>;
+  readonly #auditVerifyFailures: Counter;
   /** Plain numbers on the request path, handed to prom-client on scrape (see above). */
   readonly #cacheResults = { hit: 0, miss: 0 };
 
@@ -119,6 +122,18 @@ export class Metrics {
       registers: [this.registry],
     });
     for (const limit of ['requestsPerMinute', 'concurrency'] as const) this.#rateLimitRefusals.inc({ limit }, 0);
+    // The audit log (issue 15): by action, a closed list; never an org.
+    this.#auditRecords = new Counter({
+      name: 'tenantgate_audit_records_total',
+      help: 'Audit records this process wrote (committed with their change), by action',
+      labelNames: ['action'],
+      registers: [this.registry],
+    });
+    this.#auditVerifyFailures = new Counter({
+      name: 'tenantgate_audit_verify_failures_total',
+      help: "Orgs whose audit chain a verification in this process found broken (edited, removed or reordered records)",
+      registers: [this.registry],
+    });
     const cacheResults = this.#cacheResults;
     new Counter({
       name: 'tenantgate_response_cache_total',
@@ -160,6 +175,14 @@ export class Metrics {
   runUnitReport(result: RunUnitResult, units: number): void {
     this.#runUnitReports.inc({ result });
     if (result === 'recorded') this.#runUnits.inc(units);
+  }
+
+  auditRecord(action: AuditAction): void {
+    this.#auditRecords.inc({ action });
+  }
+
+  auditVerifyFailure(): void {
+    this.#auditVerifyFailures.inc();
   }
 
   rateLimitRefusal(limit: 'requestsPerMinute' | 'concurrency'): void {

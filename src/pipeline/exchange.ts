@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { DocumentNode } from 'graphql';
 import type { Principal } from '../auth/authenticator.ts';
 
@@ -17,6 +18,8 @@ export interface OperationMeta {
  * cache decides by it), which nothing logs. The rest is what the stages decided.
  */
 export interface Exchange {
+  /** A random id of this request (crypto.randomUUID), in its log line and in the audit records it writes. */
+  readonly requestId: string;
   readonly method: string;
   /** The request path without its query string, truncated. */
   readonly path: string;
@@ -71,6 +74,7 @@ export function clientAddress(forwardedFor: string | null | undefined, peer: str
 
 export function createExchange(method: string, target: string, arrivedAt: number, address: string): Exchange {
   return {
+    requestId: randomUUID(),
     method,
     path: pathOf(target),
     arrivedAt,

@@ -150,6 +150,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   const requestLog = (exchange: Exchange, outcome: string, ms: number) => {
     const principal = exchange.principal;
     logger.info('request', {
+      requestId: exchange.requestId,
       method: exchange.method,
       path: exchange.path,
       status: exchange.status,

@@ -4,7 +4,7 @@ import type { Authenticator } from '../auth/authenticator.ts';
 import { displayPrefix, generateKey, hashKey } from '../auth/key-format.ts';
 import { normalizeScopes, SCOPES, type Scope } from '../auth/scopes.ts';
 import { badInput, forbidden, notFound } from '../errors.ts';
-import { DEFAULT_ORG, type ApiKeyRow, type OrgStore, type Store } from '../store/types.ts';
+import { DEFAULT_ORG, type ApiKeyRow, type AuditActor, type OrgStore, type Store } from '../store/types.ts';
 import { displayName, lookupable, parseInput } from './validate.ts';
 
 /** Who is creating or revoking a key: its scopes bound what it may grant, revoke and how long a key it makes may live. */
@@ -40,6 +40,7 @@ export async function issueApiKey(
   orgId: string,
   input: NewKeyInput,
   grantor: Grantor,
+  actor: AuditActor,
   now = new Date(),
 ): Promise<{ apiKey: ApiKeyRow; secret: string }> {
   const parsed = parseInput(newKeySchema, input);
@@ -74,7 +75,7 @@ export async function issueApiKey(
     createdByKeyId: grantor.keyId,
   };
   const { orgId: _org, ...row } = apiKey;
-  await store.forOrg(orgId).apiKeys.insert(row);
+  await store.forOrg(orgId).apiKeys.insert(row, actor);
   return { apiKey, secret };
 }
 
@@ -106,7 +107,7 @@ export function apiKeysForOrg(store: Store, org: OrgStore, authenticator: Authen
     get: async (id: string) => (lookupable(id) ? keys.get(id) : undefined),
     /** Every key `id` created, directly or transitively, in this org; empty for a key of another org. */
     descendants: async (id: string) => (lookupable(id) ? keys.descendants(id) : []),
-    create: (input: NewKeyInput, grantor: Grantor) => issueApiKey(store, orgId, input, grantor),
+    create: (input: NewKeyInput, grantor: Grantor, actor: AuditActor) => issueApiKey(store, orgId, input, grantor, actor),
     /**
      * A key may revoke only keys whose scopes it holds (so no tenant key revokes an admin's). With
      * `cascade`, that holds for every live descendant too, and a cascade that would touch one the
@@ -114,7 +115,7 @@ export function apiKeysForOrg(store: Store, org: OrgStore, authenticator: Authen
      * its owner believes is dead. (Keys made through the API never hold more than their maker, so
      * a revoker that may revoke the key may revoke its tree; the check is for rows made otherwise.)
      */
-    async revoke(id: string, revoker: Grantor, options: RevokeOptions = {}): Promise<Revocation> {
+    async revoke(id: string, revoker: Grantor, actor: AuditActor, options: RevokeOptions = {}): Promise<Revocation> {
       const at = new Date().toISOString();
       if (!lookupable(id)) throw notFound('API key', id);
       if (!options.cascade) {
@@ -122,7 +123,7 @@ export function apiKeysForOrg(store: Store, org: OrgStore, authenticator: Authen
         if (!target) throw notFound('API key', id);
         const missing = scopesNotHeld(revoker, target.scopes);
         if (missing.length > 0) throw forbidden(`a key cannot revoke a key with scopes it does not hold: ${missing.join(', ')}`);
-        const row = await keys.revoke(id, at);
+        const row = await keys.revoke(id, at, actor);
         if (!row) throw notFound('API key', id);
         authenticator.forget(row.id);
         return { apiKey: row, descendants: [], revoked: target.revokedAt === null ? [row.id] : [] };
@@ -139,7 +140,7 @@ export function apiKeysForOrg(store: Store, org: OrgStore, authenticator: Authen
               `created from this one hold ${scopes.join(', ')}; nothing was revoked`,
           );
         }
-      });
+      }, actor);
       if (!tree) throw notFound('API key', id);
       // Every key of the tree, revoked now or before: none may answer from this node's cache.
       for (const key of [tree.key, ...tree.descendants]) authenticator.forget(key.id);

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { badInput, conflict, notFound } from '../errors.ts';
 import { MODULE_FIELDS } from '../store/module-fields.ts';
-import type { ModuleField, ModulePatch, ModuleRecord, OrgStore } from '../store/types.ts';
+import type { AuditActor, ModuleField, ModulePatch, ModuleRecord, OrgStore } from '../store/types.ts';
 import { displayName, jsonBytes, lookupable, newId, parseInput, text } from './validate.ts';
 
 export const MAX_CONFIG_BYTES = 64 * 1024;
@@ -68,9 +68,9 @@ export function modulesForOrg(org: OrgStore) {
     if (!row) throw notFound('Module', id);
     return row;
   };
-  const change = async (id: string, patch: ModulePatch): Promise<ModuleRecord> => {
+  const change = async (id: string, patch: ModulePatch, actor: AuditActor): Promise<ModuleRecord> => {
     if (!lookupable(id)) throw notFound('Module', id);
-    const row = await modules.update(id, patch, new Date().toISOString());
+    const row = await modules.update(id, patch, new Date().toISOString(), actor);
     if (!row) throw notFound('Module', id);
     return row;
   };
@@ -96,7 +96,7 @@ export function modulesForOrg(org: OrgStore) {
 
     count: (enabled: boolean | undefined) => modules.count(enabled),
 
-    async install(input: InstallModuleInput): Promise<ModuleRecord> {
+    async install(input: InstallModuleInput, actor: AuditActor): Promise<ModuleRecord> {
       const parsed = parseInput(installSchema, input);
       const at = new Date().toISOString();
       const inserted = await modules.insert({
@@ -108,12 +108,12 @@ export function modulesForOrg(org: OrgStore) {
         enabled: parsed.enabled ?? true,
         installedAt: at,
         updatedAt: at,
-      });
+      }, actor);
       if (!inserted) throw conflict(`Module "${parsed.id}" is already installed`);
       return require(parsed.id);
     },
 
-    async update(id: string, input: UpdateModuleInput): Promise<ModuleRecord> {
+    async update(id: string, input: UpdateModuleInput, actor: AuditActor): Promise<ModuleRecord> {
       const parsed = parseInput(updateSchema, input);
       const patch: ModulePatch = {};
       if (parsed.name != null) patch.name = parsed.name;
@@ -121,15 +121,15 @@ export function modulesForOrg(org: OrgStore) {
       if (parsed.description !== undefined) patch.description = parsed.description;
       if (parsed.config != null) patch.config = JSON.stringify(parsed.config);
       if (Object.keys(patch).length === 0) throw badInput('give at least one of name, version, description, config');
-      return change(id, patch);
+      return change(id, patch, actor);
     },
 
-    setEnabled: (id: string, enabled: boolean) => change(id, { enabled }),
+    setEnabled: (id: string, enabled: boolean, actor: AuditActor) => change(id, { enabled }, actor),
 
     /** Removes the module and its credential in one statement (the credential cascades). */
-    async uninstall(id: string): Promise<ModuleRecord> {
+    async uninstall(id: string, actor: AuditActor): Promise<ModuleRecord> {
       const row = await require(id);
-      if (!(await modules.delete(id))) throw notFound('Module', id);
+      if (!(await modules.delete(id, actor))) throw notFound('Module', id);
       return row;
     },
   };

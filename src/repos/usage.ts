@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { badInput, notFound, quotaExceeded } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import type { OrgQuotaRow, OrgStore, RunUnitEvent, UsageBucket, UsageTotals } from '../store/types.ts';
+import type { AuditActor, OrgQuotaRow, OrgStore, RunUnitEvent, UsageBucket, UsageTotals } from '../store/types.ts';
 import type { Quotas } from '../usage/quotas.ts';
 import { lookupable, parseInput, text } from './validate.ts';
 
@@ -225,12 +225,12 @@ const quotaSchema = z.object({
 export type OrgQuotaInput = z.input<typeof quotaSchema>;
 
 /** The admin's quota setting for one org (through that org's store). */
-export async function setQuota(org: OrgStore, input: OrgQuotaInput): Promise<OrgQuotaRow> {
+export async function setQuota(org: OrgStore, input: OrgQuotaInput, actor: AuditActor): Promise<OrgQuotaRow> {
   const parsed = parseInput(quotaSchema, input);
   return org.usage.setQuota({
     runUnitsPerMonth: parsed.runUnitsPerMonth ?? null,
     requestsPerMinute: parsed.requestsPerMinute ?? null,
     burst: parsed.burst ?? null,
     updatedAt: new Date().toISOString(),
-  });
+  }, actor);
 }
