@@ -6,6 +6,7 @@ import { SCOPES, type Scope } from '../src/auth/scopes.ts';
 import { schema } from '../src/graphql/schema.ts';
 import { captureLogger } from '../src/logger.ts';
 import { createTestGateway, DEFAULT_DIALECT, ORG_A, ORG_B, TENANT_SCOPES, TRANSPORTS, type TestGateway } from './helpers/gateway.ts';
+import { SYSTEM_ACTOR } from '../src/store/types.ts';
 
 const VIEWER = '{ viewer { org { id name } apiKey { id prefix scopes } scopes } }';
 
@@ -72,7 +73,7 @@ describe('authentication over HTTP', () => {
       revokedAt: null,
       lastUsedAt: null,
       createdByKeyId: null,
-    });
+    }, SYSTEM_ACTOR);
 
     const cases = {
       malformed: 'tgk_not-a-key',
@@ -190,7 +191,7 @@ describe('the authenticator', () => {
       };
       const auth = new Authenticator(gw.opened.store, { cacheTtlMs: 60_000, flushIntervalMs: 0, logger: captureLogger() });
       const first = auth.verify(key);
-      await gw.opened.store.forOrg(ORG_A).apiKeys.revoke(id, new Date().toISOString());
+      await gw.opened.store.forOrg(ORG_A).apiKeys.revoke(id, new Date().toISOString(), SYSTEM_ACTOR);
       auth.forget(id);
       release();
       // The request that began before the revocation is admitted; the next one asks the store.
@@ -360,6 +361,8 @@ const OPERATIONS: Record<string, { query: string; variables?: Vars }> = {
   'Query.orgQuota': { query: '{ orgQuota(orgId: "org-a") { orgId } }' },
   'Mutation.recordRunUnits': { query: 'mutation($k: String!) { recordRunUnits(input: { units: 1, idempotencyKey: $k }) { repeat } }', variables: async () => ({ k: `matrix-${Math.random()}` }) },
   'Mutation.setOrgQuota': { query: 'mutation { setOrgQuota(orgId: "org-a", input: { runUnitsPerMonth: 1000000 }) { orgId } }' },
+  'Query.auditLog': { query: '{ auditLog(first: 5) { edges { node { id action } } } }' },
+  'Query.orgAuditLog': { query: '{ orgAuditLog(orgId: "org-a", first: 5) { edges { node { id action } } } }' },
 };
 
 function rootFields(): Array<[string, GraphQLField<unknown, unknown>]> {

@@ -11,6 +11,7 @@ import { captureLogger } from '../src/logger.ts';
 import { csvField, exportRunUnits, parseExportTime } from '../src/maintenance/usage-export.ts';
 import { openStore } from '../src/store/open.ts';
 import type { NewRunUnitEvent, RunUnitEvent, RunUnitEventQuery, Store } from '../src/store/types.ts';
+import { SYSTEM_ACTOR } from '../src/store/types.ts';
 
 // `tenantgate usage export` (issue 14, item 2) on SQLite: the CLI as a process of its own on a
 // store written through the store's calls, two orgs with look-alike events.
@@ -69,10 +70,10 @@ beforeAll(async () => {
   const opened = await openStore(loadConfig({ TENANTGATE_DATA_DIR: dir, TENANTGATE_MASTER_KEY: MASTER_KEY }), captureLogger());
   const { store } = opened;
   try {
-    await store.system.orgs.insert({ id: A, name: 'Org A', createdAt: '2026-11-01T00:00:00.000Z' });
-    await store.system.orgs.insert({ id: B, name: 'Org B', createdAt: '2026-11-01T00:00:00.000Z' });
+    await store.system.orgs.insert({ id: A, name: 'Org A', createdAt: '2026-11-01T00:00:00.000Z' }, SYSTEM_ACTOR);
+    await store.system.orgs.insert({ id: B, name: 'Org B', createdAt: '2026-11-01T00:00:00.000Z' }, SYSTEM_ACTOR);
     const at = '2026-11-01T00:00:00.000Z';
-    await store.forOrg(A).modules.insert({ moduleId: '=cmd', name: 'x', version: '1', description: null, config: '{}', enabled: true, installedAt: at, updatedAt: at });
+    await store.forOrg(A).modules.insert({ moduleId: '=cmd', name: 'x', version: '1', description: null, config: '{}', enabled: true, installedAt: at, updatedAt: at }, SYSTEM_ACTOR);
     const record = async (org: string, e: NewRunUnitEvent) => expect((await store.forOrg(org).usage.record(e, null)).kind).toBe('recorded');
     const ev = (id: string, key: string, occurredAt: string, extra: Partial<NewRunUnitEvent> = {}): NewRunUnitEvent => ({
       id, idempotencyKey: key, units: 3, moduleId: null, occurredAt, recordedAt: '2026-12-03T00:00:00.000Z', keyId: 'key_1', ...extra,

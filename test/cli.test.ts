@@ -212,11 +212,11 @@ describe('first start and the CLI', () => {
       [['keys', 'list', '--scopes', 'x'], 'keys list does not take --scopes; it takes --org'],
       [
         ['keys', 'create', '--org', 'acme', '--name', 'x', '--scopes', 'modules:read,modules:raed'],
-        'modules:raed is not a scope (did you mean modules:read?); scopes are modules:read, modules:write, credentials:write, credentials:reveal, keys:manage, usage:read, usage:write, admin',
+        'modules:raed is not a scope (did you mean modules:read?); scopes are modules:read, modules:write, credentials:write, credentials:reveal, keys:manage, usage:read, usage:write, audit:read, admin',
       ],
       [
         ['keys', 'create', '--org', 'acme', '--name', 'x', '--scopes', 'root'],
-        'root is not a scope; scopes are modules:read, modules:write, credentials:write, credentials:reveal, keys:manage, usage:read, usage:write, admin',
+        'root is not a scope; scopes are modules:read, modules:write, credentials:write, credentials:reveal, keys:manage, usage:read, usage:write, audit:read, admin',
       ],
       [['keys', 'create', '--org'], '--org needs a value'],
       [['keys', 'revoke', 'key_x', '--org', 'acme', '--cascade=yes'], '--cascade takes no value'],

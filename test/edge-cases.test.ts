@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import Database from 'better-sqlite3';
 import { createTestGateway, ORG_A, type TestGateway } from './helpers/gateway.ts';
+import { SYSTEM_ACTOR } from '../src/store/types.ts';
 
 // Each test closes the gateway it made, once (a later test without one must not close it again).
 let gw: TestGateway | undefined;
@@ -16,7 +17,7 @@ describe('edge cases found in review', () => {
     const raw = 'ghp_plainTokenSECRET'; // short enough that a SyntaxError would quote it whole
     const sealed = gw.opened.secretBox.seal(ORG_A, 'slack', raw);
     const at = new Date().toISOString();
-    await gw.opened.store.forOrg(ORG_A).credentials.upsert({ moduleId: 'slack', ...sealed, fields: [], createdAt: at, updatedAt: at });
+    await gw.opened.store.forOrg(ORG_A).credentials.upsert({ moduleId: 'slack', ...sealed, fields: [], createdAt: at, updatedAt: at }, SYSTEM_ACTOR);
     const res = await gw.gql(gw.keys.a, '{ credentialSecret(moduleId: "slack") }');
     expect(res.body.errors[0].extensions.code).toBe('INTERNAL_SERVER_ERROR');
     expect(res.text).not.toContain('SECRET');

@@ -7,6 +7,7 @@ import { StoreError } from '../src/store/errors.ts';
 import { createSqliteStore } from '../src/store/sqlite/store.ts';
 import { childEnv, dataDir, post, runCli, startGateway, type ChildGateway } from './fixtures/hardening-child.ts';
 import { createTestGateway, ORG_A, type TestGateway } from './helpers/gateway.ts';
+import { SYSTEM_ACTOR } from '../src/store/types.ts';
 
 /**
  * Faults: the process killed mid-write, the CLI writing beside the server, a store that cannot be
@@ -240,13 +241,13 @@ describe('a store that cannot be written', () => {
       // The store says what kind of failure it was, in its own words: nothing above it reads SQLite's codes.
       const at = new Date().toISOString();
       const module = { moduleId: 'ro2', name: 'x', version: '1.0.0', description: null, config: '{}', enabled: true, installedAt: at, updatedAt: at };
-      const failed = await store.forOrg(ORG_A).modules.insert(module).catch((error: unknown) => error);
+      const failed = await store.forOrg(ORG_A).modules.insert(module, SYSTEM_ACTOR).catch((error: unknown) => error);
       expect(failed).toBeInstanceOf(StoreError);
       expect(failed).toMatchObject({ kind: 'readonly', retryable: true, code: expect.stringMatching(/^SQLITE_READONLY/) });
       // An error of the caller's own (here a refused revocation inside the transaction) passes through as it was.
       const refusal = new Error('refused');
       const keyId = (await store.forOrg(ORG_A).apiKeys.list())[0]!.id;
-      await expect(store.forOrg(ORG_A).apiKeys.revokeTree(keyId, at, () => { throw refusal; })).rejects.toBe(refusal);
+      await expect(store.forOrg(ORG_A).apiKeys.revokeTree(keyId, at, () => { throw refusal; }, SYSTEM_ACTOR)).rejects.toBe(refusal);
       // Last-used times cannot be written either: a warning, not a crash.
       await app.close();
       expect(logger.lines.join('\n')).toMatch(/could not record key last-used times/);

@@ -14,6 +14,7 @@ import { StoreError } from '../src/store/errors.ts';
 import { createWalSync, openDatabase, type WalSync } from '../src/store/sqlite/connection.ts';
 import { migrateSqlite } from '../src/store/sqlite/migrate.ts';
 import { createSqliteStore } from '../src/store/sqlite/store.ts';
+import { SYSTEM_ACTOR } from '../src/store/types.ts';
 
 /**
  * Group commit (src/store/sqlite/connection.ts createWalSync): the store's connection runs at
@@ -136,7 +137,7 @@ describe('the SQLite store with group commit', () => {
   it('runs its connection at synchronous=NORMAL, and a write resolves once synced', async () => {
     const { sqlite, store } = open();
     expect(sqlite.pragma('synchronous', { simple: true })).toBe(1);
-    expect(await store.system.orgs.insert({ id: 'org-x', name: 'X', createdAt: new Date().toISOString() })).toBe(true);
+    expect(await store.system.orgs.insert({ id: 'org-x', name: 'X', createdAt: new Date().toISOString() }, SYSTEM_ACTOR)).toBe(true);
     expect((await store.forOrg('org-x').org())?.name).toBe('X');
     await store.close();
   });
@@ -146,7 +147,7 @@ describe('the SQLite store with group commit', () => {
     const { store } = open(createWalSync('/unused/tenantgate.db', held.sync));
     const at = new Date().toISOString();
     let landed = false;
-    const insert = store.system.orgs.insert({ id: 'org-x', name: 'X', createdAt: at }).then((v) => {
+    const insert = store.system.orgs.insert({ id: 'org-x', name: 'X', createdAt: at }, SYSTEM_ACTOR).then((v) => {
       landed = true;
       return v;
     });
@@ -172,8 +173,8 @@ describe('the SQLite store with group commit', () => {
       updatedAt: at,
     };
     const writes: Array<[string, () => Promise<unknown>]> = [
-      ['modules.insert', () => org.modules.insert(module)],
-      ['modules.update', () => org.modules.update('m1', { enabled: false }, at)],
+      ['modules.insert', () => org.modules.insert(module, SYSTEM_ACTOR)],
+      ['modules.update', () => org.modules.update('m1', { enabled: false }, at, SYSTEM_ACTOR)],
       ['system.recordUsage', () => store.system.modules.recordUsage('org-x', 'm1', 2, at)],
       ['system.reportHealth', () => store.system.modules.reportHealth('org-x', 'm1', 'degraded', null, at)],
       [
@@ -188,9 +189,9 @@ describe('the SQLite store with group commit', () => {
             fields: ['token'],
             createdAt: at,
             updatedAt: at,
-          }),
+          }, SYSTEM_ACTOR),
       ],
-      ['credentials.delete', () => org.credentials.delete('m1')],
+      ['credentials.delete', () => org.credentials.delete('m1', SYSTEM_ACTOR)],
       [
         'apiKeys.insert',
         () =>
@@ -205,10 +206,10 @@ describe('the SQLite store with group commit', () => {
             revokedAt: null,
             lastUsedAt: null,
             createdByKeyId: null,
-          }),
+          }, SYSTEM_ACTOR),
       ],
-      ['apiKeys.revoke', () => org.apiKeys.revoke('k1', at)],
-      ['modules.delete', () => org.modules.delete('m1')],
+      ['apiKeys.revoke', () => org.apiKeys.revoke('k1', at, SYSTEM_ACTOR)],
+      ['modules.delete', () => org.modules.delete('m1', SYSTEM_ACTOR)],
     ];
     for (const [name, write] of writes) {
       let resolved = false;
@@ -228,14 +229,14 @@ describe('the SQLite store with group commit', () => {
     await store.auth.touchKeys([['k1', at]]);
     expect(held.calls.length).toBe(before);
 
-    const failing = org.modules.insert({ ...module, moduleId: 'm2' });
+    const failing = org.modules.insert({ ...module, moduleId: 'm2' }, SYSTEM_ACTOR);
     await held.asked(before + 1);
     held.calls[before]!.fail(Object.assign(new Error('EIO'), { code: 'EIO' }));
     const error = await failing.catch((e: unknown) => e);
     expect(error).toBeInstanceOf(StoreError);
     expect((error as StoreError).kind).toBe('io');
     expect(await store.check()).toEqual({ ok: false, reason: 'store cannot sync its writes to disk' });
-    const next = org.modules.update('m2', { name: 'M2' }, at);
+    const next = org.modules.update('m2', { name: 'M2' }, at, SYSTEM_ACTOR);
     await held.asked(before + 2);
     held.calls[before + 1]!.release();
     await next;
@@ -248,7 +249,7 @@ describe('the SQLite store with group commit', () => {
     // Org and key straight into the store, their syncs let through as they come.
     const setup = (async () => {
       const at = new Date().toISOString();
-      await store.system.orgs.insert({ id: 'org-x', name: 'X', createdAt: at });
+      await store.system.orgs.insert({ id: 'org-x', name: 'X', createdAt: at }, SYSTEM_ACTOR);
     })();
     await held.asked(1);
     held.calls[0]!.release();
@@ -267,7 +268,7 @@ describe('the SQLite store with group commit', () => {
       revokedAt: null,
       lastUsedAt: null,
       createdByKeyId: null,
-    });
+    }, SYSTEM_ACTOR);
     await held.asked(3);
     held.calls[2]!.release();
     await keyWrite;

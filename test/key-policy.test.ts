@@ -7,6 +7,7 @@ import { issueApiKey } from '../src/repos/api-keys.ts';
 import { failure, ok } from './helpers/api.ts';
 import { createTestGateway, ORG_A, ORG_B, TENANT_SCOPES, type GqlResponse, type TestGateway } from './helpers/gateway.ts';
 import { rawRun } from './helpers/raw.ts';
+import { SYSTEM_ACTOR } from '../src/store/types.ts';
 
 const CREATE = 'mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) { secret apiKey { id scopes expiresAt } } }';
 const REVOKE = 'mutation($id: ID!) { revokeApiKey(id: $id) { id revokedAt } }';
@@ -98,8 +99,8 @@ describe("the operator's key fields (createOrgApiKey, revokeOrgApiKey): the same
     }
     expect((await gw.gql(strong, VIEWER)).status).toBe(200);
     // A tree whose root the admin may revoke but whose live child holds more: refused whole.
-    const root = await issueApiKey(gw.opened.store, ORG_A, { name: 'root', scopes: ['modules:read'] }, { keyId: null, scopes: 'all' });
-    const child = await issueApiKey(gw.opened.store, ORG_A, { name: 'child', scopes: ['credentials:reveal'] }, { keyId: root.apiKey.id, scopes: 'all' });
+    const root = await issueApiKey(gw.opened.store, ORG_A, { name: 'root', scopes: ['modules:read'] }, { keyId: null, scopes: 'all' }, SYSTEM_ACTOR);
+    const child = await issueApiKey(gw.opened.store, ORG_A, { name: 'child', scopes: ['credentials:reveal'] }, { keyId: root.apiKey.id, scopes: 'all' }, SYSTEM_ACTOR);
     const refused = await gw.gql(readingAdmin, REVOKE_IN, { o: ORG_A, id: root.apiKey.id, c: true });
     expect(failure(refused, 'FORBIDDEN').message).toContain('nothing was revoked');
     expect((await gw.gql(root.secret, VIEWER)).status).toBe(200);
@@ -201,7 +202,7 @@ describe('revoking a key with cascade, over HTTP', () => {
     const root = await mint(gw.keys.a, 'root', ['keys:manage', 'modules:read']);
     const rootId = root.id;
     // Keys made through the API never hold more than their maker; rows made otherwise can.
-    const strong = await issueApiKey(gw.opened.store, ORG_A, { name: 'strong', scopes: ['modules:read', 'credentials:reveal'] }, { keyId: rootId, scopes: 'all' });
+    const strong = await issueApiKey(gw.opened.store, ORG_A, { name: 'strong', scopes: ['modules:read', 'credentials:reveal'] }, { keyId: rootId, scopes: 'all' }, SYSTEM_ACTOR);
     const weakRevoker = await gw.key(ORG_A, ['keys:manage', 'modules:read']);
     const denied = await post(weakRevoker, CASCADE, { id: rootId, c: true });
     const { message } = failure(denied, 'FORBIDDEN');
@@ -227,9 +228,9 @@ describe('revoking a key with cascade, over HTTP', () => {
     // And a row of org B naming a key of org A as its maker (as colliding ids would).
     const aRoot = await mint(gw.keys.a, 'a root', ['keys:manage', 'modules:read']);
     const aChild = await mint(aRoot.secret, 'a child', ['modules:read']);
-    const foreign = await issueApiKey(gw.opened.store, ORG_B, { name: 'b, naming a', scopes: ['modules:read'] }, { keyId: aRoot.id, scopes: 'all' });
+    const foreign = await issueApiKey(gw.opened.store, ORG_B, { name: 'b, naming a', scopes: ['modules:read'] }, { keyId: aRoot.id, scopes: 'all' }, SYSTEM_ACTOR);
     // ...and a key of org A made by that one: reachable only through org B, so not of the tree.
-    const back = await issueApiKey(gw.opened.store, ORG_A, { name: 'a, naming b', scopes: ['modules:read'] }, { keyId: foreign.apiKey.id, scopes: 'all' });
+    const back = await issueApiKey(gw.opened.store, ORG_A, { name: 'a, naming b', scopes: ['modules:read'] }, { keyId: foreign.apiKey.id, scopes: 'all' }, SYSTEM_ACTOR);
 
     const adminRevoked = ok(await post(admin, CASCADE, { id: adminId, c: true })).revokeApiKey;
     expect(adminRevoked.descendants).toEqual([]);

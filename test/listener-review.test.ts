@@ -16,6 +16,7 @@ import { createHttpServer } from '../src/server.ts';
 import { openStore, type OpenedStore } from '../src/store/open.ts';
 import { sleep, raw } from './helpers/api.ts';
 import { createTestGateway, requestLines, type TestGateway } from './helpers/gateway.ts';
+import { SYSTEM_ACTOR } from '../src/store/types.ts';
 
 /**
  * Requests found in review of the listener (src/pipeline/listener.ts) that it answered otherwise
@@ -88,7 +89,7 @@ describe('the listener, with a gate that waits', () => {
     logger = captureLogger('info');
     opened = await openStore(config, logger);
     app = createApp({ store: opened.store, secretBox: opened.secretBox, config, logger, stages: { gates: [gate] } });
-    key = (await issueApiKey(opened.store, 'default', { name: 'test', scopes: [...SCOPES] }, { keyId: null, scopes: 'all' })).secret;
+    key = (await issueApiKey(opened.store, 'default', { name: 'test', scopes: [...SCOPES] }, { keyId: null, scopes: 'all' }, SYSTEM_ACTOR)).secret;
     server = createHttpServer(app, config);
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     port = (server.address() as AddressInfo).port;
@@ -142,7 +143,7 @@ describe('the listener, when the change feed cannot answer', () => {
       changes: { value: { ...opened.store.changes, version: () => { throw new Error('change feed unreachable'); } } },
     }) as typeof opened.store;
     app = createApp({ store, secretBox: opened.secretBox, config, logger });
-    key = (await issueApiKey(opened.store, 'default', { name: 'test', scopes: [...SCOPES] }, { keyId: null, scopes: 'all' })).secret;
+    key = (await issueApiKey(opened.store, 'default', { name: 'test', scopes: [...SCOPES] }, { keyId: null, scopes: 'all' }, SYSTEM_ACTOR)).secret;
   });
   afterAll(async () => {
     for (const server of servers) {

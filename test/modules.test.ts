@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createTestGateway, ORG_A, ORG_B, type TestGateway } from './helpers/gateway.ts';
 import { failure, install, INSTALL, MODULE, MODULE_FIELDS, ok, SET_CREDENTIAL, sleep } from './helpers/api.ts';
 import { rawGet } from './helpers/raw.ts';
+import { SYSTEM_ACTOR } from '../src/store/types.ts';
 
 let gw: TestGateway;
 beforeEach(async () => {
@@ -408,7 +409,7 @@ describe('legacy module ids (adopted from pre-tenant files)', () => {
     const at = new Date().toISOString();
     await gw.opened.store.forOrg(ORG_A).modules.insert({
       moduleId: legacy, name: 'Old', version: '0.1.0', description: null, config: '{}', enabled: true, installedAt: at, updatedAt: at,
-    });
+    }, SYSTEM_ACTOR);
     const q = (query: string) => gw.gql(gw.keys.a, query, { id: legacy });
     expect(ok(await q(`query($id: ID!) { module(id: $id) { id } }`)).module).toEqual({ id: legacy });
     expect(ok(await gw.gql(gw.keys.a, PAGE, { first: 1 })).modules.edges[0].node.id).toBe(legacy); // 'L' sorts before 'g'

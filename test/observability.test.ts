@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.ts';
 import { createTestGateway, ORG_A, requestLines, type LogLine, type TestGateway } from './helpers/gateway.ts';
+import { SYSTEM_ACTOR } from '../src/store/types.ts';
 
 /**
  * One structured log line per request, and Prometheus metrics whose labels do not grow with the
@@ -152,7 +153,7 @@ describe('metrics', () => {
     for (let i = 0; i < 30; i++) {
       const orgId = `metrics-org-${i}-${randomBytes(3).toString('hex')}`;
       orgIds.push(orgId);
-      await gw.opened.store.system.orgs.insert({ id: orgId, name: orgId, createdAt: new Date().toISOString() });
+      await gw.opened.store.system.orgs.insert({ id: orgId, name: orgId, createdAt: new Date().toISOString() }, SYSTEM_ACTOR);
       const key = await gw.key(orgId, ['modules:read']);
       const name = `Op_${randomBytes(4).toString('hex')}`;
       expect((await gw.gql(key, `query ${name} { modules { totalCount } }`)).body.data.modules.totalCount).toBe(0);

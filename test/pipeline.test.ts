@@ -16,6 +16,7 @@ import { YOGA_PATH_ONLY } from '../src/pipeline/use-pipeline.ts';
 import { issueApiKey } from '../src/repos/api-keys.ts';
 import { createHttpServer } from '../src/server.ts';
 import { openStore, type OpenedStore } from '../src/store/open.ts';
+import { SYSTEM_ACTOR } from '../src/store/types.ts';
 
 /**
  * The pipeline (src/pipeline/pipeline.ts) is one list of stages. A gate and a recorder added to a
@@ -58,7 +59,7 @@ describe('the stages run on every path, in order', () => {
     const logger = captureLogger('warn');
     opened = await openStore(config, logger);
     app = createApp({ store: opened.store, secretBox: opened.secretBox, config, logger, stages: { gates: [gate], recorders: [recorder] } });
-    key = (await issueApiKey(opened.store, 'default', { name: 'test', scopes: [...SCOPES] }, { keyId: null, scopes: 'all' })).secret;
+    key = (await issueApiKey(opened.store, 'default', { name: 'test', scopes: [...SCOPES] }, { keyId: null, scopes: 'all' }, SYSTEM_ACTOR)).secret;
     const server = createHttpServer(app, config);
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/graphql`;

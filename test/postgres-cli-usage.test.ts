@@ -10,6 +10,7 @@ import { captureLogger } from '../src/logger.ts';
 import { openStore } from '../src/store/open.ts';
 import type { NewRunUnitEvent, RunUnitEvent } from '../src/store/types.ts';
 import { createScratchDatabase, postgresMultiProcess, type ScratchDatabase } from './helpers/postgres.ts';
+import { SYSTEM_ACTOR } from '../src/store/types.ts';
 
 // `tenantgate usage export` on PostgreSQL (issue 14, item 2): the same CLI, TENANTGATE_DATABASE a
 // request role's URL, paging under the org wall. The CLI is a process of its own, so it needs a
@@ -37,8 +38,8 @@ describe.runIf(multiProcess)('tenantgate usage export on PostgreSQL', () => {
     const opened = await openStore(loadConfig(env), captureLogger());
     const { store } = opened;
     try {
-      await store.system.orgs.insert({ id: 'org-a', name: 'A', createdAt: '2026-11-01T00:00:00.000Z' });
-      await store.system.orgs.insert({ id: 'org-b', name: 'B', createdAt: '2026-11-01T00:00:00.000Z' });
+      await store.system.orgs.insert({ id: 'org-a', name: 'A', createdAt: '2026-11-01T00:00:00.000Z' }, SYSTEM_ACTOR);
+      await store.system.orgs.insert({ id: 'org-b', name: 'B', createdAt: '2026-11-01T00:00:00.000Z' }, SYSTEM_ACTOR);
       const ev = (id: string, key: string, occurredAt: string): NewRunUnitEvent => ({
         id, idempotencyKey: key, units: 2, moduleId: null, occurredAt, recordedAt: '2026-12-03T00:00:00.000Z', keyId: null,
       });

@@ -18,13 +18,17 @@ import { readMigrationFiles } from 'drizzle-orm/migrator';
 import type { PostgresStore } from '../src/store/postgres/store.ts';
 import type { Change, NewApiKey, NewModule } from '../src/store/types.ts';
 import { createTestGateway, ORG_A, ORG_B, type TestGateway } from './helpers/gateway.ts';
-import { createScratchDatabase, postgresAvailable, type ScratchDatabase } from './helpers/postgres.ts';
+import { createScratchDatabase, postgresAvailable, postgresMultiProcess, type ScratchDatabase } from './helpers/postgres.ts';
+import { SYSTEM_ACTOR } from '../src/store/types.ts';
 
 // The PostgreSQL store (issue 13): every method of the seam as the request role, the cross-org
 // definer path, error mapping, the LISTEN/NOTIFY change feed, what openStore refuses, and a
 // gateway served on it over HTTP.
 
 const available = await postgresAvailable();
+// Cutting connections from outside (pg_terminate_backend, CONNECTION LIMIT) needs a server:
+// PGlite lives in this process and has no other backends. CI always runs these (it has a server).
+const onServer = available && (await postgresMultiProcess());
 if (!available) console.log('postgres-store: skipped, no PostgreSQL answers (CI starts one and runs these)');
 
 const MASTER_KEY = randomBytes(32);
@@ -71,7 +75,7 @@ describe.skipIf(!available)('the PostgreSQL store', () => {
     opened = await openStore(storeConfig(scratch), captureLogger());
     store = opened.postgres!;
     other = await openStore(storeConfig(scratch), captureLogger());
-    for (const id of ['a', 'b']) expect(await store.system.orgs.insert({ id, name: `Org ${id}`, createdAt: T0 })).toBe(true);
+    for (const id of ['a', 'b']) expect(await store.system.orgs.insert({ id, name: `Org ${id}`, createdAt: T0 }, SYSTEM_ACTOR)).toBe(true);
   });
   afterAll(async () => {
     await opened?.store.close();
@@ -94,9 +98,9 @@ describe.skipIf(!available)('the PostgreSQL store', () => {
 
     it('modules: insert (false when taken), get, list with keyset cursors and filters, projections, count, update, delete', async () => {
       const a = store.forOrg('a');
-      for (const id of ['m3', 'm1', 'm2']) expect(await a.modules.insert(module(id, { enabled: id !== 'm2' }))).toBe(true);
-      expect(await a.modules.insert(module('m1', { name: 'again' }))).toBe(false);
-      expect(await store.forOrg('b').modules.insert(module('m1', { name: 'B one' }))).toBe(true); // same id, other org
+      for (const id of ['m3', 'm1', 'm2']) expect(await a.modules.insert(module(id, { enabled: id !== 'm2' }), SYSTEM_ACTOR)).toBe(true);
+      expect(await a.modules.insert(module('m1', { name: 'again' }), SYSTEM_ACTOR)).toBe(false);
+      expect(await store.forOrg('b').modules.insert(module('m1', { name: 'B one' }), SYSTEM_ACTOR)).toBe(true); // same id, other org
 
       const m1 = await a.modules.get('m1');
       expect(m1).toEqual({
@@ -111,25 +115,25 @@ describe.skipIf(!available)('the PostgreSQL store', () => {
       expect(narrow).toEqual([{ orgId: 'a', moduleId: 'm1', name: 'Module m1', hasCredential: false }]);
       expect([await a.modules.count(undefined), await a.modules.count(true), await a.modules.count(false)]).toEqual([3, 2, 1]);
 
-      const updated = await a.modules.update('m3', { name: 'Three', enabled: false, config: '{"b":2, "b":3}' }, T1);
+      const updated = await a.modules.update('m3', { name: 'Three', enabled: false, config: '{"b":2, "b":3}' }, T1, SYSTEM_ACTOR);
       expect(updated).toMatchObject({ moduleId: 'm3', name: 'Three', enabled: false, config: '{"b":2, "b":3}', updatedAt: T1, installedAt: T0 });
-      expect(await a.modules.update('absent', { name: 'x' }, T1)).toBeUndefined();
+      expect(await a.modules.update('absent', { name: 'x' }, T1, SYSTEM_ACTOR)).toBeUndefined();
       expect(await a.modules.get('no\u0000such')).toBeUndefined(); // PostgreSQL text holds no NUL: answered as missing
-      expect(await a.modules.delete('m3')).toBe(true);
-      expect(await a.modules.delete('m3')).toBe(false);
+      expect(await a.modules.delete('m3', SYSTEM_ACTOR)).toBe(true);
+      expect(await a.modules.delete('m3', SYSTEM_ACTOR)).toBe(false);
     });
 
     it('credentials: upsert (false when the module is missing in this org), get, has, list, delete by cascade with the module', async () => {
       const a = store.forOrg('a');
       const first = sealed();
-      expect(await a.credentials.upsert({ moduleId: 'm1', ...first, fields: ['token'], createdAt: T0, updatedAt: T0 })).toBe(true);
-      expect(await a.credentials.upsert({ moduleId: 'absent', ...sealed(), fields: ['x'], createdAt: T0, updatedAt: T0 })).toBe(false);
+      expect(await a.credentials.upsert({ moduleId: 'm1', ...first, fields: ['token'], createdAt: T0, updatedAt: T0 }, SYSTEM_ACTOR)).toBe(true);
+      expect(await a.credentials.upsert({ moduleId: 'absent', ...sealed(), fields: ['x'], createdAt: T0, updatedAt: T0 }, SYSTEM_ACTOR)).toBe(false);
       // b has an m1 of its own, but a's upsert for a module only b has is refused
-      expect(await store.forOrg('b').modules.insert(module('only-b'))).toBe(true);
-      expect(await a.credentials.upsert({ moduleId: 'only-b', ...sealed(), fields: ['x'], createdAt: T0, updatedAt: T0 })).toBe(false);
+      expect(await store.forOrg('b').modules.insert(module('only-b'), SYSTEM_ACTOR)).toBe(true);
+      expect(await a.credentials.upsert({ moduleId: 'only-b', ...sealed(), fields: ['x'], createdAt: T0, updatedAt: T0 }, SYSTEM_ACTOR)).toBe(false);
 
       const second = sealed('mk_2');
-      expect(await a.credentials.upsert({ moduleId: 'm1', ...second, fields: ['token', 'user'], createdAt: T1, updatedAt: T1 })).toBe(true);
+      expect(await a.credentials.upsert({ moduleId: 'm1', ...second, fields: ['token', 'user'], createdAt: T1, updatedAt: T1 }, SYSTEM_ACTOR)).toBe(true);
       expect(await a.credentials.get('m1')).toEqual({ orgId: 'a', moduleId: 'm1', ...second, fields: ['token', 'user'], createdAt: T0, updatedAt: T1 });
       expect(await a.credentials.has('m1')).toBe(true);
       expect(await a.credentials.has('m2')).toBe(false);
@@ -137,23 +141,23 @@ describe.skipIf(!available)('the PostgreSQL store', () => {
       expect((await a.modules.get('m1'))?.hasCredential).toBe(true);
       expect((await a.modules.list({ enabled: undefined, after: '', limit: 10, fields: new Set(['hasCredential'] as const) })).map((m) => m.hasCredential)).toEqual([true, false]);
 
-      expect(await a.modules.insert(module('gone'))).toBe(true);
-      expect(await a.credentials.upsert({ moduleId: 'gone', ...sealed(), fields: ['x'], createdAt: T0, updatedAt: T0 })).toBe(true);
-      expect(await a.modules.delete('gone')).toBe(true);
+      expect(await a.modules.insert(module('gone'), SYSTEM_ACTOR)).toBe(true);
+      expect(await a.credentials.upsert({ moduleId: 'gone', ...sealed(), fields: ['x'], createdAt: T0, updatedAt: T0 }, SYSTEM_ACTOR)).toBe(true);
+      expect(await a.modules.delete('gone', SYSTEM_ACTOR)).toBe(true);
       expect(await a.credentials.get('gone')).toBeUndefined();
       expect(await scratch.query(`SELECT 1 FROM credentials WHERE org_id = 'a' AND module_id = 'gone'`)).toEqual([]);
-      expect(await a.credentials.delete('m2')).toBe(false);
+      expect(await a.credentials.delete('m2', SYSTEM_ACTOR)).toBe(false);
     });
 
     it('api keys: insert, list oldest first, get, revoke (once), descendants within the org, revokeTree with its check inside the transaction', async () => {
       const a = store.forOrg('a');
-      await a.apiKeys.insert(key('root', { createdAt: T0 }));
-      await a.apiKeys.insert(key('child', { createdAt: T1, createdByKeyId: 'root' }));
-      await a.apiKeys.insert(key('grandchild', { createdAt: T2, createdByKeyId: 'child' }));
-      await a.apiKeys.insert(key('spent', { createdAt: T1, createdByKeyId: 'root', revokedAt: T0 }));
+      await a.apiKeys.insert(key('root', { createdAt: T0 }), SYSTEM_ACTOR);
+      await a.apiKeys.insert(key('child', { createdAt: T1, createdByKeyId: 'root' }), SYSTEM_ACTOR);
+      await a.apiKeys.insert(key('grandchild', { createdAt: T2, createdByKeyId: 'child' }), SYSTEM_ACTOR);
+      await a.apiKeys.insert(key('spent', { createdAt: T1, createdByKeyId: 'root', revokedAt: T0 }), SYSTEM_ACTOR);
       // An org b key naming a's key as its creator is never reached from a.
-      await store.forOrg('b').apiKeys.insert(key('b-planted', { createdByKeyId: 'root' }));
-      await expect(a.apiKeys.insert(key('root'))).rejects.toMatchObject({ kind: 'constraint' });
+      await store.forOrg('b').apiKeys.insert(key('b-planted', { createdByKeyId: 'root' }), SYSTEM_ACTOR);
+      await expect(a.apiKeys.insert(key('root'), SYSTEM_ACTOR)).rejects.toMatchObject({ kind: 'constraint' });
 
       expect((await a.apiKeys.list()).map((k) => k.id)).toEqual(['root', 'child', 'spent', 'grandchild']);
       expect(await a.apiKeys.get('child')).toMatchObject({ id: 'child', orgId: 'a', scopes: ['modules:read'], createdByKeyId: 'root' });
@@ -163,22 +167,22 @@ describe.skipIf(!available)('the PostgreSQL store', () => {
 
       // A refusing check revokes nothing, and reaches the caller as it was thrown.
       const refusal = new Error('not allowed');
-      await expect(a.apiKeys.revokeTree('root', T2, () => { throw refusal; })).rejects.toBe(refusal);
+      await expect(a.apiKeys.revokeTree('root', T2, () => { throw refusal; }, SYSTEM_ACTOR)).rejects.toBe(refusal);
       expect((await a.apiKeys.list()).filter((k) => k.revokedAt !== null).map((k) => k.id)).toEqual(['spent']);
 
       let seen: string[] = [];
-      const tree = await a.apiKeys.revokeTree('root', T2, (k, d) => (seen = [k.id, ...d.map((x) => x.id)]));
+      const tree = await a.apiKeys.revokeTree('root', T2, (k, d) => (seen = [k.id, ...d.map((x) => x.id)]), SYSTEM_ACTOR);
       expect(seen).toEqual(['root', 'child', 'spent', 'grandchild']);
       expect(tree?.revoked).toEqual(['root', 'child', 'grandchild']);
       expect(tree?.key.revokedAt).toBe(T2);
       expect(tree?.descendants.map((k) => [k.id, k.revokedAt])).toEqual([['child', T2], ['spent', T0], ['grandchild', T2]]);
-      expect(await store.forOrg('b').apiKeys.revokeTree('root', T2, () => { throw new Error('not called'); })).toBeUndefined();
+      expect(await store.forOrg('b').apiKeys.revokeTree('root', T2, () => { throw new Error('not called'); }, SYSTEM_ACTOR)).toBeUndefined();
       expect((await store.forOrg('b').apiKeys.get('b-planted'))?.revokedAt).toBeNull();
 
-      await a.apiKeys.insert(key('single'));
-      expect((await a.apiKeys.revoke('single', T1))?.revokedAt).toBe(T1);
-      expect((await a.apiKeys.revoke('single', T2))?.revokedAt).toBe(T1); // already revoked: kept
-      expect(await store.forOrg('b').apiKeys.revoke('single', T2)).toBeUndefined();
+      await a.apiKeys.insert(key('single'), SYSTEM_ACTOR);
+      expect((await a.apiKeys.revoke('single', T1, SYSTEM_ACTOR))?.revokedAt).toBe(T1);
+      expect((await a.apiKeys.revoke('single', T2, SYSTEM_ACTOR))?.revokedAt).toBe(T1); // already revoked: kept
+      expect(await store.forOrg('b').apiKeys.revoke('single', T2, SYSTEM_ACTOR)).toBeUndefined();
     });
 
     it("another org's rows answer as missing through every method", async () => {
@@ -186,8 +190,8 @@ describe.skipIf(!available)('the PostgreSQL store', () => {
       expect(await b.modules.get('m2')).toBeUndefined();
       expect((await b.modules.list({ enabled: undefined, after: '', limit: 100 })).map((m) => `${m.orgId}/${m.moduleId}`)).toEqual(['b/m1', 'b/only-b']);
       expect(await b.modules.count(undefined)).toBe(2);
-      expect(await b.modules.update('m2', { name: 'hijack' }, T2)).toBeUndefined();
-      expect(await b.modules.delete('m2')).toBe(false);
+      expect(await b.modules.update('m2', { name: 'hijack' }, T2, SYSTEM_ACTOR)).toBeUndefined();
+      expect(await b.modules.delete('m2', SYSTEM_ACTOR)).toBe(false);
       expect(await b.credentials.get('m1')).toBeUndefined(); // b's m1 has none; a's m1 has one
       expect(await b.credentials.list()).toEqual([]);
       expect((await b.apiKeys.list()).map((k) => k.id)).toEqual(['b-planted']);
@@ -209,7 +213,7 @@ describe.skipIf(!available)('the PostgreSQL store', () => {
 
     it('orgs list and insert, key count', async () => {
       expect((await store.system.orgs.list()).map((o) => o.id)).toEqual(['a', 'b', 'default']);
-      expect(await store.system.orgs.insert({ id: 'a', name: 'dup', createdAt: T1 })).toBe(false);
+      expect(await store.system.orgs.insert({ id: 'a', name: 'dup', createdAt: T1 }, SYSTEM_ACTOR)).toBe(false);
       const keys = await scratch.query<{ n: number }>('SELECT count(*)::int AS n FROM api_keys');
       expect(await store.system.keyCount()).toBe(keys[0]!.n);
     });
@@ -230,7 +234,7 @@ describe.skipIf(!available)('the PostgreSQL store', () => {
     });
 
     it('rotation: key ids in use, rows not under a key across orgs, compare-and-swap reseal', async () => {
-      expect(await store.forOrg('b').credentials.upsert({ moduleId: 'm1', ...sealed('mk_1'), fields: ['t'], createdAt: T0, updatedAt: T0 })).toBe(true);
+      expect(await store.forOrg('b').credentials.upsert({ moduleId: 'm1', ...sealed('mk_1'), fields: ['t'], createdAt: T0, updatedAt: T0 }, SYSTEM_ACTOR)).toBe(true);
       expect(await store.system.credentials.keyIds()).toEqual(['mk_1', 'mk_2']);
       const rows = await store.system.credentials.notUnderKey('mk_2', 10);
       expect(rows.map((r) => `${r.orgId}/${r.moduleId}/${r.keyId}`)).toEqual(['b/m1/mk_1']);
@@ -282,9 +286,9 @@ describe.skipIf(!available)('the PostgreSQL store', () => {
       expect(toStoreError(own)).toBe(own);
     });
 
-    it('a backend terminated under a waiting statement is unavailable; a lock held past lock_timeout is busy; the store recovers', async () => {
+    it.runIf(onServer)('a backend terminated under a waiting statement is unavailable; a lock held past lock_timeout is busy; the store recovers', async () => {
       const a = store.forOrg('a');
-      await a.apiKeys.insert(key('locked'));
+      await a.apiKeys.insert(key('locked'), SYSTEM_ACTOR);
       // The superuser holds the key's row lock in an open transaction, so revokeTree waits on it.
       const holder = (await import('pg')).default;
       const blocker = new holder.Client({ connectionString: `${new URL(scratch.requestUrl).protocol}//postgres@${new URL(scratch.requestUrl).host}/${scratch.name}` });
@@ -292,7 +296,7 @@ describe.skipIf(!available)('the PostgreSQL store', () => {
       try {
         await blocker.query('BEGIN');
         await blocker.query(`SELECT 1 FROM api_keys WHERE id = 'locked' FOR UPDATE`);
-        const waiting = a.apiKeys.revokeTree('locked', T2, () => {}).then(() => 'revoked', (error: unknown) => error);
+        const waiting = a.apiKeys.revokeTree('locked', T2, () => {}, SYSTEM_ACTOR).then(() => 'revoked', (error: unknown) => error);
         await until('the revocation to wait on the lock', async () =>
           (await scratch.query(`SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND application_name = 'tenantgate' AND wait_event_type = 'Lock'`, [scratch.name])).length === 1,
         );
@@ -305,13 +309,13 @@ describe.skipIf(!available)('the PostgreSQL store', () => {
         // lock_timeout (at most the statement timeout, 2 s here) ends a wait on a lock that is not let go.
         const started = performance.now();
         // lock_timeout or statement_timeout, whichever the server reaches first: both are busy.
-        await expect(a.apiKeys.revokeTree('locked', T2, () => {})).rejects.toMatchObject({ name: 'StoreError', kind: 'busy', code: expect.stringMatching(/^(55P03|57014)$/) });
+        await expect(a.apiKeys.revokeTree('locked', T2, () => {}, SYSTEM_ACTOR)).rejects.toMatchObject({ name: 'StoreError', kind: 'busy', code: expect.stringMatching(/^(55P03|57014)$/) });
         expect(performance.now() - started).toBeLessThan(4000);
         await blocker.query('ROLLBACK');
       } finally {
         await blocker.end();
       }
-      expect((await a.apiKeys.revokeTree('locked', T2, () => {}))?.revoked).toEqual(['locked']);
+      expect((await a.apiKeys.revokeTree('locked', T2, () => {}, SYSTEM_ACTOR))?.revoked).toEqual(['locked']);
       expect(await store.check()).toEqual({ ok: true });
     });
 
@@ -324,7 +328,7 @@ describe.skipIf(!available)('the PostgreSQL store', () => {
         const started = performance.now();
         await expect(down.forOrg('a').modules.get('m1')).rejects.toMatchObject({ name: 'StoreError', kind: 'unavailable', code: 'ECONNREFUSED' });
         await expect(down.auth.keyByHash('h')).rejects.toMatchObject({ name: 'StoreError', kind: 'unavailable' });
-        await expect(down.forOrg('a').modules.insert(module('x'))).rejects.toMatchObject({ name: 'StoreError', kind: 'unavailable' });
+        await expect(down.forOrg('a').modules.insert(module('x'), SYSTEM_ACTOR)).rejects.toMatchObject({ name: 'StoreError', kind: 'unavailable' });
         expect(performance.now() - started).toBeLessThan(1500);
         expect(down.changes.version('a')).toBeUndefined();
         expect(await down.check()).toEqual({ ok: false, reason: 'change feed is not listening' });
@@ -336,7 +340,7 @@ describe.skipIf(!available)('the PostgreSQL store', () => {
     it("a failed query's error holds the server's message, never the query's parameters", async () => {
       const a = store.forOrg('a');
       const error = (await a.credentials
-        .upsert({ moduleId: 'm1', ciphertext: Buffer.from('CIPHERTEXT-BYTES'), iv: randomBytes(12), tag: randomBytes(16), keyId: 'k', fields: ['\u0000'], createdAt: T0, updatedAt: T0 })
+        .upsert({ moduleId: 'm1', ciphertext: Buffer.from('CIPHERTEXT-BYTES'), iv: randomBytes(12), tag: randomBytes(16), keyId: 'k', fields: ['\u0000'], createdAt: T0, updatedAt: T0 }, SYSTEM_ACTOR)
         .catch((e: unknown) => e)) as StoreError;
       expect(error).toBeInstanceOf(StoreError);
       expect(error.message).not.toContain('CIPHERTEXT');
@@ -352,11 +356,11 @@ describe.skipIf(!available)('the PostgreSQL store', () => {
         const before = store.changes.version('a');
         const otherOrg = store.changes.version('b');
         expect(before).toBeDefined();
-        await store.forOrg('a').modules.update('m1', { description: 'changed' }, T2);
+        await store.forOrg('a').modules.update('m1', { description: 'changed' }, T2, SYSTEM_ACTOR);
         expect(store.changes.version('a')).not.toBe(before);
         expect(heard.some((c) => c.orgId === 'a')).toBe(true);
         const afterWrite = store.changes.version('a');
-        await store.forOrg('a').apiKeys.insert(key('announced'));
+        await store.forOrg('a').apiKeys.insert(key('announced'), SYSTEM_ACTOR);
         expect(heard.filter((c) => c.orgId === 'a').length).toBeGreaterThanOrEqual(2);
         // b's version moves only if a notification for b arrived, and none was sent.
         await new Promise((resolve) => setTimeout(resolve, 100));
@@ -373,7 +377,7 @@ describe.skipIf(!available)('the PostgreSQL store', () => {
       try {
         const a = store.changes.version('a');
         const b = store.changes.version('b');
-        await other.store.forOrg('b').modules.update('m1', { description: 'from another replica' }, T2);
+        await other.store.forOrg('b').modules.update('m1', { description: 'from another replica' }, T2, SYSTEM_ACTOR);
         const ms = await until('the notification', () => store.changes.version('b') !== b);
         expect(heard.some((c) => c.orgId === 'b')).toBe(true);
         expect(store.changes.version('a')).toBe(a);
@@ -383,7 +387,7 @@ describe.skipIf(!available)('the PostgreSQL store', () => {
       }
     });
 
-    it('a lost LISTEN connection: version undefined until it listens again, then a flush {orgId: null} and a new epoch', async () => {
+    it.runIf(onServer)('a lost LISTEN connection: version undefined until it listens again, then a flush {orgId: null} and a new epoch', async () => {
       const heard: Change[] = [];
       const unsubscribe = store.changes.subscribe((c) => heard.push(c));
       try {
@@ -394,7 +398,7 @@ describe.skipIf(!available)('the PostgreSQL store', () => {
         const heardBeforeRecovery = heard.length;
         expect(await store.check()).toEqual({ ok: false, reason: 'change feed is not listening' });
         // A write while it is down still works; the flush that follows covers what was missed.
-        await other.store.forOrg('a').modules.update('m1', { description: 'while down' }, T2);
+        await other.store.forOrg('a').modules.update('m1', { description: 'while down' }, T2, SYSTEM_ACTOR);
         await until('it to listen again', () => store.changes.version('a') !== undefined);
         // The flush comes with the recovery, whatever was announced at the loss.
         expect(heard.slice(heardBeforeRecovery).some((c) => c.orgId === null)).toBe(true);
@@ -402,7 +406,7 @@ describe.skipIf(!available)('the PostgreSQL store', () => {
         expect(await store.check()).toEqual({ ok: true });
         // And it hears notifications again.
         const now = store.changes.version('b');
-        await other.store.forOrg('b').modules.update('m1', { description: 'after' }, T2);
+        await other.store.forOrg('b').modules.update('m1', { description: 'after' }, T2, SYSTEM_ACTOR);
         await until('a notification after the reconnect', () => store.changes.version('b') !== now);
       } finally {
         unsubscribe();
@@ -494,8 +498,8 @@ describe.skipIf(!available)('opening a PostgreSQL store', () => {
       const opened = await openStore(storeConfig(s, { masterKey: undefined, dataDir: dir }), captureLogger());
       const box = new SecretBox(MASTER_KEY, []);
       expect(opened.secretBox.currentKeyId).toBe(box.currentKeyId);
-      await opened.store.forOrg('default').modules.insert(module('m'));
-      await opened.store.forOrg('default').credentials.upsert({ moduleId: 'm', ...box.seal('default', 'm', '{"t":"x"}'), fields: ['t'], createdAt: T0, updatedAt: T0 });
+      await opened.store.forOrg('default').modules.insert(module('m'), SYSTEM_ACTOR);
+      await opened.store.forOrg('default').credentials.upsert({ moduleId: 'm', ...box.seal('default', 'm', '{"t":"x"}'), fields: ['t'], createdAt: T0, updatedAt: T0 }, SYSTEM_ACTOR);
       await opened.store.close();
       await expect(openStore(storeConfig(s, { masterKey: randomBytes(32) }), captureLogger())).rejects.toThrow(/^wrong master key: credentials are sealed with /);
     } finally {
@@ -593,7 +597,7 @@ describe.skipIf(!available)('a gateway on PostgreSQL, over HTTP', () => {
     expect(await res.text()).not.toContain('@');
   });
 
-  it('while the database refuses connections: SERVICE_UNAVAILABLE (503), never a 500 or a hang, /ready 503; it recovers by itself', async () => {
+  it.runIf(onServer)('while the database refuses connections: SERVICE_UNAVAILABLE (503), never a 500 or a hang, /ready 503; it recovers by itself', async () => {
     const scratch = gw.postgres!;
     const role = new URL(scratch.requestUrl).username;
     const uncached = '{ modules(first: 5, enabled: true) { totalCount } }';

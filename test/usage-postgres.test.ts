@@ -10,6 +10,7 @@ import { openStore, type OpenedStore } from '../src/store/open.ts';
 import type { PostgresStore } from '../src/store/postgres/store.ts';
 import type { Change, NewRunUnitEvent, RunUnitEvent } from '../src/store/types.ts';
 import { createScratchDatabase, postgresMultiProcess, type ScratchDatabase } from './helpers/postgres.ts';
+import { SYSTEM_ACTOR } from '../src/store/types.ts';
 
 // Run-unit metering and per-org rate limits on PostgreSQL (issue 14): every usage method of the
 // seam as the request role, exactly once per idempotency key in one process and across four, the
@@ -55,10 +56,10 @@ describe('run-unit metering on PostgreSQL (issue 14)', () => {
     opened = await openStore(storeConfig(scratch), captureLogger());
     store = opened.postgres!;
     other = await openStore(storeConfig(scratch), captureLogger());
-    for (const id of ['a', 'b', 'c', 'd']) expect(await store.system.orgs.insert({ id, name: `Org ${id}`, createdAt: T0 })).toBe(true);
+    for (const id of ['a', 'b', 'c', 'd']) expect(await store.system.orgs.insert({ id, name: `Org ${id}`, createdAt: T0 }, SYSTEM_ACTOR)).toBe(true);
     const module = (moduleId: string) => ({ moduleId, name: moduleId, version: '1', description: null, config: '{}', enabled: true, installedAt: T0, updatedAt: T0 });
-    expect(await store.forOrg('a').modules.insert(module('mod-a'))).toBe(true);
-    expect(await store.forOrg('b').modules.insert(module('mod-b'))).toBe(true);
+    expect(await store.forOrg('a').modules.insert(module('mod-a'), SYSTEM_ACTOR)).toBe(true);
+    expect(await store.forOrg('b').modules.insert(module('mod-b'), SYSTEM_ACTOR)).toBe(true);
   });
   afterAll(async () => {
     await opened?.store.close();
@@ -201,9 +202,9 @@ describe('run-unit metering on PostgreSQL (issue 14)', () => {
     const heard: Change[] = [];
     const stop = other.store.changes.subscribe((c) => heard.push(c));
     try {
-      const set = await u.setQuota({ runUnitsPerMonth: 2 ** 40, requestsPerMinute: 600, burst: 50, updatedAt: '2026-03-01T00:00:00.000Z' });
+      const set = await u.setQuota({ runUnitsPerMonth: 2 ** 40, requestsPerMinute: 600, burst: 50, updatedAt: '2026-03-01T00:00:00.000Z' }, SYSTEM_ACTOR);
       expect(set).toEqual({ orgId: 'c', runUnitsPerMonth: 2 ** 40, requestsPerMinute: 600, burst: 50, updatedAt: '2026-03-01T00:00:00.000Z' });
-      const replaced = await u.setQuota({ runUnitsPerMonth: null, requestsPerMinute: 60, burst: null, updatedAt: '2026-03-02T00:00:00.000Z' });
+      const replaced = await u.setQuota({ runUnitsPerMonth: null, requestsPerMinute: 60, burst: null, updatedAt: '2026-03-02T00:00:00.000Z' }, SYSTEM_ACTOR);
       expect(replaced).toEqual({ orgId: 'c', runUnitsPerMonth: null, requestsPerMinute: 60, burst: null, updatedAt: '2026-03-02T00:00:00.000Z' });
       expect(await other.store.forOrg('c').usage.quota()).toEqual(replaced);
       const deadline = Date.now() + 5000;
@@ -234,7 +235,7 @@ describe('run-unit metering on PostgreSQL (issue 14)', () => {
   it("every method keeps to its org: another org sees none of a's usage, and the same key is its own", async () => {
     const a = store.forOrg('a').usage;
     const fresh = store.forOrg('fresh-org-not-created').usage;
-    await a.setQuota({ runUnitsPerMonth: 5000, requestsPerMinute: null, burst: null, updatedAt: T0 });
+    await a.setQuota({ runUnitsPerMonth: 5000, requestsPerMinute: null, burst: null, updatedAt: T0 }, SYSTEM_ACTOR);
     for (const u of [store.forOrg('d').usage, fresh]) {
       expect(await u.month('2026-10-01T00:00:00.000Z')).toEqual({ runUnits: 0, requests: 0 });
       expect(await u.series('2026-10-01T00:00:00.000Z', '2026-11-01T00:00:00.000Z', 'hour')).toEqual([]);
@@ -404,7 +405,7 @@ describe('run-unit metering on PostgreSQL (issue 14)', () => {
   }
 
   it.skipIf(!multiProcess)('four processes, 50 distinct reports each and the same 10 shared keys: the month is exactly the sum, each shared key once', async () => {
-    await store.system.orgs.insert({ id: 'procs', name: 'Processes', createdAt: T0 });
+    await store.system.orgs.insert({ id: 'procs', name: 'Processes', createdAt: T0 }, SYSTEM_ACTOR);
     const results = await children(4, { TG_ORG: 'procs', TG_DISTINCT: '50', TG_SHARED: '10', TG_UNITS: '3', TG_OCCURRED_AT: '2027-03-03T03:03:03.000Z' });
     const all = results.flat();
     expect(all).toHaveLength(4 * (50 + 10 + 10));
@@ -429,7 +430,7 @@ describe('run-unit metering on PostgreSQL (issue 14)', () => {
   });
 
   it.skipIf(!multiProcess)('four processes against a quota they would overshoot: the month never passes it, and what was recorded is what it holds', async () => {
-    await store.system.orgs.insert({ id: 'procs-q', name: 'Quota', createdAt: T0 });
+    await store.system.orgs.insert({ id: 'procs-q', name: 'Quota', createdAt: T0 }, SYSTEM_ACTOR);
     // 4 × 50 × 3 distinct plus the shared ones (3 + index) would be about 640: the quota is 400.
     const results = await children(4, { TG_ORG: 'procs-q', TG_DISTINCT: '50', TG_SHARED: '10', TG_UNITS: '3', TG_QUOTA: '400', TG_OCCURRED_AT: '2027-04-04T04:04:04.000Z' });
     const all = results.flat();

@@ -10,6 +10,7 @@ import { captureLogger } from '../src/logger.ts';
 import { openStore, type OpenedStore } from '../src/store/open.ts';
 import { createSqliteStore } from '../src/store/sqlite/store.ts';
 import type { Change, NewRunUnitEvent, Store } from '../src/store/types.ts';
+import { SYSTEM_ACTOR } from '../src/store/types.ts';
 
 // Run-unit metering on the SQLite store (issue 14, items 1-3): the store's own methods, on a real
 // migrated file, two orgs with look-alike data; and several processes on one data directory.
@@ -47,11 +48,11 @@ async function open(dir = tempDir(), masterKey = randomBytes(32).toString('base6
 /** Two orgs; `shared` is a module of A only, `b-only` of B only. */
 async function seed(store: Store): Promise<void> {
   const at = '2026-11-01T00:00:00.000Z';
-  await store.system.orgs.insert({ id: A, name: 'Org A', createdAt: at });
-  await store.system.orgs.insert({ id: B, name: 'Org B', createdAt: at });
+  await store.system.orgs.insert({ id: A, name: 'Org A', createdAt: at }, SYSTEM_ACTOR);
+  await store.system.orgs.insert({ id: B, name: 'Org B', createdAt: at }, SYSTEM_ACTOR);
   const module = (moduleId: string) => ({ moduleId, name: moduleId, version: '1.0.0', description: null, config: '{}', enabled: true, installedAt: at, updatedAt: at });
-  expect(await store.forOrg(A).modules.insert(module('shared'))).toBe(true);
-  expect(await store.forOrg(B).modules.insert(module('b-only'))).toBe(true);
+  expect(await store.forOrg(A).modules.insert(module('shared'), SYSTEM_ACTOR)).toBe(true);
+  expect(await store.forOrg(B).modules.insert(module('b-only'), SYSTEM_ACTOR)).toBe(true);
 }
 
 let n = 0;
@@ -116,7 +117,7 @@ describe('recording run units (SQLite)', () => {
 
   it('keeps an event when its module is uninstalled later (billing history stays)', async () => {
     await f.store.forOrg(A).usage.record(event('kept', 4, undefined, { moduleId: 'shared' }), null);
-    expect(await f.store.forOrg(A).modules.delete('shared')).toBe(true);
+    expect(await f.store.forOrg(A).modules.delete('shared', SYSTEM_ACTOR)).toBe(true);
     expect((await f.store.forOrg(A).usage.events({ limit: 10 })).map((e) => [e.idempotencyKey, e.moduleId])).toEqual([['kept', 'shared']]);
   });
 
@@ -226,10 +227,10 @@ describe('recording run units (SQLite)', () => {
     expect(f.store.changes.version(A)).toBe(versionA);
 
     const row = { runUnitsPerMonth: 1000, requestsPerMinute: 60, burst: 10, updatedAt: '2026-12-03T12:00:00.000Z' };
-    expect(await f.store.forOrg(A).usage.setQuota(row)).toEqual({ orgId: A, ...row });
+    expect(await f.store.forOrg(A).usage.setQuota(row, SYSTEM_ACTOR)).toEqual({ orgId: A, ...row });
     expect(heard).toEqual([{ orgId: A }]);
     const replaced = { runUnitsPerMonth: null, requestsPerMinute: 120, burst: null, updatedAt: '2026-12-03T13:00:00.000Z' };
-    expect(await f.store.forOrg(A).usage.setQuota(replaced)).toEqual({ orgId: A, ...replaced });
+    expect(await f.store.forOrg(A).usage.setQuota(replaced, SYSTEM_ACTOR)).toEqual({ orgId: A, ...replaced });
     expect(await f.store.forOrg(A).usage.quota()).toEqual({ orgId: A, ...replaced });
     expect(await f.store.system.usage.quotas()).toEqual([{ orgId: A, ...replaced }]);
     unsubscribe();
@@ -277,7 +278,7 @@ describe('usage across orgs (SQLite)', () => {
     const first = event('same-key', 50, '2026-12-02T10:00:00.000Z', { id: 'ru_same' });
     await a.record(first, null);
     await f.store.system.usage.addRequests([{ orgId: A, hourStart: '2026-12-02T10:00:00.000Z', count: 9 }]);
-    await a.setQuota({ runUnitsPerMonth: 50, requestsPerMinute: 1, burst: 1, updatedAt: '2026-12-03T00:00:00.000Z' });
+    await a.setQuota({ runUnitsPerMonth: 50, requestsPerMinute: 1, burst: 1, updatedAt: '2026-12-03T00:00:00.000Z' }, SYSTEM_ACTOR);
 
     expect(await b.month(DEC)).toEqual({ runUnits: 0, requests: 0 });
     expect(await b.series(DEC, JAN, 'hour')).toEqual([]);
@@ -292,7 +293,7 @@ describe('usage across orgs (SQLite)', () => {
     expect(await b.month(DEC)).toEqual({ runUnits: 7, requests: 0 });
     expect(await a.month(DEC)).toEqual({ runUnits: 50, requests: 9 });
     expect((await a.events({ limit: 100 })).map((e) => [e.orgId, e.units])).toEqual([[A, 50]]);
-    await b.setQuota({ runUnitsPerMonth: 5, requestsPerMinute: null, burst: null, updatedAt: '2026-12-03T00:00:00.000Z' });
+    await b.setQuota({ runUnitsPerMonth: 5, requestsPerMinute: null, burst: null, updatedAt: '2026-12-03T00:00:00.000Z' }, SYSTEM_ACTOR);
     expect((await a.quota())?.runUnitsPerMonth).toBe(50);
     expect((await b.quota())?.runUnitsPerMonth).toBe(5);
   });
@@ -317,8 +318,8 @@ describe('usage across orgs (SQLite)', () => {
   });
 
   it('ranks orgs by run units in a month, most first, ties by org id, orgs with none absent', async () => {
-    await f.store.system.orgs.insert({ id: 'org-c', name: 'C', createdAt: NOV });
-    await f.store.system.orgs.insert({ id: 'org-d', name: 'D', createdAt: NOV });
+    await f.store.system.orgs.insert({ id: 'org-c', name: 'C', createdAt: NOV }, SYSTEM_ACTOR);
+    await f.store.system.orgs.insert({ id: 'org-d', name: 'D', createdAt: NOV }, SYSTEM_ACTOR);
     await f.store.forOrg('org-c').usage.record(event('t1', 30), null);
     await f.store.forOrg(B).usage.record(event('t2', 30), null);
     await f.store.forOrg(A).usage.record(event('t3', 10), null);

@@ -16,6 +16,7 @@ import { issueApiKey } from '../../src/repos/api-keys.ts';
 import { createHttpServer } from '../../src/server.ts';
 import { openStore, type OpenedStore } from '../../src/store/open.ts';
 import { createScratchDatabase, type ScratchDatabase } from './postgres.ts';
+import { SYSTEM_ACTOR } from '../../src/store/types.ts';
 
 export const ORG_A = 'org-a';
 export const ORG_B = 'org-b';
@@ -284,11 +285,11 @@ export async function createTestGateway(options: GatewayOptions = {}): Promise<T
   const store = opened.store;
 
   const key = async (orgId: string, scopes: readonly Scope[], expiresAt?: Date) =>
-    (await issueApiKey(store, orgId, { name: `test ${scopes.join(' ')}`.slice(0, 100), scopes, expiresAt }, { keyId: null, scopes: 'all' })).secret;
+    (await issueApiKey(store, orgId, { name: `test ${scopes.join(' ')}`.slice(0, 100), scopes, expiresAt }, { keyId: null, scopes: 'all' }, SYSTEM_ACTOR)).secret;
 
   const now = new Date().toISOString();
   // A second gateway on the same scratch database finds the orgs there.
-  for (const id of [ORG_A, ORG_B]) await store.system.orgs.insert({ id, name: `Org ${id.slice(-1).toUpperCase()}`, createdAt: now });
+  for (const id of [ORG_A, ORG_B]) await store.system.orgs.insert({ id, name: `Org ${id.slice(-1).toUpperCase()}`, createdAt: now }, SYSTEM_ACTOR);
   const keys = { a: await key(ORG_A, TENANT_SCOPES), b: await key(ORG_B, TENANT_SCOPES), admin: await key('default', SCOPES) };
 
   const transport = options.transport ?? 'http';
