@@ -92,7 +92,7 @@ describe.skipIf(!available)('the PostgreSQL store', () => {
 
   describe('org-bound methods', () => {
     it('org(): its own row, and nothing for an org that does not exist', async () => {
-      expect(await store.forOrg('a').org()).toEqual({ id: 'a', name: 'Org a', createdAt: T0 });
+      expect(await store.forOrg('a').org()).toEqual({ id: 'a', name: 'Org a', createdAt: T0, status: 'active', suspendedAt: null, suspendReason: null });
       expect(await store.forOrg('nope').org()).toBeUndefined();
     });
 
@@ -482,7 +482,7 @@ describe.skipIf(!available)('opening a PostgreSQL store', () => {
     await expect(openStore(storeConfig(s, { database: superuser }), captureLogger())).rejects.toThrow(
       /^TENANTGATE_DATABASE connects as "postgres", a superuser: it bypasses row-level security$/,
     );
-    await expect(openStore(storeConfig(s, { database: s.ownerUrl }), captureLogger())).rejects.toThrow(/, owner of api_keys, credentials, modules, org_quotas, orgs, run_unit_events, usage_hours, usage_months: it could switch row-level security off/);
+    await expect(openStore(storeConfig(s, { database: s.ownerUrl }), captureLogger())).rejects.toThrow(/, owner of api_keys, audit_heads, audit_log, credentials, modules, org_keys, org_quotas, orgs, run_unit_events, usage_hours, usage_months: it could switch row-level security off/);
   });
 
   it('never generates a master key, and refuses a key that cannot open what the store holds', async () => {
