@@ -137,7 +137,7 @@ function copyFrom(client: pg.Client, text: string, produce: (write: (chunk: stri
   });
 }
 
-const TABLES = ['orgs', 'api_keys', 'modules', 'credentials'];
+const TABLES = ['orgs', 'api_keys', 'modules', 'org_keys', 'credentials'];
 /** Text gathered before it is written to a COPY. */
 const CHUNK = 1 << 16;
 
@@ -160,7 +160,7 @@ async function load(client: pg.Client, plan: StorePlan, secretBox: SecretBox): P
   for (const index of indexes) await client.query(`DROP INDEX ${index.name}`);
 
   const keys: BenchKey[] = [];
-  const rest = { orgs: [] as string[], keys: [] as string[], credentials: [] as string[] };
+  const rest = { orgs: [] as string[], keys: [] as string[], credentials: [] as string[], orgKeys: [] as string[] };
   let modules = 0;
   let credentials = 0;
   await copyFrom(
@@ -173,6 +173,8 @@ async function load(client: pg.Client, plan: StorePlan, secretBox: SecretBox): P
         const orgId = rows.org.id;
         keys.push(...rows.secrets);
         rest.orgs.push(line([orgId, rows.org.name, rows.org.createdAt]));
+        const k = rows.orgKey;
+        rest.orgKeys.push(line([orgId, k.keyId, k.wrapped, k.iv, k.tag, k.masterKeyId, k.createdAt]));
         for (const k of rows.keys) rest.keys.push(line([k.id, orgId, k.name, k.prefix, k.hash, k.scopes, k.createdAt]));
         for (const c of rows.credentials) rest.credentials.push(line([orgId, c.moduleId, c.ciphertext, c.iv, c.tag, c.keyId, c.fields, c.at, c.at]));
         for (const m of rows.modules) {
@@ -194,6 +196,7 @@ async function load(client: pg.Client, plan: StorePlan, secretBox: SecretBox): P
     });
   await copyAll('COPY orgs (id, name, created_at) FROM STDIN', rest.orgs);
   await copyAll('COPY api_keys (id, org_id, name, prefix, hash, scopes, created_at) FROM STDIN', rest.keys);
+  await copyAll('COPY org_keys (org_id, key_id, wrapped, iv, tag, master_key_id, created_at) FROM STDIN', rest.orgKeys);
   await copyAll('COPY credentials (org_id, module_id, ciphertext, iv, tag, key_id, fields, created_at, updated_at) FROM STDIN', rest.credentials);
 
   await client.query(`SET LOCAL maintenance_work_mem = '256MB'`);

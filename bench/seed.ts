@@ -5,6 +5,7 @@ import { displayPrefix, generateKey, hashKey } from '../src/auth/key-format.ts';
 import { SCOPES, type Scope } from '../src/auth/scopes.ts';
 import { createLogger } from '../src/logger.ts';
 import { openStore } from '../src/store/open.ts';
+import { DataKey, dataKeyId } from '../src/crypto/data-keys.ts';
 import type { SecretBox } from '../src/crypto/secret-box.ts';
 
 /**
@@ -77,6 +78,8 @@ export interface OrgRows {
     at: string;
   }>;
   credentials: Array<{ moduleId: string; ciphertext: Buffer; iv: Buffer; tag: Buffer; keyId: string; fields: string; at: string }>;
+  /** The org's data key, wrapped by the master key (org_keys), under which its credentials are sealed. */
+  orgKey: { keyId: string; wrapped: Buffer; iv: Buffer; tag: Buffer; masterKeyId: string; createdAt: string };
   /** The keys' secrets, for the load generator (only their hashes are stored). */
   secrets: BenchKey[];
 }
@@ -86,7 +89,12 @@ const HEALTHS = ['unknown', 'healthy', 'healthy', 'healthy', 'degraded'];
 /** The `o`-th org of a plan: its keys, its MODULES_PER_ORG modules and CREDENTIALS_PER_ORG sealed credentials. */
 export function orgRows(plan: StorePlan, o: number, secretBox: SecretBox): OrgRows {
   const orgId = plan.orgIds[o]!;
-  const rows: OrgRows = { org: { id: orgId, name: `Bench org ${orgId}`, createdAt: iso(o) }, keys: [], modules: [], credentials: [], secrets: [] };
+  // As the gateway seals them: under the org's own data key (src/crypto/data-keys.ts), so no start
+  // has credentials to move first.
+  const raw = randomBytes(32);
+  const dataKey = new DataKey(orgId, dataKeyId(raw), raw);
+  const orgKey = { keyId: dataKey.id, ...secretBox.wrapDataKey(orgId, dataKey.id, raw), createdAt: iso(o) };
+  const rows: OrgRows = { org: { id: orgId, name: `Bench org ${orgId}`, createdAt: iso(o) }, keys: [], modules: [], credentials: [], orgKey, secrets: [] };
   let k = 0;
   for (const spec of plan.keys(orgId)) {
     const secret = generateKey();
@@ -108,7 +116,7 @@ export function orgRows(plan: StorePlan, o: number, secretBox: SecretBox): OrgRo
       at,
     });
     if (m < CREDENTIALS_PER_ORG) {
-      const sealed = secretBox.seal(orgId, id, JSON.stringify({ token: `tok-${orgId}-${id}`, user: 'bench' }));
+      const sealed = dataKey.seal(id, JSON.stringify({ token: `tok-${orgId}-${id}`, user: 'bench' }));
       rows.credentials.push({ moduleId: id, ...sealed, fields: JSON.stringify(['token', 'user']), at });
     }
   }
@@ -140,6 +148,8 @@ async function seedStore(dir: string, plan: StorePlan, masterKey: Buffer, log: (
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
   );
 
+  const insertOrgKey = sqlite.prepare('INSERT INTO org_keys (org_id, key_id, wrapped, iv, tag, master_key_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)');
+
   const keys: BenchKey[] = [];
   let modules = 0;
   let credentials = 0;
@@ -148,6 +158,8 @@ async function seedStore(dir: string, plan: StorePlan, masterKey: Buffer, log: (
       const rows = orgRows(plan, o, secretBox);
       const orgId = rows.org.id;
       insertOrg.run(orgId, rows.org.name, rows.org.createdAt);
+      const k = rows.orgKey;
+      insertOrgKey.run(orgId, k.keyId, k.wrapped, k.iv, k.tag, k.masterKeyId, k.createdAt);
       for (const key of rows.keys) insertKey.run(key.id, orgId, key.name, key.prefix, key.hash, key.scopes, key.createdAt);
       keys.push(...rows.secrets);
       for (const m of rows.modules) {
