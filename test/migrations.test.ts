@@ -358,13 +358,15 @@ describe('migrations on an empty store', () => {
     expect(migration.backupFile).toBeUndefined();
     expect(migration.applied.length).toBeGreaterThan(0);
     const tables = sqlite.prepare(`SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name`).pluck().all();
-    expect(tables).toEqual(['__drizzle_migrations', 'api_keys', 'credentials', 'modules', 'org_quotas', 'orgs', 'run_unit_events', 'usage_hours', 'usage_months']);
+    expect(tables).toEqual([
+      '__drizzle_migrations', 'api_keys', 'audit_heads', 'audit_log', 'credentials', 'modules', 'org_keys', 'org_quotas', 'orgs', 'run_unit_events', 'usage_hours', 'usage_months',
+    ]);
 
     // Allowed exceptions: the key hash is the one unscoped lookup (key -> org), and an API key's
     // primary key is its globally unique random id (DESIGN.md: api_keys(id PK, org_id FK, ...)).
     const exceptions = new Set(['api_keys_hash_unique', 'sqlite_autoindex_api_keys_1']);
     const leading: Record<string, string> = {};
-    for (const table of ['api_keys', 'modules', 'credentials', 'run_unit_events', 'usage_months', 'usage_hours', 'org_quotas']) {
+    for (const table of ['api_keys', 'modules', 'credentials', 'run_unit_events', 'usage_months', 'usage_hours', 'org_quotas', 'org_keys', 'audit_log', 'audit_heads']) {
       const info = sqlite.prepare('SELECT name, "notnull" FROM pragma_table_info(?) WHERE name = ?').get(table, 'org_id') as
         | { notnull: number }
         | undefined;
