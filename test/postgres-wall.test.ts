@@ -45,6 +45,11 @@ let requests: pg.Pool;
 const ORGS = ['A', 'B'] as const;
 const PER_ORG = { A: 3, B: 2 } as const;
 
+
+/** What the request role is granted on a tenant table: everything, but the audit log is append-only (records never updated or deleted) and its head row is never deleted. */
+const tablePrivileges = (table: string): string[] =>
+  table === 'audit_log' ? ['SELECT', 'INSERT'] : table === 'audit_heads' ? ['SELECT', 'INSERT', 'UPDATE'] : ['SELECT', 'INSERT', 'UPDATE', 'DELETE'];
+
 describe('PostgreSQL row-level security (issue 13, item 2)', () => {
   beforeAll(async () => {
     // The owning role is not a superuser, so FORCE holds it too; it may create the request role.
@@ -131,7 +136,7 @@ describe('PostgreSQL row-level security (issue 13, item 2)', () => {
     // USAGE on the public schema is PUBLIC's by default, so it is not granted again.
     expect(firstRun.granted).toEqual([
       'SELECT ON orgs',
-      ...TENANT_TABLES.flatMap((t) => ['SELECT', 'INSERT', 'UPDATE', 'DELETE'].map((p) => `${p} ON ${t}`)),
+      ...TENANT_TABLES.flatMap((t) => tablePrivileges(t).map((p) => `${p} ON ${t}`)),
       // The shared limits (failed authentications, drizzle/pg/0003; org request rates, 0010): not org data, outside public.
       'USAGE ON SCHEMA tenantgate_limits',
       ...['auth_failures', 'org_requests'].flatMap((t) => ['SELECT', 'INSERT', 'UPDATE', 'DELETE'].map((p) => `${p} ON tenantgate_limits.${t}`)),
@@ -247,7 +252,8 @@ describe('PostgreSQL row-level security (issue 13, item 2)', () => {
     // The cross-org path: the owner alone, and only while it acts for another session's role (inside a definer function).
     const definer = catalog.policies.filter((p) => !p.policyname.endsWith('_org_wall'));
     expect(definer.map((p) => p.policyname).sort()).toEqual([
-      'api_keys_definer_read', 'api_keys_definer_touch', 'credentials_definer_read', 'modules_definer_read', 'org_keys_definer_read', 'org_quotas_definer_read', 'orgs_definer_insert', 'orgs_definer_read',
+      'api_keys_definer_read', 'api_keys_definer_touch', 'credentials_definer_read', 'modules_definer_read', 'org_keys_definer_read', 'org_quotas_definer_read',
+      'orgs_definer_delete', 'orgs_definer_insert', 'orgs_definer_read', 'orgs_definer_update',
       'usage_hours_definer_insert', 'usage_hours_definer_read', 'usage_hours_definer_update',
       'usage_months_definer_insert', 'usage_months_definer_read', 'usage_months_definer_update',
     ]);
@@ -307,7 +313,7 @@ describe('PostgreSQL row-level security (issue 13, item 2)', () => {
     expect(refusals.owner).toEqual({
       ok: false,
       reason: expect.stringMatching(
-        /owner of api_keys, credentials, modules, org_quotas, orgs, run_unit_events, usage_hours, usage_months: it could switch row-level security off$/,
+        /owner of api_keys, audit_heads, audit_log, credentials, modules, org_keys, org_quotas, orgs, run_unit_events, usage_hours, usage_months: it could switch row-level security off$/,
       ),
     });
     for (const r of Object.values(refusals)) if (!r.ok) expect(r.reason).not.toContain('\n');
@@ -342,7 +348,7 @@ describe('PostgreSQL row-level security (issue 13, item 2)', () => {
     ]);
     const sorted = results.map((r) => ({ applied: r.applied.length, createdRole: r.createdRole, granted: r.granted.length })).sort((a, b) => b.applied - a.applied);
     expect(sorted).toEqual([
-      { applied: MIGRATIONS, createdRole: true, granted: 1 + 4 * TENANT_TABLES.length + 1 + 4 * LIMIT_TABLES.length + DEFINER_FUNCTIONS.length + 1 },
+      { applied: MIGRATIONS, createdRole: true, granted: 1 + TENANT_TABLES.flatMap(tablePrivileges).length + 1 + 4 * LIMIT_TABLES.length + DEFINER_FUNCTIONS.length + 1 },
       { applied: 0, createdRole: false, granted: 0 },
     ]);
     const journal = await asSuperuser(scratch2.superuserUrl, async (c) => (await c.query('SELECT hash FROM drizzle.__drizzle_migrations')).rowCount);
