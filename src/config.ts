@@ -59,6 +59,8 @@ export interface Config {
   requestTimeoutMs: number;
   /** What an org without a quota of its own gets (setOrgQuota), and when `usage` warns. */
   quotas: QuotaDefaults;
+  /** Audit records older than this many days are pruned on start (TENANTGATE_AUDIT_RETENTION_DAYS); null keeps them. */
+  auditRetentionDays: number | null;
   /** Per-org admission, so that one org cannot take the whole process. */
   fairness: Fairness;
 }
@@ -289,6 +291,9 @@ export const environment = z.object({
   TENANTGATE_QUOTA_WARN_PERCENT: withDefault('80', wholeNumber(1, 100), {
     meaning: "from this share of an org's run-unit quota on, usage.nearQuota is true (dashboards warn)",
   }),
+  TENANTGATE_AUDIT_RETENTION_DAYS: optional(wholeNumber(1, 36_500), {
+    meaning: 'on start, audit records older than this many days are pruned (a checkpoint keeps the rest verifiable); kept forever when unset',
+  }),
   TENANTGATE_ORG_MAX_IN_FLIGHT: withDefault('4', wholeNumber(1, 10_000), {
     meaning: 'requests of one org this process answers at once; more wait in the org\'s queue (one org cannot take the process)',
   }),
@@ -377,6 +382,7 @@ const config = environment.transform((env, ctx): Config => {
       burst: env.TENANTGATE_DEFAULT_BURST ?? null,
       warnPercent: env.TENANTGATE_QUOTA_WARN_PERCENT,
     },
+    auditRetentionDays: env.TENANTGATE_AUDIT_RETENTION_DAYS ?? null,
     fairness: {
       maxInFlight: env.TENANTGATE_ORG_MAX_IN_FLIGHT,
       queue: env.TENANTGATE_ORG_QUEUE,

@@ -5,7 +5,8 @@ import { SCOPES } from './auth/scopes.ts';
 import type { Config } from './config.ts';
 import type { Logger } from './logger.ts';
 import { issueApiKey } from './repos/api-keys.ts';
-import { openStore } from './store/open.ts';
+import { pruneAudit } from './maintenance/audit.ts';
+import { openStore, type OpenedStore } from './store/open.ts';
 import { DEFAULT_ORG, SYSTEM_ACTOR } from './store/types.ts';
 import type { Store } from './store/types.ts';
 
@@ -28,6 +29,22 @@ export async function bootstrapAdminKey(store: Store): Promise<string | undefine
     SYSTEM_ACTOR,
   );
   return secret;
+}
+
+/**
+ * Retention on start (TENANTGATE_AUDIT_RETENTION_DAYS): each org's records older than the cut are
+ * pruned behind a checkpoint (src/maintenance/audit.ts), once for replicas starting together. A
+ * failure is logged and the gateway serves on: the records stay, which is the safe side.
+ */
+async function applyAuditRetention(opened: OpenedStore, days: number, logger: Logger): Promise<void> {
+  const before = new Date(Date.now() - days * 86_400_000).toISOString();
+  try {
+    const pruned = await opened.exclusive('audit-retention', () => pruneAudit(opened.store, before, SYSTEM_ACTOR));
+    const records = pruned.reduce((n, p) => n + p.pruned, 0);
+    if (records > 0) logger.info('audit records pruned', { records, orgs: pruned.filter((p) => p.pruned > 0).length, before });
+  } catch (error) {
+    logger.warn('audit retention failed; records kept', { error: { name: (error as Error).name, message: (error as Error).message } });
+  }
 }
 
 /**
@@ -76,6 +93,8 @@ export async function startServer(config: Config, logger: Logger, out: NodeJS.Wr
       `tenantgate: try it: curl -s ${url} -H "Authorization: Bearer <that key>" -H "Content-Type: application/json" -d '{"query":"{ viewer { org { id name } scopes } }"}'\n`,
     );
   }
+
+  if (config.auditRetentionDays !== null) await applyAuditRetention(opened, config.auditRetentionDays, logger);
 
   let stopping: Promise<void> | undefined;
   const stop = () =>

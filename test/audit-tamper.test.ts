@@ -180,3 +180,60 @@ describe.skipIf(DEFAULT_DIALECT === 'postgres')('the CLI (SQLite: a process on t
     expect((await cli('audit', 'prune')).code).toBe(2);
   });
 });
+
+describe('retention on start (TENANTGATE_AUDIT_RETENTION_DAYS)', () => {
+  it('prunes what is older than the setting behind a checkpoint, and what is left verifies', async () => {
+    const { default: fs } = await import('node:fs');
+    const { default: os } = await import('node:os');
+    const { PassThrough } = await import('node:stream');
+    const { vi } = await import('vitest');
+    const { loadConfig } = await import('../src/config.ts');
+    const { openStore } = await import('../src/store/open.ts');
+    const { startServer } = await import('../src/server.ts');
+    const { SYSTEM_ACTOR } = await import('../src/store/types.ts');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantgate-retention-'));
+    const env = {
+      TENANTGATE_DATA_DIR: dir,
+      TENANTGATE_MASTER_KEY: gw.config.masterKey!.toString('base64'),
+      TENANTGATE_PORT: '0',
+      TENANTGATE_HOST: '127.0.0.1',
+      ...(gw.postgres ? { TENANTGATE_DATABASE: gw.postgres.requestUrl, TENANTGATE_MIGRATION_DATABASE: gw.postgres.ownerUrl } : {}),
+    };
+    const module = (id: string, at: string) => ({ moduleId: id, name: id, version: '1.0.0', description: null, config: '{}', enabled: true, installedAt: at, updatedAt: at });
+    try {
+      const opened = await openStore(loadConfig(env), captureLogger());
+      const org = `retained-${Date.now()}`;
+      vi.useFakeTimers({ toFake: ['Date'] });
+      try {
+        vi.setSystemTime(new Date('2020-01-01T00:00:00Z'));
+        await opened.store.system.orgs.insert({ id: org, name: 'Old', createdAt: new Date().toISOString() }, SYSTEM_ACTOR);
+        for (const id of ['old-1', 'old-2']) await opened.store.forOrg(org).modules.insert(module(id, new Date().toISOString()), SYSTEM_ACTOR);
+      } finally {
+        vi.useRealTimers();
+      }
+      await opened.store.forOrg(org).modules.insert(module('recent', new Date().toISOString()), SYSTEM_ACTOR);
+      await opened.store.close();
+
+      const logger = captureLogger();
+      const server = await startServer(loadConfig({ ...env, TENANTGATE_AUDIT_RETENTION_DAYS: '30' }), logger, new PassThrough());
+      await server.stop();
+      const line = logger.lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'audit records pruned');
+      expect(line).toMatchObject({ records: expect.any(Number) });
+      expect(Number(line!.records)).toBeGreaterThanOrEqual(3);
+
+      const again = await openStore(loadConfig(env), captureLogger());
+      try {
+        const left = await again.store.forOrg(org).audit.chain(0, 100);
+        expect(left.map((r) => [r.action, r.targetId?.startsWith('through:') ? 'checkpoint' : r.targetId])).toEqual([
+          ['MODULE_INSTALL', 'recent'],
+          ['AUDIT_CHECKPOINT', 'checkpoint'],
+        ]);
+        expect((await verifyAudit(again.store, { orgId: org, logger: captureLogger() })).failures).toEqual([]);
+      } finally {
+        await again.store.close();
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -179,6 +179,10 @@ const CASES = {
     valid: ['90', (c) => c.quotas.warnPercent, 90],
     invalid: ['101', whole('TENANTGATE_QUOTA_WARN_PERCENT', 1, 100, '101')],
   },
+  TENANTGATE_AUDIT_RETENTION_DAYS: {
+    valid: ['365', (c) => c.auditRetentionDays, 365],
+    invalid: ['0', whole('TENANTGATE_AUDIT_RETENTION_DAYS', 1, 36_500, '0')],
+  },
   TENANTGATE_ORG_MAX_IN_FLIGHT: {
     valid: ['16', (c) => c.fairness.maxInFlight, 16],
     invalid: ['0', whole('TENANTGATE_ORG_MAX_IN_FLIGHT', 1, 10_000, '0')],
@@ -237,6 +241,7 @@ describe('configuration', () => {
       headersTimeoutMs: 20_000,
       requestTimeoutMs: 60_000,
       quotas: { runUnitsPerMonth: null, requestsPerMinute: null, burst: null, warnPercent: 80 },
+      auditRetentionDays: null,
       fairness: { maxInFlight: 4, queue: 32, queueTimeoutMs: 1000 },
     } satisfies Config);
   });
