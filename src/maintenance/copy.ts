@@ -148,6 +148,9 @@ const PAIRS: Array<[PgTable, SQLiteTable]> = [
   [pgSchema.orgQuotas, sqliteSchema.orgQuotas],
   // Each org's data key (issue 15): without it the org's credentials could not be opened.
   [pgSchema.orgKeys, sqliteSchema.orgKeys],
+  // Each org's audit log and its chain's head (issue 15): copied byte for byte, so the chain still verifies.
+  [pgSchema.auditLog, sqliteSchema.auditLog],
+  [pgSchema.auditHeads, sqliteSchema.auditHeads],
 ];
 
 function tableSpecs(): TableSpec[] {
