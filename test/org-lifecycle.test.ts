@@ -6,7 +6,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { failure, ok, SET_CREDENTIAL } from './helpers/api.ts';
-import { createTestGateway, lastCache, ORG_A, ORG_B, type TestGateway } from './helpers/gateway.ts';
+import { createTestGateway, lastCache, ORG_A, ORG_B, TENANT_SCOPES, type TestGateway } from './helpers/gateway.ts';
 import { rawColumns, rawRows, rawTables } from './helpers/raw.ts';
 
 const gateways: TestGateway[] = [];
@@ -122,6 +122,11 @@ describe('renameOrg', () => {
 describe('deleteOrg', () => {
   it('deletes every row of the org in every table, once the id is typed again; the other orgs keep theirs', async () => {
     const gw = await gateway();
+    // A's page is in the response cache: a new org of the same id must never be answered from it.
+    const cachedPage = '{ modules(first: 10) { totalCount edges { node { id config } } } }';
+    ok(await gw.gql(gw.keys.a, cachedPage));
+    expect(ok(await gw.gql(gw.keys.a, cachedPage)).modules.totalCount).toBe(3);
+    expect(lastCache(gw)).toBe('hit');
     ok(await gw.gql(gw.keys.a, 'mutation { recordRunUnits(input: { units: 3, idempotencyKey: "before-delete" }) { repeat } }'));
     ok(await admin(gw, 'mutation { setOrgQuota(orgId: "org-a", input: { runUnitsPerMonth: 100 }) { orgId } }'));
     await gw.app.flush();
@@ -148,5 +153,8 @@ describe('deleteOrg', () => {
       modules: { totalCount: 0 },
       usage: { runUnits: 0, quota: null },
     });
+    const again = await gw.gql(await gw.key(ORG_A, TENANT_SCOPES), cachedPage);
+    expect(ok(again).modules).toEqual({ totalCount: 0, edges: [] });
+    expect(lastCache(gw)).toBe('miss');
   });
 });

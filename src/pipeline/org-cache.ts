@@ -13,6 +13,8 @@ const MAX_CACHED = 100_000;
 export class OrgCache<T> {
   readonly #cached = new Map<string, { value: T; until: number }>();
   readonly #loading = new Map<string, Promise<T>>();
+  /** Change notices heard, per org (and for all): a load that began before one is not kept. */
+  #generation = 0;
   readonly #unsubscribe: () => void;
 
   constructor(
@@ -21,6 +23,7 @@ export class OrgCache<T> {
   ) {
     this.#unsubscribe = store.changes.subscribe((change) => {
       if (change.kind === 'data') return;
+      this.#generation++;
       if (change.orgId === null) this.#cached.clear();
       else this.#cached.delete(change.orgId);
     });
@@ -46,10 +49,13 @@ export class OrgCache<T> {
     let pending = this.#loading.get(orgId);
     if (pending) return pending;
     const { load, fallback, ttlMs, logger, what } = this.options;
+    const began = this.#generation;
     pending = Promise.resolve()
       .then(() => load(orgId))
       .then(
         (value) => {
+          // A change heard while the value was read may be newer than it: answer it, do not keep it.
+          if (began !== this.#generation) return value;
           if (this.#cached.size >= MAX_CACHED) this.#cached.delete(this.#cached.keys().next().value as string);
           this.#cached.set(orgId, { value, until: performance.now() + ttlMs });
           return value;

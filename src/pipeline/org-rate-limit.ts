@@ -14,11 +14,13 @@ import type { Gate } from './pipeline.ts';
  * rate-limiter-flexible in the store's shared counter when it has one (PostgreSQL: every replica
  * spends the same budget) and in memory otherwise (SQLite: one process).
  *
- * The bucket: `burst` points per window of burst / rate minutes, so the sustained rate is
- * requestsPerMinute and at most `burst` requests pass at once (two bursts back to back at a
- * window's edge). Each distinct (rate, burst) pair has its own limiter, keyed by org id, so one
+ * The bucket: `burst` points per window of burst / rate minutes (to the millisecond, at most a
+ * day), so the sustained rate is requestsPerMinute and at most `burst` requests pass at once (two
+ * bursts back to back at a window's edge). Each distinct (rate, burst) pair has its own limiter, keyed by org id, so one
  * org's traffic never spends another's points and a changed quota starts a fresh budget.
  */
+const MAX_WINDOW_SEC = 86_400;
+
 export function orgRateLimit(options: { store: Store; quotas: Quotas; logger: Logger; metrics: Metrics }): Gate {
   const { store, quotas, logger, metrics } = options;
   const limiters = new Map<string, RequestLimiter>();
@@ -29,7 +31,9 @@ export function orgRateLimit(options: { store: Store; quotas: Quotas; logger: Lo
     const name = `org:${rate}:${burst}`;
     let limiter = limiters.get(name);
     if (!limiter) {
-      const limit = { name, points: burst, durationSec: (burst * 60) / rate };
+      // Whole milliseconds (the shared counter stores its expiry as a bigint of them), and at most
+      // a day: a longer timer would overflow setTimeout and never limit.
+      const limit = { name, points: burst, durationSec: Math.min(MAX_WINDOW_SEC, Math.max(1, Math.round((burst * 60_000) / rate)) / 1000) };
       limiter = store.requestLimiter?.(limit) ?? new RateLimiterMemory({ keyPrefix: name, points: limit.points, duration: limit.durationSec });
       limiters.set(name, limiter);
     }

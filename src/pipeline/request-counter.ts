@@ -25,19 +25,18 @@ export function createRequestCounter(options: { store: Store; logger: Logger; fl
   const flush = (): Promise<void> => {
     if (flushing) return flushing;
     if (pending.size === 0 && retry.length === 0) return Promise.resolve();
-    const batch = [...retry, ...pending.values()];
-    const again = pending;
+    const retried = retry;
+    const fresh = [...pending.values()];
     pending = new Map();
-    const isRetry = retry.length > 0;
     retry = [];
     flushing = store.system.usage
-      .addRequests(batch)
+      .addRequests([...retried, ...fresh])
       .catch((error: unknown) => {
-        if (isRetry) {
-          logger.warn('served-request counts dropped: the store did not take them twice', { entries: batch.length, error: { name: (error as Error).name, message: (error as Error).message } });
-        } else {
-          retry = [...again.values()];
+        // Each count is tried twice: the ones tried before are dropped, the new ones go again.
+        if (retried.length > 0) {
+          logger.warn('served-request counts dropped: the store did not take them twice', { entries: retried.length, error: { name: (error as Error).name, message: (error as Error).message } });
         }
+        retry = fresh;
       })
       .finally(() => {
         flushing = undefined;

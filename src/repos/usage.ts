@@ -5,7 +5,7 @@ import type { Logger } from '../logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { AuditActor, OrgQuotaRow, OrgStore, RunUnitEvent, UsageBucket, UsageTotals } from '../store/types.ts';
 import type { Quotas } from '../usage/quotas.ts';
-import { lookupable, parseInput, text } from './validate.ts';
+import { hasNul, lookupable, parseInput, text } from './validate.ts';
 
 /** The most run units one report may carry (GraphQL's Int holds it). */
 export const MAX_RUN_UNITS = 1_000_000_000;
@@ -103,7 +103,8 @@ function encodeCursor(event: RunUnitEvent): string {
 function decodeCursor(cursor: string): { occurredAt: string; id: string } {
   const raw = Buffer.from(cursor, 'base64url').toString('utf8');
   const bar = raw.indexOf('|');
-  if (!raw.startsWith('u:') || bar < 0) throw badInput('after is not a cursor this API returned', 'after');
+  // No cursor this API returns holds U+0000 (PostgreSQL text cannot).
+  if (!raw.startsWith('u:') || bar < 0 || hasNul(raw)) throw badInput('after is not a cursor this API returned', 'after');
   return { occurredAt: raw.slice(2, bar), id: raw.slice(bar + 1) };
 }
 
@@ -129,7 +130,9 @@ export function usageForOrg(org: OrgStore, metering: Metering) {
       }
       const moduleId = parsed.moduleId ?? null;
       if (moduleId !== null && !lookupable(moduleId, 'moduleId')) throw notFound('Module', moduleId);
-      const quota = await quotas.get(org.orgId);
+      // Read from the store, not the gates' cache: a quota that cannot be read refuses the report
+      // (SERVICE_UNAVAILABLE) rather than recording it past the limit.
+      const quota = await quotas.strict(org.orgId);
       const result = await org.usage.record(
         {
           id: newEventId(),
@@ -227,6 +230,9 @@ export type OrgQuotaInput = z.input<typeof quotaSchema>;
 /** The admin's quota setting for one org (through that org's store). */
 export async function setQuota(org: OrgStore, input: OrgQuotaInput, actor: AuditActor): Promise<OrgQuotaRow> {
   const parsed = parseInput(quotaSchema, input);
+  if (parsed.burst != null && parsed.requestsPerMinute != null && parsed.burst > parsed.requestsPerMinute * 1440) {
+    throw badInput('burst may be at most a day of requestsPerMinute (requestsPerMinute * 1440)', 'burst');
+  }
   return org.usage.setQuota({
     runUnitsPerMonth: parsed.runUnitsPerMonth ?? null,
     requestsPerMinute: parsed.requestsPerMinute ?? null,

@@ -31,10 +31,12 @@ export function effectiveQuota(row: Pick<OrgQuotaRow, 'runUnitsPerMonth' | 'requ
  */
 export class Quotas {
   readonly #cache: OrgCache<EffectiveQuota>;
+  readonly #store: Store;
   readonly defaults: QuotaDefaults;
 
   constructor(store: Store, defaults: QuotaDefaults, logger: Logger) {
     this.defaults = defaults;
+    this.#store = store;
     this.#cache = new OrgCache(store, {
       what: 'quota',
       ttlMs: TTL_MS,
@@ -56,6 +58,11 @@ export class Quotas {
 
   load(orgId: string): Promise<EffectiveQuota> {
     return this.#cache.load(orgId);
+  }
+
+  /** The org's quota read from the store now; rejects when it cannot be read (no fallback). */
+  async strict(orgId: string): Promise<EffectiveQuota> {
+    return effectiveQuota(await this.#store.forOrg(orgId).usage.quota(), this.defaults);
   }
 
   close(): void {

@@ -104,10 +104,10 @@ export async function createPostgresChangeFeed(options: ChangeFeedOptions): Prom
     const payload = message.payload ?? '*';
     if (payload === '*' || payload.length < 2 || payload[1] !== ':') return flush();
     const orgId = payload.slice(2);
-    if (payload[0] === 'd') {
-      count(orgId);
-      announce({ orgId, kind: 'data' });
-    } else announce({ orgId });
+    // A touch (anything of the org may have changed, its data included: an org deleted and made
+    // again) moves the version too.
+    count(orgId);
+    announce(payload[0] === 'd' ? { orgId, kind: 'data' } : { orgId });
   };
 
   const lost = (current: pg.Client, error?: unknown) => {
@@ -184,10 +184,8 @@ export async function createPostgresChangeFeed(options: ChangeFeedOptions): Prom
       };
     },
     wrote(kind, orgId) {
-      if (kind === 'data') {
-        count(orgId);
-        announce({ orgId, kind: 'data' });
-      } else announce({ orgId });
+      count(orgId);
+      announce(kind === 'data' ? { orgId, kind: 'data' } : { orgId });
     },
     get listening() {
       return listening;

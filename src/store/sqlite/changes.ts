@@ -57,6 +57,14 @@ export function createSqliteChangeFeed(sqlite: SqliteDatabase, pollMs = POLL_MS)
     timer = undefined;
   };
 
+  const count = (orgId: string) => {
+    if (!writeCounts.has(orgId) && writeCounts.size >= MAX_COUNTED_ORGS) {
+      writeCounts.clear();
+      writeEpoch += 1;
+    }
+    writeCounts.set(orgId, (writeCounts.get(orgId) ?? 0) + 1);
+  };
+
   return {
     version: (orgId) => `${dataVersion.get() as number}:${writeEpoch}:${writeCounts.get(orgId) ?? 0}`,
     subscribe(listener) {
@@ -68,14 +76,13 @@ export function createSqliteChangeFeed(sqlite: SqliteDatabase, pollMs = POLL_MS)
       };
     },
     wrote(orgId) {
-      if (!writeCounts.has(orgId) && writeCounts.size >= MAX_COUNTED_ORGS) {
-        writeCounts.clear();
-        writeEpoch += 1;
-      }
-      writeCounts.set(orgId, (writeCounts.get(orgId) ?? 0) + 1);
+      count(orgId);
       announce({ orgId, kind: 'data' });
     },
+    // Anything of the org may have changed, its data included (a deleted org's cached answers must
+    // not reach a new org of the same id): the version moves too.
     touched(orgId) {
+      count(orgId);
       announce({ orgId });
     },
     close: stop,
