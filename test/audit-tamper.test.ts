@@ -237,3 +237,42 @@ describe('retention on start (TENANTGATE_AUDIT_RETENTION_DAYS)', () => {
     }
   });
 });
+
+describe.skipIf(DEFAULT_DIALECT === 'postgres')('several processes on one SQLite file (PostgreSQL: several pools, in test/audit.test.ts)', () => {
+  it('append to one org in turn: one gapless chain that verifies', async () => {
+    const { spawn } = await import('node:child_process');
+    const { default: readline } = await import('node:readline');
+    const before = (await gw.opened.store.forOrg(ORG_B).audit.head())?.seq ?? 0;
+    const count = 25;
+    const children = Array.from({ length: 3 }, (_, i) =>
+      spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/audit-child.ts'], {
+        cwd: ROOT,
+        env: { ...process.env, TG_DATA_DIR: gw.dir, TG_MASTER_KEY: gw.config.masterKey!.toString('base64'), TG_ORG: ORG_B, TG_NAME: `proc${i}`, TG_COUNT: String(count) },
+        stdio: ['pipe', 'pipe', 'inherit'],
+      }),
+    );
+    const lines = children.map((c) => readline.createInterface({ input: c.stdout })[Symbol.asyncIterator]());
+    for (const l of lines) expect((await l.next()).value).toBe('ready');
+    for (const c of children) c.stdin.end('go\n');
+    // This process writes at the same time.
+    const at = new Date().toISOString();
+    const mine = Array.from({ length: count }, (_, i) =>
+      gw.opened.store.forOrg(ORG_B).modules.insert({ moduleId: `parent-${i}`, name: 'p', version: '1.0.0', description: null, config: '{}', enabled: true, installedAt: at, updatedAt: at }, {
+        keyId: null, keyPrefix: null, requestId: null, address: null, via: 'system',
+      }),
+    );
+    for (const l of lines) expect((await l.next()).value).toBe('done');
+    expect((await Promise.all(mine)).every(Boolean)).toBe(true);
+    await Promise.all(children.map((c) => new Promise((resolve) => (c.exitCode === null ? c.on('exit', resolve) : resolve(null)))));
+    for (const c of children) expect(c.exitCode).toBe(0);
+
+    const head = (await gw.opened.store.forOrg(ORG_B).audit.head())!;
+    expect(head.seq).toBe(before + 4 * count);
+    const chain = await gw.opened.store.forOrg(ORG_B).audit.chain(0, 10_000);
+    // Contiguous from the first record kept (the CLI's prune above took the older ones) to the head.
+    const first = chain[0]!.seq;
+    expect(chain.map((r) => r.seq)).toEqual(Array.from({ length: head.seq - first + 1 }, (_, i) => first + i));
+    expect(chain.filter((r) => r.action === 'MODULE_INSTALL' && r.targetId?.startsWith('proc')).length).toBe(3 * count);
+    expect((await verify(ORG_B)).failures).toEqual([]);
+  });
+});
