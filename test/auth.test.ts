@@ -313,6 +313,14 @@ describe('brute-force protection', () => {
 
 // One operation per scoped root field; the table must cover every field the schema has.
 type Vars = Record<string, unknown> | ((gw: TestGateway) => Promise<Record<string, unknown>>);
+/** A fresh org for the cases that suspend or delete one. */
+async function matrixOrg(gw: TestGateway): Promise<string> {
+  const id = `matrix-${Math.random().toString(36).slice(2, 10)}`;
+  const res = await gw.gql(gw.keys.admin, 'mutation($id: String!) { createOrg(input: { id: $id, name: "Matrix" }) { id } }', { id });
+  expect(res.body.errors).toBeUndefined();
+  return id;
+}
+
 const OPERATIONS: Record<string, { query: string; variables?: Vars }> = {
   'Query.viewer': { query: '{ viewer { org { id } } }' },
   'Query.orgs': { query: '{ orgs { id } }' },
@@ -361,6 +369,17 @@ const OPERATIONS: Record<string, { query: string; variables?: Vars }> = {
   'Query.orgQuota': { query: '{ orgQuota(orgId: "org-a") { orgId } }' },
   'Mutation.recordRunUnits': { query: 'mutation($k: String!) { recordRunUnits(input: { units: 1, idempotencyKey: $k }) { repeat } }', variables: async () => ({ k: `matrix-${Math.random()}` }) },
   'Mutation.setOrgQuota': { query: 'mutation { setOrgQuota(orgId: "org-a", input: { runUnitsPerMonth: 1000000 }) { orgId } }' },
+  // Org lifecycle (issue 15 item 4): suspension and deletion on an org of their own, made for the case.
+  'Mutation.renameOrg': { query: 'mutation { renameOrg(id: "org-a", name: "Org A") { id } }' },
+  'Mutation.suspendOrg': {
+    query: 'mutation($id: ID!) { suspendOrg(id: $id, reason: "matrix") { id } }',
+    variables: async (gw) => ({ id: await matrixOrg(gw) }),
+  },
+  'Mutation.resumeOrg': { query: 'mutation { resumeOrg(id: "org-a") { id } }' },
+  'Mutation.deleteOrg': {
+    query: 'mutation($id: ID!) { deleteOrg(id: $id, confirm: $id) { id } }',
+    variables: async (gw) => ({ id: await matrixOrg(gw) }),
+  },
   'Query.auditLog': { query: '{ auditLog(first: 5) { edges { node { id action } } } }' },
   'Query.orgAuditLog': { query: '{ orgAuditLog(orgId: "org-a", first: 5) { edges { node { id action } } } }' },
 };
