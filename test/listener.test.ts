@@ -76,8 +76,10 @@ const body = (query: string, variables?: unknown) => JSON.stringify({ query, var
 
 /** The request line without what differs between any two requests. */
 const stable = (line: LogLine | undefined) => {
-  const { time: _time, durationMs, ...rest } = line ?? {};
+  const { time: _time, durationMs, requestId, ...rest } = line ?? {};
   expect(typeof durationMs).toBe('number');
+  // Every request has an id of its own (a UUID), so two lines of the same request shape differ by it.
+  expect(requestId).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
   return rest;
 };
 
