@@ -29,7 +29,7 @@ import { createResponseCache, type ResponseCache } from './pipeline/response-cac
 import { usePipeline, yogaPathOnly, type GatewayServerContext } from './pipeline/use-pipeline.ts';
 import { forOrg, systemRepos, type OrgRepos, type Services } from './repos/index.ts';
 import type { Store } from './store/types.ts';
-import { onAuditRecord } from './store/audit-chain.ts';
+import { onAuditRecord, onAuditVerifyFailure } from './store/audit-chain.ts';
 
 /**
  * Root fields whose answers the response cache may keep: read-only queries that read nothing but
@@ -99,6 +99,7 @@ export function createApp({ store, secretBox, config, logger, stages }: AppOptio
   const authenticator = new Authenticator(store, { cacheTtlMs: config.keyCacheTtlMs, logger });
   const metrics = new Metrics();
   const stopCountingAudit = onAuditRecord((action) => metrics.auditRecord(action));
+  const stopCountingVerifyFailures = onAuditVerifyFailure(() => metrics.auditVerifyFailure());
   const quotas = new Quotas(store, config.quotas, logger);
   const metering = { quotas, metrics, logger };
   const services: Services = { store, secretBox, authenticator, metering };
@@ -243,6 +244,7 @@ export function createApp({ store, secretBox, config, logger, stages }: AppOptio
     },
     close: async () => {
       stopCountingAudit();
+      stopCountingVerifyFailures();
       quotas.close();
       orgStatus.close();
       await Promise.all([authenticator.close(), requestCounter.close()]);

@@ -62,6 +62,9 @@ describe('the verifier', () => {
       expect(result.failures).toEqual([{ orgId: ORG_A, seq: 3, id: row.id, problem: 'edited' }]);
       // Org B's chain is its own, and intact.
       expect((await verify(ORG_B)).failures).toEqual([]);
+      // Counted by the process that verified (here: the gateway's own metrics).
+      const metrics = await (await gw.fetch('/metrics')).text();
+      expect(Number(/^tenantgate_audit_verify_failures_total (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(1);
     } finally {
       await rawRun(gw, 'UPDATE audit_log SET target_id = ? WHERE org_id = ? AND seq = 3', [row.target_id, ORG_A]);
     }

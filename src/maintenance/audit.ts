@@ -1,5 +1,5 @@
 import type { Writable } from 'node:stream';
-import { chainVerifier, type ChainFailure } from '../store/audit-chain.ts';
+import { auditVerifyFailed, chainVerifier, type ChainFailure } from '../store/audit-chain.ts';
 import type { Logger } from '../logger.ts';
 import { auditForOrg, AUDIT_EXPORT_PAGE } from '../repos/audit.ts';
 import type { AuditActor, AuditRecord, Store } from '../store/types.ts';
@@ -17,7 +17,7 @@ export interface VerifyResult {
  * hash (src/store/audit-chain.ts), and compares its end with the org's audit head. A failure is
  * logged with the org, seq, record id and what is wrong, never a record's content.
  */
-export async function verifyAudit(store: Store, opts: { orgId?: string | undefined; logger: Logger; onFailure?: () => void }): Promise<VerifyResult> {
+export async function verifyAudit(store: Store, opts: { orgId?: string | undefined; logger: Logger }): Promise<VerifyResult> {
   const orgIds = opts.orgId !== undefined ? [opts.orgId] : (await store.system.orgs.list()).map((o) => o.id);
   const result: VerifyResult = { checked: 0, orgs: 0, failures: [] };
   for (const orgId of orgIds) {
@@ -35,7 +35,7 @@ export async function verifyAudit(store: Store, opts: { orgId?: string | undefin
     result.checked += outcome.checked;
     if (!outcome.ok) {
       result.failures.push(outcome.failure);
-      opts.onFailure?.();
+      auditVerifyFailed(outcome.failure);
       opts.logger.error('audit chain broken', { orgId, seq: outcome.failure.seq, recordId: outcome.failure.id, problem: outcome.failure.problem });
     }
   }

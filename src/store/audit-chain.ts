@@ -167,6 +167,25 @@ export function onAuditRecord(listener: (action: AuditAction) => void): () => vo
   return () => recordListeners.delete(listener);
 }
 
+const verifyFailureListeners = new Set<(failure: ChainFailure) => void>();
+
+/** Hears every broken chain a verification in this process finds (tenantgate_audit_verify_failures_total); returns the unsubscribe. */
+export function onAuditVerifyFailure(listener: (failure: ChainFailure) => void): () => void {
+  verifyFailureListeners.add(listener);
+  return () => verifyFailureListeners.delete(listener);
+}
+
+/** Called by the verifier (src/maintenance/audit.ts) for each org whose chain is broken. */
+export function auditVerifyFailed(failure: ChainFailure): void {
+  for (const listener of verifyFailureListeners) {
+    try {
+      listener(failure);
+    } catch {
+      // a metric must never fail a verification
+    }
+  }
+}
+
 /** Called by the dialects once a transaction holding records has committed. */
 export function auditRecorded(action: AuditAction): void {
   for (const listener of recordListeners) {
