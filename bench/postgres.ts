@@ -377,7 +377,8 @@ export async function runPostgres<C extends PgChild>(ctx: PgBenchContext<C>): Pr
       const pair = [scale.scale10k, scale.scale1m];
       const children = await Promise.all(
         pair.map((store) =>
-          ctx.startChild('gateway.ts', { ...ctx.gatewayEnv(store.requestUrl, masterKeyText), TENANTGATE_MIGRATION_DATABASE: store.ownerUrl, ...CACHE_OFF }, ctx.profile),
+          // One org on every connection, as the SQLite scale pair (bench/run.ts ONE_ORG_LOAD).
+          ctx.startChild('gateway.ts', { ...ctx.gatewayEnv(store.requestUrl, masterKeyText), TENANTGATE_MIGRATION_DATABASE: store.ownerUrl, ...CACHE_OFF, TENANTGATE_ORG_QUEUE: '1000' }, ctx.profile),
         ),
       );
       try {

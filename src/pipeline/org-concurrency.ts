@@ -11,7 +11,7 @@ interface Waiter {
 
 interface OrgSlots {
   inFlight: number;
-  /** The turn in which the org last had a request admitted from its queue (0: never). */
+  /** When (in admissions from the queues) the org last had one admitted; 0: never. */
   served: number;
   /** Admitted requests wait here, oldest first, for their turn. */
   waiting: Waiter[];
@@ -37,12 +37,17 @@ interface OrgSlots {
  * cost is bounded by the operation limits (TENANTGATE_MAX_COST and the rest). Per process: each
  * replica shares its own event loop.
  */
+/** How long a turn of admissions may go on from release to release before the loop reads again. */
+const TURN_MS = 2;
+
 export function orgConcurrency(options: Fairness & { logger: Logger; metrics: Metrics }): Gate {
   const { maxInFlight, queue, queueTimeoutMs, logger, metrics } = options;
   const orgs = new Map<string, OrgSlots>();
   /** Orgs with waiting requests. */
   const turns = new Set<string>();
-  let turnCount = 0;
+  /** Admissions from the queues so far: an org's `served` is the number of its last. */
+  let admissions = 0;
+  let turnStarted = 0;
   /** Whether a request was admitted in the current turn of the loop (then the next ones wait). */
   let busy = false;
   let scheduled = false;
@@ -59,14 +64,33 @@ export function orgConcurrency(options: Fairness & { logger: Logger; metrics: Me
     setImmediate(turn);
   };
 
+  /** The oldest waiting request of the org served longest ago that has a free slot: admitted now. */
+  const admitNext = (): boolean => {
+    let chosen: OrgSlots | undefined;
+    for (const orgId of turns) {
+      const slots = orgs.get(orgId);
+      if (slots === undefined || slots.waiting.length === 0) turns.delete(orgId);
+      else if (slots.inFlight < maxInFlight && (chosen === undefined || slots.served < chosen.served)) chosen = slots;
+    }
+    if (chosen === undefined) return false;
+    const next = chosen.waiting.shift()!;
+    chosen.inFlight++;
+    chosen.served = ++admissions;
+    busy = true;
+    next.admit();
+    return true;
+  };
+
   /**
    * One turn: every org with a request waiting and a slot free admits its oldest, the org served
    * longest ago first, so that an org that has just arrived goes before one that went last turn.
+   * More follow from release while the turn is young (TURN_MS), so cheap requests are not held to
+   * one per turn; then the loop reads what arrived meanwhile before the next turn.
    */
   const turn = () => {
     scheduled = false;
     busy = false;
-    turnCount++;
+    turnStarted = performance.now();
     const waiting: OrgSlots[] = [];
     for (const orgId of turns) {
       const slots = orgs.get(orgId);
@@ -77,7 +101,7 @@ export function orgConcurrency(options: Fairness & { logger: Logger; metrics: Me
     for (const slots of waiting) {
       const next = slots.waiting.shift()!;
       slots.inFlight++;
-      slots.served = turnCount;
+      slots.served = ++admissions;
       busy = true;
       next.admit();
     }
@@ -125,8 +149,10 @@ export function orgConcurrency(options: Fairness & { logger: Logger; metrics: Me
       const slots = orgs.get(orgId);
       if (slots === undefined) return;
       slots.inFlight--;
-      if (slots.waiting.length > 0) schedule();
-      else if (slots.inFlight === 0) orgs.delete(orgId);
+      if (slots.waiting.length === 0 && slots.inFlight === 0) orgs.delete(orgId);
+      if (turns.size === 0) return;
+      // A slot is free: while the turn is young the next request goes at once, else at the next turn.
+      if (!(performance.now() - turnStarted < TURN_MS && admitNext())) schedule();
     },
   };
 }
