@@ -2,31 +2,9 @@ import type pg from 'pg';
 import { checkpointTarget, GENESIS_HASH, nextRecord, type AuditEntry } from '../audit-chain.ts';
 import { StoreError } from '../errors.ts';
 import type { AuditAction, AuditActor, AuditQuery, AuditRecord } from '../types.ts';
+import { AUDIT_COLUMNS, auditRecordOf, type AuditDbRow } from '../rows.ts';
 import { toStoreError } from './errors.ts';
 
-const COLUMNS =
-  '"org_id", "seq", "id", "at", "action", "actor_key_id", "actor_key_prefix", "actor_via", "target_id", "request_id", "client_address", "outcome", "prev_hash", "hash"';
-type Raw = {
-  org_id: string; seq: number; id: string; at: string; action: AuditAction; actor_key_id: string | null; actor_key_prefix: string | null;
-  actor_via: AuditActor['via']; target_id: string | null; request_id: string | null; client_address: string | null; outcome: AuditRecord['outcome'];
-  prev_hash: string; hash: string;
-};
-export const auditRow = (r: Raw): AuditRecord => ({
-  orgId: r.org_id,
-  seq: Number(r.seq),
-  id: r.id,
-  at: r.at,
-  action: r.action,
-  actorKeyId: r.actor_key_id,
-  actorKeyPrefix: r.actor_key_prefix,
-  actorVia: r.actor_via,
-  targetId: r.target_id,
-  requestId: r.request_id,
-  clientAddress: r.client_address,
-  outcome: r.outcome,
-  prevHash: r.prev_hash,
-  hash: r.hash,
-});
 
 /**
  * Takes the next seq of the org's chain: the upsert locks the head row, so concurrent appends of
@@ -36,7 +14,7 @@ export const auditRow = (r: Raw): AuditRecord => ({
 const TAKE_HEAD = `INSERT INTO "audit_heads" AS h ("org_id", "seq", "hash") VALUES ($1, 1, '${GENESIS_HASH}')
   ON CONFLICT ("org_id") DO UPDATE SET "seq" = h."seq" + 1 RETURNING "seq", "hash"`;
 const APPEND = `WITH ins AS (
-    INSERT INTO "audit_log" (${COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+    INSERT INTO "audit_log" (${AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
   ) UPDATE "audit_heads" SET "hash" = $14 WHERE "org_id" = $1`;
 
 /**
@@ -74,20 +52,20 @@ export async function auditPage(c: pg.PoolClient, orgId: string, q: AuditQuery):
   if (q.since !== undefined) add((n) => `"at" >= ${n}`, q.since);
   if (q.until !== undefined) add((n) => `"at" < ${n}`, q.until);
   if (q.actorKeyId !== undefined) add((n) => `"actor_key_id" = ${n}`, q.actorKeyId);
-  const { rows } = await c.query<Raw>({
-    text: `SELECT ${COLUMNS} FROM "audit_log" WHERE ${where.join(' AND ')} ORDER BY "seq" DESC LIMIT $2`,
+  const { rows } = await c.query<AuditDbRow>({
+    text: `SELECT ${AUDIT_COLUMNS} FROM "audit_log" WHERE ${where.join(' AND ')} ORDER BY "seq" DESC LIMIT $2`,
     values,
   });
-  return rows.map(auditRow);
+  return rows.map(auditRecordOf);
 }
 
 export async function auditChain(c: pg.PoolClient, orgId: string, afterSeq: number, limit: number): Promise<AuditRecord[]> {
-  const { rows } = await c.query<Raw>({
+  const { rows } = await c.query<AuditDbRow>({
     name: 'tg_audit_chain',
-    text: `SELECT ${COLUMNS} FROM "audit_log" WHERE "org_id" = $1 AND "seq" > $2 ORDER BY "seq" LIMIT $3`,
+    text: `SELECT ${AUDIT_COLUMNS} FROM "audit_log" WHERE "org_id" = $1 AND "seq" > $2 ORDER BY "seq" LIMIT $3`,
     values: [orgId, afterSeq, limit],
   });
-  return rows.map(auditRow);
+  return rows.map(auditRecordOf);
 }
 
 export async function auditHead(c: pg.PoolClient, orgId: string): Promise<{ seq: number; hash: string } | undefined> {

@@ -1,17 +1,7 @@
 import type pg from 'pg';
 import type { CredentialRow, OrgKeyRow, OrgStore, SystemStore } from '../types.ts';
+import { ORG_KEY_COLUMNS, orgKeyRowOf, type OrgKeyDbRow } from '../rows.ts';
 
-type OrgKeyRecord = { org_id: string; key_id: string; wrapped: Buffer; iv: Buffer; tag: Buffer; master_key_id: string; created_at: string };
-const orgKeyRow = (r: OrgKeyRecord): OrgKeyRow => ({
-  orgId: r.org_id,
-  keyId: r.key_id,
-  wrapped: r.wrapped,
-  iv: r.iv,
-  tag: r.tag,
-  masterKeyId: r.master_key_id,
-  createdAt: r.created_at,
-});
-const COLUMNS = '"org_id", "key_id", "wrapped", "iv", "tag", "master_key_id", "created_at"';
 const CREDENTIAL_COLUMNS = '"org_id", "module_id", "ciphertext", "iv", "tag", "key_id", "fields", "created_at", "updated_at"';
 type CredentialRecord = {
   org_id: string; module_id: string; ciphertext: Buffer; iv: Buffer; tag: Buffer; key_id: string; fields: string[]; created_at: string; updated_at: string;
@@ -26,7 +16,7 @@ export interface OrgKeysDeps {
   crossOrg<R extends pg.QueryResultRow>(text: string, values: unknown[], name?: string): Promise<R[]>;
 }
 
-const GET = `SELECT ${COLUMNS} FROM "org_keys" WHERE "org_id" = $1`;
+const GET = `SELECT ${ORG_KEY_COLUMNS} FROM "org_keys" WHERE "org_id" = $1`;
 
 /**
  * The PostgreSQL half of per-org data keys (issue 15). An org's own row is read and inserted in
@@ -38,8 +28,8 @@ export function createPostgresOrgKeys({ read, write, crossOrg }: OrgKeysDeps) {
   const forOrg = (orgId: string): Pick<OrgStore, 'dataKey' | 'createDataKey'> => ({
     dataKey: () =>
       read(orgId, async (c) => {
-        const { rows } = await c.query<OrgKeyRecord>({ name: 'tg_org_key_get', text: GET, values: [orgId] });
-        return rows[0] === undefined ? undefined : orgKeyRow(rows[0]);
+        const { rows } = await c.query<OrgKeyDbRow>({ name: 'tg_org_key_get', text: GET, values: [orgId] });
+        return rows[0] === undefined ? undefined : orgKeyRowOf(rows[0]);
       }),
     // Insert if absent, only for an org that exists (the wall lets the org read its own orgs row);
     // a concurrent insert of the same org waits on the primary key, then does nothing: the
@@ -48,12 +38,12 @@ export function createPostgresOrgKeys({ read, write, crossOrg }: OrgKeysDeps) {
       write(orgId, async (c) => {
         await c.query({
           name: 'tg_org_key_insert',
-          text: `INSERT INTO "org_keys" (${COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM "orgs" WHERE "id" = $1)
+          text: `INSERT INTO "org_keys" (${ORG_KEY_COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM "orgs" WHERE "id" = $1)
                  ON CONFLICT ("org_id") DO NOTHING`,
           values: [orgId, row.keyId, row.wrapped, row.iv, row.tag, row.masterKeyId, row.createdAt],
         });
-        const { rows } = await c.query<OrgKeyRecord>({ name: 'tg_org_key_get', text: GET, values: [orgId] });
-        return rows[0] === undefined ? undefined : orgKeyRow(rows[0]);
+        const { rows } = await c.query<OrgKeyDbRow>({ name: 'tg_org_key_get', text: GET, values: [orgId] });
+        return rows[0] === undefined ? undefined : orgKeyRowOf(rows[0]);
       }),
   });
 
@@ -71,14 +61,14 @@ export function createPostgresOrgKeys({ read, write, crossOrg }: OrgKeysDeps) {
         const rows: OrgKeyRow[] = [];
         for (const { org_id: orgId } of names) {
           const row = await read(orgId, async (c) => {
-            const { rows: found } = await c.query<OrgKeyRecord>({
+            const { rows: found } = await c.query<OrgKeyDbRow>({
               name: 'tg_org_key_not_under',
               text: `${GET} AND "master_key_id" <> $2`,
               values: [orgId, masterKeyId],
             });
             return found[0];
           });
-          if (row) rows.push(orgKeyRow(row));
+          if (row) rows.push(orgKeyRowOf(row));
         }
         if (rows.length > 0 || names.length === 0 || round === 10) return rows;
       }

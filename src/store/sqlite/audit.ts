@@ -1,32 +1,10 @@
 import { auditRecorded, checkpointTarget, nextRecord, type AuditEntry } from '../audit-chain.ts';
 import { StoreError } from '../errors.ts';
 import type { AuditAction, AuditActor, AuditQuery, AuditRecord, OrgStore } from '../types.ts';
+import { AUDIT_COLUMNS, auditRecordOf, type AuditDbRow } from '../rows.ts';
 import type { SqliteDatabase } from './connection.ts';
 import { settle, toStoreError } from './errors.ts';
 
-const COLUMNS =
-  '"org_id", "seq", "id", "at", "action", "actor_key_id", "actor_key_prefix", "actor_via", "target_id", "request_id", "client_address", "outcome", "prev_hash", "hash"';
-type Raw = {
-  org_id: string; seq: number; id: string; at: string; action: AuditAction; actor_key_id: string | null; actor_key_prefix: string | null;
-  actor_via: AuditActor['via']; target_id: string | null; request_id: string | null; client_address: string | null; outcome: AuditRecord['outcome'];
-  prev_hash: string; hash: string;
-};
-const record = (r: Raw): AuditRecord => ({
-  orgId: r.org_id,
-  seq: r.seq,
-  id: r.id,
-  at: r.at,
-  action: r.action,
-  actorKeyId: r.actor_key_id,
-  actorKeyPrefix: r.actor_key_prefix,
-  actorVia: r.actor_via,
-  targetId: r.target_id,
-  requestId: r.request_id,
-  clientAddress: r.client_address,
-  outcome: r.outcome,
-  prevHash: r.prev_hash,
-  hash: r.hash,
-});
 
 /**
  * The SQLite audit log (issue 15). `append` runs inside the write's own transaction (BEGIN
@@ -39,7 +17,7 @@ export function createSqliteAudit(sqlite: SqliteDatabase, durable: <T>(work: () 
   let statements: ReturnType<typeof prepare> | undefined;
   const prepare = () => ({
     head: sqlite.prepare<[string], { seq: number; hash: string }>('SELECT "seq", "hash" FROM "audit_heads" WHERE "org_id" = ?'),
-    insert: sqlite.prepare(`INSERT INTO "audit_log" (${COLUMNS}) VALUES (@orgId, @seq, @id, @at, @action, @actorKeyId, @actorKeyPrefix, @actorVia, @targetId, @requestId, @clientAddress, @outcome, @prevHash, @hash)`),
+    insert: sqlite.prepare(`INSERT INTO "audit_log" (${AUDIT_COLUMNS}) VALUES (@orgId, @seq, @id, @at, @action, @actorKeyId, @actorKeyPrefix, @actorVia, @targetId, @requestId, @clientAddress, @outcome, @prevHash, @hash)`),
     setHead: sqlite.prepare(
       'INSERT INTO "audit_heads" ("org_id", "seq", "hash") VALUES (?, ?, ?) ON CONFLICT ("org_id") DO UPDATE SET "seq" = excluded."seq", "hash" = excluded."hash"',
     ),
@@ -108,12 +86,12 @@ export function createSqliteAudit(sqlite: SqliteDatabase, durable: <T>(work: () 
           values.push(q.actorKeyId);
         }
         values.push(q.limit);
-        const rows = sqlite.prepare(`SELECT ${COLUMNS} FROM "audit_log" WHERE ${where.join(' AND ')} ORDER BY "seq" DESC LIMIT ?`).all(...values) as Raw[];
-        return rows.map(record);
+        const rows = sqlite.prepare(`SELECT ${AUDIT_COLUMNS} FROM "audit_log" WHERE ${where.join(' AND ')} ORDER BY "seq" DESC LIMIT ?`).all(...values) as AuditDbRow[];
+        return rows.map(auditRecordOf);
       }),
     chain: (afterSeq, limit) =>
       settle(() =>
-        (sqlite.prepare(`SELECT ${COLUMNS} FROM "audit_log" WHERE "org_id" = ? AND "seq" > ? ORDER BY "seq" LIMIT ?`).all(orgId, afterSeq, limit) as Raw[]).map(record),
+        (sqlite.prepare(`SELECT ${AUDIT_COLUMNS} FROM "audit_log" WHERE "org_id" = ? AND "seq" > ? ORDER BY "seq" LIMIT ?`).all(orgId, afterSeq, limit) as AuditDbRow[]).map(auditRecordOf),
       ),
     head: () => settle(() => st().head.get(orgId)),
     prune: (before, actor) =>

@@ -1,18 +1,8 @@
 import type { CredentialRow, OrgKeyRow, OrgStore, SystemStore } from '../types.ts';
+import { ORG_KEY_COLUMNS, orgKeyRowOf, type OrgKeyDbRow } from '../rows.ts';
 import type { SqliteDatabase } from './connection.ts';
 import { settle } from './errors.ts';
 
-type OrgKeyRecord = { org_id: string; key_id: string; wrapped: Buffer; iv: Buffer; tag: Buffer; master_key_id: string; created_at: string };
-const orgKeyRow = (r: OrgKeyRecord): OrgKeyRow => ({
-  orgId: r.org_id,
-  keyId: r.key_id,
-  wrapped: r.wrapped,
-  iv: r.iv,
-  tag: r.tag,
-  masterKeyId: r.master_key_id,
-  createdAt: r.created_at,
-});
-const COLUMNS = '"org_id", "key_id", "wrapped", "iv", "tag", "master_key_id", "created_at"';
 
 type CredentialRecord = {
   org_id: string; module_id: string; ciphertext: Buffer; iv: Buffer; tag: Buffer; key_id: string; fields: string; created_at: string; updated_at: string;
@@ -34,13 +24,13 @@ const credentialRow = (r: CredentialRecord): CredentialRow => ({
  * reads and compare-and-swap of master-key rotation. `durable` answers a write once it is on disk.
  */
 export function createSqliteOrgKeys(sqlite: SqliteDatabase, { durable }: { durable: <T>(work: () => T) => Promise<T> }) {
-  const get = sqlite.prepare<[string]>(`SELECT ${COLUMNS} FROM "org_keys" WHERE "org_id" = ?`);
+  const get = sqlite.prepare<[string]>(`SELECT ${ORG_KEY_COLUMNS} FROM "org_keys" WHERE "org_id" = ?`);
   // Insert if absent, and only for an org that exists (no foreign-key error to map): the winner's row is read back.
   const insert = sqlite.prepare(
-    `INSERT INTO "org_keys" (${COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM "orgs" WHERE "id" = ?) ON CONFLICT ("org_id") DO NOTHING`,
+    `INSERT INTO "org_keys" (${ORG_KEY_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM "orgs" WHERE "id" = ?) ON CONFLICT ("org_id") DO NOTHING`,
   );
   const masterIds = sqlite.prepare('SELECT DISTINCT "master_key_id" FROM "org_keys" ORDER BY 1').pluck();
-  const notUnder = sqlite.prepare<[string, number]>(`SELECT ${COLUMNS} FROM "org_keys" WHERE "master_key_id" <> ? ORDER BY "org_id" LIMIT ?`);
+  const notUnder = sqlite.prepare<[string, number]>(`SELECT ${ORG_KEY_COLUMNS} FROM "org_keys" WHERE "master_key_id" <> ? ORDER BY "org_id" LIMIT ?`);
   const rewrap = sqlite.prepare(
     'UPDATE "org_keys" SET "wrapped" = ?, "iv" = ?, "tag" = ?, "master_key_id" = ? WHERE "org_id" = ? AND "key_id" = ? AND "iv" = ?',
   );
@@ -50,22 +40,22 @@ export function createSqliteOrgKeys(sqlite: SqliteDatabase, { durable }: { durab
   );
   const createTx = sqlite.transaction((orgId: string, row: Omit<OrgKeyRow, 'orgId'>): OrgKeyRow | undefined => {
     insert.run(orgId, row.keyId, row.wrapped, row.iv, row.tag, row.masterKeyId, row.createdAt, orgId);
-    const found = get.get(orgId) as OrgKeyRecord | undefined;
-    return found && orgKeyRow(found);
+    const found = get.get(orgId) as OrgKeyDbRow | undefined;
+    return found && orgKeyRowOf(found);
   });
 
   const forOrg = (orgId: string): Pick<OrgStore, 'dataKey' | 'createDataKey'> => ({
     dataKey: () =>
       settle(() => {
-        const found = get.get(orgId) as OrgKeyRecord | undefined;
-        return found && orgKeyRow(found);
+        const found = get.get(orgId) as OrgKeyDbRow | undefined;
+        return found && orgKeyRowOf(found);
       }),
     createDataKey: (row) => durable(() => createTx.immediate(orgId, row)),
   });
 
   const system: SystemStore['orgKeys'] = {
     masterKeyIds: () => settle(() => masterIds.all() as string[]),
-    notUnderMaster: (masterKeyId, limit) => settle(() => (notUnder.all(masterKeyId, limit) as OrgKeyRecord[]).map(orgKeyRow)),
+    notUnderMaster: (masterKeyId, limit) => settle(() => (notUnder.all(masterKeyId, limit) as OrgKeyDbRow[]).map(orgKeyRowOf)),
     rewrap: (row, expectedIv) =>
       durable(() => rewrap.run(row.wrapped, row.iv, row.tag, row.masterKeyId, row.orgId, row.keyId, expectedIv).changes === 1),
   };
