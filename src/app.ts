@@ -14,6 +14,7 @@ import { sanitizeVariableErrors } from './hardening/variable-errors.ts';
 import { useVariableCost } from './hardening/variable-cost.ts';
 import { useBodyLimit } from './http/body-limit.ts';
 import { corsFor, useVaryOrigin } from './http/cors.ts';
+import { useDashboard } from './http/dashboard.ts';
 import { useGraphiQLPage } from './http/graphiql.ts';
 import { useProbes } from './http/probes.ts';
 import type { Logger } from './logger.ts';
@@ -45,6 +46,7 @@ export type AppConfig = Pick<
   | 'production'
   | 'introspection'
   | 'graphiql'
+  | 'dashboard'
   | 'authFailuresPerMinute'
   | 'keyCacheTtlMs'
   | 'trustProxy'
@@ -206,6 +208,7 @@ export function createApp({ store, secretBox, config, logger, stages }: AppOptio
       ...(config.graphiql
         ? [yogaPathOnly('GET pages and assets', useGraphiQLPage({ graphqlEndpoint, options: { title: 'tenantgate', headers: '{\n  "Authorization": "Bearer tgk_..."\n}' } }))]
         : []),
+      ...(config.dashboard ? [yogaPathOnly('GET pages and assets', useDashboard({ logger }))] : []),
       yogaPathOnly('the listener sanitizes its answers itself', useSafeErrors(sanitizeErrors)),
       yogaPathOnly('its request-parse hook is for GET and form bodies, which the listener hands over', useRequestParams(config.limits.maxVariableDepth)),
       useDocumentLimits(config.limits),

@@ -39,6 +39,8 @@ export interface Config {
   logLevel: LogLevel;
   introspection: boolean;
   graphiql: boolean;
+  /** Serve the operator dashboard (dist/dashboard) on GET /dashboard. */
+  dashboard: boolean;
   /** Failed authentications one client address may make per minute before it gets 429. */
   authFailuresPerMinute: number;
   /** How long a verified key stays cached in process, in milliseconds. */
@@ -232,6 +234,7 @@ export const environment = z.object({
   }),
   TENANTGATE_INTROSPECTION: optional(trueOrFalse, { meaning: 'allow schema introspection; on unless in production' }),
   TENANTGATE_GRAPHIQL: optional(trueOrFalse, { meaning: 'serve GraphiQL on GET /graphql; on unless in production' }),
+  TENANTGATE_DASHBOARD: optional(trueOrFalse, { meaning: 'serve the operator dashboard on GET /dashboard; on unless in production' }),
   TENANTGATE_LOG_LEVEL: withDefault('info', oneOf(LOG_LEVELS), { meaning: 'the lowest level of log line written' }),
   TENANTGATE_AUTH_FAILURES_PER_MINUTE: withDefault('30', wholeNumber(1, 1_000_000), {
     meaning: 'failed authentications one client address may make per minute before it gets 429',
@@ -355,6 +358,7 @@ const config = environment.transform((env, ctx): Config => {
     logLevel: env.TENANTGATE_LOG_LEVEL,
     introspection: env.TENANTGATE_INTROSPECTION ?? !production,
     graphiql: env.TENANTGATE_GRAPHIQL ?? !production,
+    dashboard: env.TENANTGATE_DASHBOARD ?? !production,
     authFailuresPerMinute: env.TENANTGATE_AUTH_FAILURES_PER_MINUTE,
     keyCacheTtlMs: env.TENANTGATE_KEY_CACHE_TTL_MS,
     trustProxy: env.TENANTGATE_TRUST_PROXY,
