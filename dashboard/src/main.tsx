@@ -1,4 +1,6 @@
 import { render } from 'preact';
+import { App } from './app.tsx';
+import './styles.css';
 
-// A placeholder until the dashboard app lands (issue 16): proves the build and the serving.
-render(<h1>tenantgate dashboard</h1>, document.getElementById('app')!);
+const root = document.getElementById('app');
+if (root) render(<App />, root);
