@@ -12,6 +12,9 @@ const POSTGRES_ONLY = ['test/postgres-*.test.ts', 'test/copy.test.ts', 'test/usa
  */
 const ON_BOTH = ['tenancy', 'modules', 'credentials', 'auth', 'key-policy', 'leaks', 'usage', 'org-lifecycle', 'data-keys', 'audit', 'audit-tamper'].map((name) => `test/${name}.test.ts`);
 
+/** Builds dist/dashboard if dashboard/ changed, so that the gateways tests start serve it. */
+const DASHBOARD = 'test/setup/dashboard.ts';
+
 export default defineConfig({
   resolve: {
     // graphql 16 ships index.mjs (picked by Vite's "module" field) and index.js (what Node, and so
@@ -25,7 +28,7 @@ export default defineConfig({
     hookTimeout: 60_000,
     pool: 'forks',
     projects: [
-      { extends: true, test: { name: 'sqlite', include: ['test/**/*.test.ts'], exclude: POSTGRES_ONLY } },
+      { extends: true, test: { name: 'sqlite', include: ['test/**/*.test.ts'], exclude: POSTGRES_ONLY, globalSetup: [DASHBOARD] } },
       {
         extends: true,
         test: {
@@ -33,7 +36,7 @@ export default defineConfig({
           include: [...POSTGRES_ONLY, ...ON_BOTH],
           env: { TG_TEST_DIALECT: 'postgres' },
           // Chooses the run's PostgreSQL (a server, or PGlite where none answers) and prints which.
-          globalSetup: ['test/setup/postgres.ts'],
+          globalSetup: ['test/setup/postgres.ts', DASHBOARD],
         },
       },
     ],
