@@ -199,7 +199,7 @@ function SuspendForm(props: { org: Org; onCancel: () => void; onSuspended: (org:
       </div>
       <div class="form-actions">
         <button type="submit" class="danger" disabled={busy || reason.trim() === ''}>
-          Suspend {props.org.name}
+          Confirm: suspend {props.org.name}
         </button>
         <button type="button" onClick={props.onCancel}>
           Cancel

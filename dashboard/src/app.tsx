@@ -17,6 +17,9 @@ const VIEWER = `query DashboardViewer {
 
 type View = 'org' | 'operator';
 
+/** How long a status message stays on screen (it was read out when it appeared). */
+const STATUS_SHOWN_MS = 8_000;
+
 export function App() {
   const [signedIn, setSignedIn] = useState<{ key: string; viewer: Viewer } | null>(null);
   const [restoring, setRestoring] = useState(() => storedKey() !== null);
@@ -28,7 +31,10 @@ export function App() {
     // Cleared first, so the same message twice is heard twice.
     setStatus('');
     clearTimeout(statusTimer.current);
-    statusTimer.current = setTimeout(() => setStatus(message), 30);
+    statusTimer.current = setTimeout(() => {
+      setStatus(message);
+      statusTimer.current = setTimeout(() => setStatus(''), STATUS_SHOWN_MS);
+    }, 30);
   }, []);
 
   const signIn = useCallback(async (key: string) => {
@@ -156,10 +162,10 @@ function SignedIn(props: { apiKey: string; viewer: Viewer; onSignOut: () => void
   const changed = useCallback(() => setChanges((n) => n + 1), []);
 
   useEffect(() => {
-    const started = startLive(apiKey, admin);
+    const started = startLive(apiKey, viewer.scopes);
     setLive(started);
-    return () => started.stop();
-  }, [apiKey, admin]);
+    return () => started?.stop();
+  }, [apiKey, viewer]);
 
   const session = useMemo<Session>(() => ({ key: apiKey, viewer, live, changed, changes }), [apiKey, viewer, live, changed, changes]);
   const heading = useRef<HTMLHeadingElement>(null);
@@ -213,8 +219,8 @@ function SignedIn(props: { apiKey: string; viewer: Viewer; onSignOut: () => void
           <AdminView />
         ) : (
           <div class="grid">
-            <ModulesPanel />
             <UsagePanel />
+            <ModulesPanel />
             <KeysPanel />
             <AuditPanel />
           </div>

@@ -35,7 +35,7 @@ export function KeysPanel() {
       {keys.error ? <ErrorNote error={keys.error} /> : null}
       {!keys.data && !keys.error ? <p class="muted">Loading keys…</p> : null}
       {created ? (
-        <div class="secret-once" role="region" aria-labelledby="new-secret-label">
+        <div class="secret-once">
           <label id="new-secret-label" for="new-secret">
             The secret of {created.name}: copy it now, it is shown this once
           </label>

@@ -103,8 +103,14 @@ export interface Live {
   stop(): void;
 }
 
-/** Subscribes with the key: the org's module events, and every org's health reports for an admin key. */
-export function startLive(key: string, admin: boolean): Live {
+/**
+ * Subscribes with the key: the org's module events (with modules:read), and every org's health
+ * reports (with admin). Null when the key may hear neither.
+ */
+export function startLive(key: string, scopes: readonly string[]): Live | null {
+  const modules = scopes.includes('modules:read');
+  const admin = scopes.includes('admin');
+  if (!modules && !admin) return null;
   const client = createClient({
     url: '/graphql',
     headers: { Authorization: `Bearer ${key}` },
@@ -128,9 +134,10 @@ export function startLive(key: string, admin: boolean): Live {
   };
   const resync = (orgId: string) => () => moduleEvents.emit({ kind: 'RESYNC', moduleId: null, orgId, at: new Date().toISOString(), module: null });
 
-  const stops = [
-    keepSubscribed<ModuleEvent>(client, MODULE_EVENTS, 'moduleEvents', (e) => moduleEvents.emit(e), report('modules'), resync('')),
-  ];
+  const stops: (() => void)[] = [];
+  if (modules) {
+    stops.push(keepSubscribed<ModuleEvent>(client, MODULE_EVENTS, 'moduleEvents', (e) => moduleEvents.emit(e), report('modules'), resync('')));
+  }
   if (admin) {
     stops.push(
       keepSubscribed<ModuleHealthEvent>(

@@ -219,12 +219,12 @@ function ModuleRow(props: {
         </th>
         <td>
           <HealthBadge status={module.health.status} />
-          {module.health.message ? <span class="health-message">{module.health.message}</span> : null}
           {module.health.checkedAt ? (
             <span class="muted small">
               <Time at={module.health.checkedAt} />
             </span>
           ) : null}
+          {module.health.message ? <span class="health-message">{module.health.message}</span> : null}
         </td>
         <td>
           <button
@@ -240,7 +240,7 @@ function ModuleRow(props: {
             <span>{module.enabled ? 'On' : 'Off'}</span>
           </button>
         </td>
-        <td>
+        <td class="cred-cell">
           <span class={module.hasCredential ? 'badge cred-set' : 'badge cred-none'}>
             {module.hasCredential ? `Stored${props.fields.length ? ` (${props.fields.join(', ')})` : ''}` : 'None'}
           </span>

@@ -21,8 +21,12 @@ export function UsagePanel() {
     <Panel id="usage" title="Usage this month">
       {usage.error ? <ErrorNote error={usage.error} /> : null}
       {!usage.data && !usage.error ? <p class="muted">Loading usage…</p> : null}
-      {usage.data ? <UsageSummary usage={usage.data.usage} /> : null}
-      {usage.data ? <UsageChart buckets={usage.data.usageSeries} /> : null}
+      {usage.data ? (
+        <div class="usage-body">
+          <UsageSummary usage={usage.data.usage} />
+          <UsageChart buckets={usage.data.usageSeries} />
+        </div>
+      ) : null}
     </Panel>
   );
 }
@@ -67,7 +71,7 @@ function UsageSummary(props: { usage: Usage }) {
 }
 
 const WIDTH = 640;
-const HEIGHT = 160;
+const HEIGHT = 150;
 const PAD = { top: 12, right: 8, bottom: 22, left: 44 };
 
 /** Run units a day as bars, requests a day as a line on their own scale: an inline SVG, no library. */
