@@ -1,4 +1,4 @@
-import { createClient, type Client } from 'graphql-sse';
+import { createClient, NetworkError, type Client } from 'graphql-sse';
 import type { ModuleEvent, ModuleHealthEvent } from './types.ts';
 
 /**
@@ -69,16 +69,25 @@ function keepSubscribed<T>(
             again();
           }
         },
-        error: again,
+        error(error) {
+          // The key no longer works (revoked, expired) or its org is suspended: trying again cannot help.
+          const status = error instanceof NetworkError ? error.response?.status : undefined;
+          if (status === 401 || status === 403) {
+            stopped = true;
+            onState('offline');
+            return;
+          }
+          again();
+        },
         complete: () => {
           if (!stopped) again();
         },
       },
       {
         connecting: () => onState('connecting'),
-        connected: (reconnected) => {
+        connected: () => {
           // Whatever happened while the stream was down was not heard: the panels refetch.
-          if (reconnected || everConnected) onResync();
+          if (everConnected) onResync();
           everConnected = true;
           failures = 0;
           onState('live');
@@ -116,7 +125,8 @@ export function startLive(key: string, scopes: readonly string[]): Live | null {
     headers: { Authorization: `Bearer ${key}` },
     singleConnection: false,
     credentials: 'omit',
-    retryAttempts: 3,
+    // keepSubscribed retries, with its own backoff, and not after a 401 or 403.
+    retryAttempts: 0,
   });
   const moduleEvents = new Channel<ModuleEvent>();
   const healthEvents = new Channel<ModuleHealthEvent>();
