@@ -113,6 +113,11 @@ describe.skipIf(skip)('the dashboard in a browser', () => {
         i: { idempotencyKey: `seed-${day}`, units, moduleId: 'github', occurredAt },
       });
     }
+    // More modules than a page (20) in the operator's own org, for the "more" pagination.
+    for (let i = 1; i <= 23; i++) {
+      const id = `worker-${String(i).padStart(2, '0')}`;
+      await ok(admin, 'mutation($i: InstallModuleInput!) { installModule(input: $i) { id } }', { i: { id, name: `Worker ${i}`, version: '1.0.0' } });
+    }
     browser = await launched;
   });
 
@@ -270,8 +275,15 @@ describe.skipIf(skip)('the dashboard in a browser', () => {
       await newKeyRow.getByRole('button', { name: 'Revoke nightly-sync' }).click();
       await expect.poll(() => newKeyRow.innerText()).toContain('Revoked');
       expect((await api(secret, '{ viewer { scopes } }')).status).toBe(401);
-      // The audit trail heard this tab's changes.
-      await page.locator('#audit').getByText('Key revoke').first().waitFor();
+      // The audit trail heard this tab's changes, and pages back with its cursor.
+      const audit = page.locator('#audit');
+      await audit.getByText('Key revoke').first().waitFor();
+      expect(await audit.locator('tbody tr').count()).toBe(15);
+      await audit.getByRole('button', { name: 'Older records' }).click();
+      await expect.poll(() => audit.locator('tbody tr').count()).toBeGreaterThan(15);
+      const seqs = (await audit.locator('tbody tr td:first-child').allInnerTexts()).map(Number);
+      expect(seqs).toEqual([...seqs].sort((a, b) => b - a));
+      expect(new Set(seqs).size).toBe(seqs.length);
 
       // Another client reports a module's health: it shows without a reload.
       await ok(gateway.adminKey, 'mutation { reportModuleHealth(orgId: "acme-robotics", moduleId: "github", status: UNHEALTHY, message: "API rate limit exhausted (403 from api.github.com)") { id } }');
@@ -362,7 +374,13 @@ describe.skipIf(skip)('the dashboard in a browser', () => {
 
       // The admin key's own org is a view away.
       await page.getByRole('navigation', { name: 'Views' }).getByRole('button', { name: 'Org default' }).click();
-      await page.locator('#modules').waitFor();
+      const modules = page.locator('#modules');
+      await modules.getByText('Showing 20 of 23').waitFor();
+      await modules.getByRole('button', { name: 'More modules' }).click();
+      await modules.getByText('Showing 23 of 23').waitFor();
+      expect(await modules.getByRole('button', { name: 'More modules' }).count()).toBe(0);
+      const ids = await modules.locator('tbody tr[data-module]').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-module')));
+      expect(ids).toEqual(Array.from({ length: 23 }, (_, i) => `worker-${String(i + 1).padStart(2, '0')}`));
     });
   });
 });
