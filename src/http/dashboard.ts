@@ -129,7 +129,13 @@ export interface DashboardOptions {
  * ETag. Where the build is missing, `/dashboard` answers 503 saying how to build it.
  */
 export function useDashboard({ dir = defaultDashboardDir(), logger }: DashboardOptions = {}): Plugin {
-  const files = loadBuild(dir);
+  let files: Map<string, File> | undefined;
+  try {
+    files = loadBuild(dir);
+  } catch (error) {
+    // Unreadable, or swapped for a new build while being read: answer 503, never stop the start.
+    logger?.warn('dashboard unreadable', { dir, error: { name: (error as Error).name, message: (error as Error).message } });
+  }
   if (!files) logger?.warn('dashboard not built: /dashboard answers 503 until `npm run build` has run', { dir });
 
   const serve = async (request: Request, file: File, fetchAPI: { Response: typeof Response }): Promise<Response> => {
