@@ -127,10 +127,13 @@ describe.skipIf(skip)('the dashboard in a browser', () => {
   });
 
   /** A fresh browser context whose requests off the gateway are recorded and refused, and whose console errors are kept. */
-  async function open(): Promise<{ context: BrowserContext; page: Page; offGateway: string[]; consoleErrors: string[] }> {
+  async function open(
+    allowed?: (message: ConsoleMessage) => boolean,
+  ): Promise<{ context: BrowserContext; page: Page; offGateway: string[]; consoleErrors: string[]; allowedErrors: string[] }> {
     const context = await browser.newContext({ viewport: VIEWPORT });
     const offGateway: string[] = [];
     const consoleErrors: string[] = [];
+    const allowedErrors: string[] = [];
     await context.route('**/*', (route) => {
       const url = route.request().url();
       if (new URL(url).origin !== gateway.origin) {
@@ -141,11 +144,14 @@ describe.skipIf(skip)('the dashboard in a browser', () => {
     });
     const page = await context.newPage();
     page.on('console', (message: ConsoleMessage) => {
-      if (message.type() === 'error') consoleErrors.push(`${message.text()} (${message.location().url})`);
+      if (message.type() !== 'error') return;
+      const line = `${message.text()} (${message.location().url})`;
+      if (allowed?.(message)) allowedErrors.push(line);
+      else consoleErrors.push(line);
     });
     page.on('pageerror', (error) => consoleErrors.push(`uncaught: ${error.message}`));
     page.setDefaultTimeout(15_000);
-    return { context, page, offGateway, consoleErrors };
+    return { context, page, offGateway, consoleErrors, allowedErrors };
   }
 
   /** Runs steps, and on failure says what the page tried off the gateway or logged: most often the reason. */
@@ -315,6 +321,31 @@ describe.skipIf(skip)('the dashboard in a browser', () => {
     expect(png.subarray(0, 8)).toEqual(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
     // IHDR: width and height, big-endian, at bytes 16-23.
     expect([png.readUInt32BE(16), png.readUInt32BE(20)]).toEqual([VIEWPORT.width, VIEWPORT.height]);
+  });
+
+  it('refuses a key that does not verify, keeps nothing of it, and shows where the focus is', async () => {
+    // The gateway's 401 for the wrong key is logged by Chromium as an error: the one error allowed.
+    const run = await open((m) => /status of 401/.test(m.text()) && m.location().url === gateway.server.url);
+    const { page, context } = run;
+    await steps(run, async () => {
+      const wrong = `tgk_${'A'.repeat(49)}`;
+      await signIn(page, wrong);
+      await page.getByRole('alert').getByText('The API key is not valid').waitFor();
+      expect(await page.getByLabel('API key').getAttribute('aria-invalid')).toBe('true');
+      const kept = await page.evaluate(() => JSON.stringify({ ...sessionStorage, ...localStorage }) + location.href);
+      expect(kept).not.toContain(wrong);
+      expect(await context.cookies()).toEqual([]);
+      // Keyboard focus is visible: Tab from the field reaches the button, outlined.
+      await page.getByLabel('API key').focus();
+      await page.keyboard.press('Tab');
+      const focused = await page.evaluate(() => {
+        const el = document.activeElement as HTMLElement;
+        const style = getComputedStyle(el);
+        return { text: el.textContent, outline: style.outlineStyle, width: style.outlineWidth };
+      });
+      expect(focused).toEqual({ text: 'Sign in', outline: 'solid', width: '3px' });
+    });
+    expect(run.allowedErrors).toHaveLength(1);
   });
 
   it('shows a missing scope on its panel, and the rest of the page works', async () => {
