@@ -188,9 +188,9 @@ describe.skipIf(skip)('the dashboard in a browser', () => {
     const response = await page.goto(`${gateway.origin}/dashboard`);
     expect(response?.status()).toBe(200);
     expect(response?.headers()['content-security-policy']).toContain("script-src 'self'");
-    await page.getByLabel('API key').fill(key);
+    await page.getByLabel('API key', { exact: true }).fill(key);
     // The keyboard signs in: Enter in the labelled field submits its form.
-    await page.getByLabel('API key').press('Enter');
+    await page.getByLabel('API key', { exact: true }).press('Enter');
   }
 
   const row = (page: Page, attribute: string, id: string) => page.locator(`tr[${attribute}="${id}"]`);
@@ -201,7 +201,7 @@ describe.skipIf(skip)('the dashboard in a browser', () => {
     await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: gateway.origin });
     await steps(run, async () => {
       await page.goto(`${gateway.origin}/dashboard`);
-      await page.getByLabel('API key').waitFor();
+      await page.getByLabel('API key', { exact: true }).waitFor();
       expect(await axeViolations(page, ['label', 'button-name', 'color-contrast']), 'sign-in view').toEqual([]);
       await signIn(page, tenantKey);
 
@@ -311,10 +311,17 @@ describe.skipIf(skip)('the dashboard in a browser', () => {
       fs.mkdirSync(path.dirname(screenshotPath), { recursive: true });
       await page.screenshot({ path: screenshotPath });
 
-      // Sign out: the key is forgotten.
+      // A reload of the tab signs in again from sessionStorage.
+      await page.reload();
+      await row(page, 'data-module', 'github').waitFor();
+      expect(await page.getByLabel('API key', { exact: true }).count()).toBe(0);
+
+      // Sign out: the key is forgotten, and a reload asks for it again.
       await page.getByRole('button', { name: 'Sign out' }).click();
-      await page.getByLabel('API key').waitFor();
+      await page.getByLabel('API key', { exact: true }).waitFor();
       expect(await page.evaluate(() => JSON.stringify(sessionStorage))).not.toContain(tenantKey);
+      await page.reload();
+      await page.getByLabel('API key', { exact: true }).waitFor();
     });
 
     const png = fs.readFileSync(screenshotPath);
@@ -331,12 +338,12 @@ describe.skipIf(skip)('the dashboard in a browser', () => {
       const wrong = `tgk_${'A'.repeat(49)}`;
       await signIn(page, wrong);
       await page.getByRole('alert').getByText('The API key is not valid').waitFor();
-      expect(await page.getByLabel('API key').getAttribute('aria-invalid')).toBe('true');
+      expect(await page.getByLabel('API key', { exact: true }).getAttribute('aria-invalid')).toBe('true');
       const kept = await page.evaluate(() => JSON.stringify({ ...sessionStorage, ...localStorage }) + location.href);
       expect(kept).not.toContain(wrong);
       expect(await context.cookies()).toEqual([]);
       // Keyboard focus is visible: Tab from the field reaches the button, outlined.
-      await page.getByLabel('API key').focus();
+      await page.getByLabel('API key', { exact: true }).focus();
       await page.keyboard.press('Tab');
       const focused = await page.evaluate(() => {
         const el = document.activeElement as HTMLElement;
