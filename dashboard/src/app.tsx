@@ -71,8 +71,12 @@ export function App() {
       </a>
       {signedIn ? (
         <SignedIn key={signedIn.key} apiKey={signedIn.key} viewer={signedIn.viewer} onSignOut={signOut} />
+      ) : restoring ? (
+        <main id="main" class="sign-in">
+          <p class="muted">Signing in with the key kept in this tab…</p>
+        </main>
       ) : (
-        <SignIn restoring={restoring} problem={signInProblem} onSubmit={signIn} />
+        <SignIn problem={signInProblem} onSubmit={signIn} />
       )}
       <div class="status" role="status" aria-live="polite" aria-atomic="true">
         {status}
@@ -81,7 +85,7 @@ export function App() {
   );
 }
 
-function SignIn(props: { restoring: boolean; problem: string | null; onSubmit: (key: string) => Promise<boolean> }) {
+function SignIn(props: { problem: string | null; onSubmit: (key: string) => Promise<boolean> }) {
   const [value, setValue] = useState('');
   const [busy, setBusy] = useState(false);
   const field = useRef<HTMLInputElement>(null);
@@ -125,8 +129,8 @@ function SignIn(props: { restoring: boolean; problem: string | null; onSubmit: (
               {props.problem}
             </p>
           ) : null}
-          <button type="submit" class="primary" disabled={busy || props.restoring}>
-            {props.restoring ? 'Signing in…' : 'Sign in'}
+          <button type="submit" class="primary" disabled={busy}>
+            Sign in
           </button>
         </form>
       </main>

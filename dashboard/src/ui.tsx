@@ -57,7 +57,6 @@ export function useLoad<T>(load: () => Promise<T>, deps: readonly unknown[]): Lo
     } finally {
       if (mine === generation.current) setLoading(false);
     }
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, deps);
   useEffect(() => {
     void reload();
