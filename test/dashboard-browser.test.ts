@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium, type Browser, type BrowserContext, type ConsoleMessage, type Page } from 'playwright-core';
@@ -129,6 +130,7 @@ describe.skipIf(skip)('the dashboard in a browser', () => {
   /** A fresh browser context whose requests off the gateway are recorded and refused, and whose console errors are kept. */
   async function open(
     allowed?: (message: ConsoleMessage) => boolean,
+    origin = gateway.origin,
   ): Promise<{ context: BrowserContext; page: Page; offGateway: string[]; consoleErrors: string[]; allowedErrors: string[] }> {
     const context = await browser.newContext({ viewport: VIEWPORT });
     const offGateway: string[] = [];
@@ -136,7 +138,7 @@ describe.skipIf(skip)('the dashboard in a browser', () => {
     const allowedErrors: string[] = [];
     await context.route('**/*', (route) => {
       const url = route.request().url();
-      if (new URL(url).origin !== gateway.origin) {
+      if (new URL(url).origin !== origin) {
         offGateway.push(url);
         return route.abort('blockedbyclient');
       }
@@ -301,6 +303,7 @@ describe.skipIf(skip)('the dashboard in a browser', () => {
       await row(page, 'data-module', 'notion').waitFor({ timeout: 10_000 });
       expect(await page.evaluate(() => (globalThis as unknown as { notReloaded?: boolean }).notReloaded)).toBe(true);
 
+
       expect(await axeViolations(page, ['label', 'button-name', 'color-contrast', 'th-has-data-cells']), 'org view').toEqual([]);
 
       // The screenshot of the org view: docs/dashboard.png only when asked for, so runs leave the checkout clean.
@@ -328,6 +331,73 @@ describe.skipIf(skip)('the dashboard in a browser', () => {
     expect(png.subarray(0, 8)).toEqual(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
     // IHDR: width and height, big-endian, at bytes 16-23.
     expect([png.readUInt32BE(16), png.readUInt32BE(20)]).toEqual([VIEWPORT.width, VIEWPORT.height]);
+  });
+
+  /**
+   * A TCP relay in front of the gateway that the test can cut, as a network would: every
+   * connection through it dropped, and new ones refused until it is mended.
+   */
+  async function relay(): Promise<{ origin: string; cut(): void; mend(): void; close(): Promise<void> }> {
+    const target = new URL(gateway.origin);
+    const sockets = new Set<net.Socket>();
+    let broken = false;
+    const server = net.createServer((client) => {
+      if (broken) return void client.destroy();
+      const upstream = net.connect(Number(target.port), target.hostname);
+      for (const socket of [client, upstream]) {
+        sockets.add(socket);
+        socket.on('close', () => sockets.delete(socket));
+        socket.on('error', () => {
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as net.AddressInfo;
+    return {
+      origin: `http://127.0.0.1:${port}`,
+      cut() {
+        broken = true;
+        for (const socket of sockets) socket.destroy();
+      },
+      mend() {
+        broken = false;
+      },
+      close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    };
+  }
+
+  it('comes back after the stream breaks, and reads again what it missed', async () => {
+    const network = await relay();
+    // Chromium logs the requests the cut network failed (net::ERR_...): the only errors allowed.
+    const run = await open((m) => /net::ERR_/.test(m.text()), network.origin);
+    const { page } = run;
+    try {
+      await steps(run, async () => {
+        await page.goto(`${network.origin}/dashboard`);
+        await page.getByLabel('API key', { exact: true }).fill(tenantKey);
+        await page.getByLabel('API key', { exact: true }).press('Enter');
+        const jira = page.getByRole('switch', { name: 'Jira Cloud enabled' });
+        await jira.waitFor();
+        expect(await jira.getAttribute('aria-checked')).toBe('true');
+        await page.locator('[data-live="live"]').waitFor();
+        await page.evaluate(() => ((globalThis as unknown as { notReloaded: boolean }).notReloaded = true));
+
+        network.cut();
+        await page.locator('[data-live="offline"]').waitFor({ timeout: 10_000 });
+        // A change while the page cannot hear: its event is lost to this page.
+        await ok(tenantKey, 'mutation { disableModule(id: "jira") { id } }');
+        network.mend();
+        await page.locator('[data-live="live"]').waitFor({ timeout: 20_000 });
+        await expect.poll(() => jira.getAttribute('aria-checked'), { timeout: 10_000 }).toBe('false');
+        expect(await page.evaluate(() => (globalThis as unknown as { notReloaded?: boolean }).notReloaded)).toBe(true);
+      });
+    } finally {
+      await network.close();
+      await ok(tenantKey, 'mutation { enableModule(id: "jira") { id } }');
+    }
   });
 
   it('refuses a key that does not verify, keeps nothing of it, and shows where the focus is', async () => {
