@@ -248,9 +248,13 @@ describe.skipIf(skip)('the dashboard in a browser', () => {
       const form = page.getByRole('form', { name: 'Credential of Linear' });
       expect(await form.getByLabel('Secret value').getAttribute('type')).toBe('password');
       expect(await form.getByLabel('Field name').inputValue()).toBe('token');
-      await form.getByLabel('Secret value').fill(typedSecret);
-      await form.getByRole('button', { name: 'Store credential' }).click();
+      // Typed as a person types, into the field the form focused; Enter submits.
+      await expect.poll(() => page.evaluate(() => document.activeElement?.id)).toBe('cred-linear-value-0');
+      await page.keyboard.type(typedSecret);
+      await page.keyboard.press('Enter');
       await expect.poll(() => linear.innerText()).toContain('Stored (token)');
+      // Focus is back on the row's button, now Replace.
+      await expect.poll(() => page.evaluate(() => document.activeElement?.textContent)).toMatch(/^Replace/);
       expect(await page.locator('body').innerHTML()).not.toContain(typedSecret);
       const creds = await ok<{ credentials: { moduleId: string; fields: string[] }[] }>(tenantKey, '{ credentials { moduleId fields } }');
       expect(creds.credentials.find((c) => c.moduleId === 'linear')?.fields).toEqual(['token']);

@@ -3,7 +3,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { gql } from './api.ts';
 import { useSession } from './session-context.ts';
 import type { Module, ModuleHealthEvent, Org } from './types.ts';
-import { ErrorNote, formatNumber, HealthBadge, Panel, Time, useAction, useLoad } from './ui.tsx';
+import { ErrorNote, focusSoon, formatNumber, HealthBadge, Panel, Time, useAction, useLoad } from './ui.tsx';
 
 const ORG_FIELDS = 'id name status suspendReason suspendedAt createdAt';
 const ORGS = `query DashboardOrgs { orgs { ${ORG_FIELDS} } }`;
@@ -126,7 +126,11 @@ function OrgsPanel() {
                               class="danger-quiet"
                               aria-expanded={suspending === org.id}
                               aria-controls={`suspend-${org.id}`}
-                              onClick={() => setSuspending(suspending === org.id ? null : org.id)}
+                              onClick={() => {
+                                const opening = suspending !== org.id;
+                                setSuspending(opening ? org.id : null);
+                                if (opening) focusSoon(`#suspend-${CSS.escape(org.id)}-reason`);
+                              }}
                             >
                               Suspend<span class="sr-only"> {org.name}</span>
                             </button>
@@ -142,10 +146,15 @@ function OrgsPanel() {
                           <td colSpan={5}>
                             <SuspendForm
                               org={org}
-                              onCancel={() => setSuspending(null)}
+                              onCancel={() => {
+                                setSuspending(null);
+                                focusSoon(`tr[data-org="${CSS.escape(org.id)}"] button`);
+                              }}
                               onSuspended={(next) => {
                                 replace(next);
                                 setSuspending(null);
+                                // The row's button is now Resume.
+                                focusSoon(`tr[data-org="${CSS.escape(org.id)}"] button`);
                               }}
                             />
                           </td>

@@ -175,7 +175,7 @@ function SignedIn(props: { apiKey: string; viewer: Viewer; onSignOut: () => void
   const heading = useRef<HTMLHeadingElement>(null);
   const choose = (next: View) => {
     setView(next);
-    queueMicrotask(() => heading.current?.focus());
+    setTimeout(() => heading.current?.focus(), 0);
   };
 
   return (

@@ -2,7 +2,7 @@ import { useState } from 'preact/hooks';
 import { gql } from './api.ts';
 import { useSession } from './session-context.ts';
 import type { ApiKey } from './types.ts';
-import { ConfirmButton, CopyButton, ErrorNote, Panel, Time, useAction, useLoad } from './ui.tsx';
+import { ConfirmButton, CopyButton, ErrorNote, focusSoon, Panel, Time, useAction, useLoad } from './ui.tsx';
 
 const KEY_FIELDS = 'id name prefix scopes createdAt lastUsedAt expiresAt revokedAt';
 const KEYS = `query DashboardKeys { apiKeys { ${KEY_FIELDS} } }`;
@@ -104,7 +104,7 @@ export function KeysPanel() {
             setCreated({ name: apiKey.name, secret });
             changed();
             // The secret field takes focus so it can be copied at once.
-            queueMicrotask(() => document.getElementById('new-secret')?.focus());
+            focusSoon('#new-secret');
           }}
         />
       ) : null}

@@ -2,7 +2,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { gql } from './api.ts';
 import { useSession } from './session-context.ts';
 import type { Connection, Module, ModuleEvent } from './types.ts';
-import { ConfirmButton, ErrorNote, formatNumber, HealthBadge, Panel, Time, useAction, useLoad } from './ui.tsx';
+import { ConfirmButton, ErrorNote, focusSoon, formatNumber, HealthBadge, Panel, Time, useAction, useLoad } from './ui.tsx';
 
 const PAGE = 20;
 const MODULE_FIELDS = 'id orgId name version enabled hasCredential usageCount lastUsedAt health { status message checkedAt }';
@@ -169,11 +169,16 @@ export function ModulesPanel() {
                     busy={busy}
                     editing={editing === module.id}
                     onToggle={() => void toggle(module)}
-                    onEdit={(open) => setEditing(open ? module.id : null)}
+                    onEdit={(open) => {
+                      setEditing(open ? module.id : null);
+                      // Into the form when it opens, back to its button when it closes.
+                      focusSoon(open ? `#cred-${CSS.escape(module.id)}-value-0` : `[aria-controls="cred-form-${CSS.escape(module.id)}"]`);
+                    }}
                     onDelete={() => deleteCredential(module)}
                     onStored={(fields) => {
                       list.set((previous) => previous && { ...previous, fields: { ...previous.fields, [module.id]: fields }, modules: previous.modules.map((m) => (m.id === module.id ? { ...m, hasCredential: true } : m)) });
                       setEditing(null);
+                      focusSoon(`[aria-controls="cred-form-${CSS.escape(module.id)}"]`);
                       changed();
                     }}
                   />

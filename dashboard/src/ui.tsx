@@ -120,6 +120,11 @@ export function HealthBadge(props: { status: HealthStatus }) {
   return <span class={`badge health-${props.status.toLowerCase()}`}>{HEALTH_LABEL[props.status]}</span>;
 }
 
+/** Moves focus once the next render is on screen (after a panel opens or closes). */
+export function focusSoon(selector: string): void {
+  setTimeout(() => document.querySelector<HTMLElement>(selector)?.focus(), 0);
+}
+
 /** Copies text, or selects it for the user to copy where the clipboard is not available. */
 export function CopyButton(props: { text: string; target: string; label: string }) {
   const announce = useAnnounce();
