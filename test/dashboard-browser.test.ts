@@ -335,6 +335,7 @@ describe.skipIf(skip)('the dashboard in a browser', () => {
     expect(png.subarray(0, 8)).toEqual(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
     // IHDR: width and height, big-endian, at bytes 16-23.
     expect([png.readUInt32BE(16), png.readUInt32BE(20)]).toEqual([VIEWPORT.width, VIEWPORT.height]);
+    if (process.env.TG_UPDATE_SCREENSHOT !== '1') fs.rmSync(path.dirname(screenshotPath), { recursive: true, force: true });
   });
 
   /**
