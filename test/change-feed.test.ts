@@ -28,8 +28,8 @@ describe('the store change feed (store.changes)', () => {
       const a0 = gw.opened.store.changes.version(ORG_A);
       const b0 = gw.opened.store.changes.version(ORG_B);
       ok(await gw.gql(gw.keys.a, 'mutation { disableModule(id: "slack") { id } }'));
-      // A data write says so: the key cache need not drop the org's keys for it.
-      expect(heard).toEqual([{ orgId: ORG_A, kind: 'data' }]);
+      // A data write says so (the key cache need not drop the org's keys for it), and names the module it changed.
+      expect(heard).toEqual([{ orgId: ORG_A, kind: 'data', module: { id: 'slack', event: 'changed' } }]);
       expect(gw.opened.store.changes.version(ORG_A)).not.toBe(a0);
       expect(gw.opened.store.changes.version(ORG_B)).toBe(b0);
 

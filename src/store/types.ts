@@ -390,11 +390,28 @@ export interface SystemStore {
   };
 }
 
+/** What happened to one module, as the change feed tells it (the GraphQL `moduleEvents` subscription hangs off it). */
+export type ModuleEventKind = 'installed' | 'changed' | 'health' | 'uninstalled';
+
+/** One module's change: which module of the change's org, and what happened to it. Never a value. */
+export interface ModuleChange {
+  id: string;
+  event: ModuleEventKind;
+}
+
 /** What a subscriber of the change feed hears: an org whose data may have changed, or null for any. */
 export interface Change {
   orgId: string | null;
   /** 'data': only the org's modules or credentials changed (its keys did not); absent: anything of the org may have. */
   kind?: 'data';
+  /**
+   * The module a committed write changed, when the write was one module's (install, update, enable,
+   * disable, uninstall, a health or usage report, its credential set or deleted). Heard once per
+   * write in every process: in SQLite from this process's own writes (other processes' commits
+   * come as {orgId: null}); in PostgreSQL from the notification, so every replica hears it the same
+   * way (this process's own `wrote` announcement carries none, which would be heard twice).
+   */
+  module?: ModuleChange;
 }
 
 /**

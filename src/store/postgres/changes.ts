@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { Change, ChangeFeed } from '../types.ts';
+import type { Change, ChangeFeed, ModuleChange, ModuleEventKind } from '../types.ts';
 
 /** The channel every writing transaction notifies on; one per database. */
 export const CHANGES_CHANNEL = 'tenantgate_changes';
@@ -21,14 +21,49 @@ const HEARTBEAT_MARGIN_MS = 1_000;
 
 /**
  * What a writing transaction sends: `d:<org>` for modules or credentials (what cached answers
- * read: counted in the org's version), `t:<org>` for keys and org rows (announced only), `*` for
- * any org.
+ * read: counted in the org's version), `m:<json>` for a write of one module's (the same, naming
+ * the module and what happened to it: `["<org>","<module>","<event>"]`), `t:<org>` for keys and
+ * org rows (announced only), `*` for any org. Ids only, never a value.
  */
 export type ChangeKind = 'data' | 'touch';
 
-export function notifyPayload(kind: ChangeKind, orgId: string): string {
+const MODULE_EVENTS: ReadonlySet<string> = new Set<ModuleEventKind>(['installed', 'changed', 'health', 'uninstalled']);
+
+export function notifyPayload(kind: ChangeKind, orgId: string, module?: ModuleChange): string {
+  if (kind === 'data' && module !== undefined) {
+    const named = `m:${JSON.stringify([orgId, module.id, module.event])}`;
+    // Too long to notify: announced as a change of the org's data, without the module.
+    if (Buffer.byteLength(named) <= MAX_PAYLOAD_BYTES) return named;
+  }
   if (Buffer.byteLength(orgId) > MAX_PAYLOAD_BYTES) return '*';
   return `${kind === 'data' ? 'd' : 't'}:${orgId}`;
+}
+
+/** What a notification's payload says; '*' (or anything unreadable) for any org. */
+export function readPayload(payload: string): Change {
+  if (payload.length < 2 || payload[1] !== ':') return { orgId: null };
+  const body = payload.slice(2);
+  switch (payload[0]) {
+    case 'd':
+      return { orgId: body, kind: 'data' };
+    case 't':
+      return { orgId: body };
+    case 'm': {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(body);
+      } catch {
+        return { orgId: null };
+      }
+      if (!Array.isArray(parsed) || parsed.length !== 3 || !parsed.every((p) => typeof p === 'string') || !MODULE_EVENTS.has(parsed[2] as string)) {
+        return { orgId: null };
+      }
+      const [orgId, id, event] = parsed as [string, string, ModuleEventKind];
+      return { orgId, kind: 'data', module: { id, event } };
+    }
+    default:
+      return { orgId: null };
+  }
 }
 
 export interface PostgresChangeFeed extends ChangeFeed {
@@ -101,13 +136,12 @@ export async function createPostgresChangeFeed(options: ChangeFeedOptions): Prom
   const onNotification = (message: pg.Notification) => {
     if (message.channel !== CHANGES_CHANNEL) return;
     lastGood = Date.now();
-    const payload = message.payload ?? '*';
-    if (payload === '*' || payload.length < 2 || payload[1] !== ':') return flush();
-    const orgId = payload.slice(2);
+    const change = readPayload(message.payload ?? '*');
+    if (change.orgId === null) return flush();
     // A touch (anything of the org may have changed, its data included: an org deleted and made
     // again) moves the version too.
-    count(orgId);
-    announce(payload[0] === 'd' ? { orgId, kind: 'data' } : { orgId });
+    count(change.orgId);
+    announce(change);
   };
 
   const lost = (current: pg.Client, error?: unknown) => {

@@ -11,6 +11,7 @@ import type {
   CredentialMeta,
   CredentialRow,
   KeyTree,
+  ModuleChange,
   ModuleField,
   ModulePatch,
   ModuleRecord,
@@ -260,7 +261,13 @@ const orgRow = (r: OrgDbRow): OrgRow => ({
   suspendReason: r.suspend_reason,
 });
 
-type Notify = { kind: ChangeKind } | typeof DURABLE | undefined;
+/**
+ * What a write tells the change feed: its kind, and for a write of one module's, which module its
+ * result says it changed (nothing when it changed nothing: a conflict, a module not found).
+ */
+type Notify<T = never> = { kind: ChangeKind; module?: (result: T) => ModuleChange | undefined } | typeof DURABLE | undefined;
+const moduleChange = (id: string, event: ModuleChange['event']) => (happened: unknown): ModuleChange | undefined =>
+  happened ? { id, event } : undefined;
 /** inOrg's mark of a read whose work writes its statement before its first await (transaction.ts `oneShot`). */
 const ONE_SHOT = true;
 
@@ -337,8 +344,9 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
    * a missed one a stale answer). ONE_SHOT marks a read whose work writes its one statement
    * before its first await: its COMMIT goes out with it, one round trip in all.
    */
-  async function inOrg<T>(orgId: string, notify: Notify, work: (c: pg.PoolClient) => Promise<T>, oneShot = false): Promise<T> {
+  async function inOrg<T>(orgId: string, notify: Notify<T>, work: (c: pg.PoolClient) => Promise<T>, oneShot = false): Promise<T> {
     let client = await checkout();
+    let changed: ModuleChange | undefined;
     if (!idle(client)) {
       // Never expected (a connection goes back only idle); refused and replaced once.
       client.release(new ConnectionNotIdle());
@@ -351,12 +359,18 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
           : notify === DURABLE
             ? { client, orgId, durable: true }
             : {
-              client,
-              orgId,
-                notify: `SELECT pg_notify('${CHANGES_CHANNEL}', ${client.escapeLiteral(notifyPayload(notify.kind, orgId))})`,
+                client,
+                orgId,
+                notify: () => `SELECT pg_notify('${CHANGES_CHANNEL}', ${client.escapeLiteral(notifyPayload(notify.kind, orgId, changed))})`,
                 wrote: () => changes.wrote(notify.kind, orgId),
               },
-        work,
+        notify === undefined || notify === DURABLE || notify.module === undefined
+          ? work
+          : async (c) => {
+              const result = await work(c);
+              changed = notify.module?.(result);
+              return result;
+            },
       );
     } catch (error) {
       throw toStoreError(error);
@@ -384,7 +398,7 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
    */
   async function audited<T>(
     orgId: string,
-    notify: Exclude<Notify, undefined>,
+    notify: Exclude<Notify<T>, undefined>,
     work: (c: pg.PoolClient, log: (actor: AuditActor, entry: AuditEntry) => Promise<void>) => Promise<T>,
   ): Promise<T> {
     const done: AuditAction[] = [];
@@ -660,7 +674,7 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
         }, ONE_SHOT),
       get: async (moduleId) => (storable(moduleId) ? inOrg(orgId, undefined, (c) => getModule(c, orgId, moduleId), ONE_SHOT) : undefined),
       insert: (row, actor) =>
-        audited(orgId, { kind: 'data' }, async (c, log) => {
+        audited(orgId, { kind: 'data', module: moduleChange(row.moduleId, 'installed') }, async (c, log) => {
           const inserted = await db(c)
             .insert(modules)
             .values({ ...row, orgId })
@@ -671,7 +685,7 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
         }),
       update: async (moduleId, patch: ModulePatch, at, actor) =>
         storable(moduleId)
-          ? audited(orgId, { kind: 'data' }, async (c, log) => {
+          ? audited(orgId, { kind: 'data', module: moduleChange(moduleId, 'changed') }, async (c, log) => {
               await db(c)
                 .update(modules)
                 .set({ ...patch, updatedAt: at })
@@ -685,7 +699,7 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
           : undefined,
       delete: async (moduleId, actor) =>
         storable(moduleId)
-          ? audited(orgId, { kind: 'data' }, async (c, log) => {
+          ? audited(orgId, { kind: 'data', module: moduleChange(moduleId, 'uninstalled') }, async (c, log) => {
               const { rowCount } = await c.query({
                 name: 'tg_module_delete',
                 text: 'DELETE FROM "modules" WHERE "org_id" = $1 AND "module_id" = $2',
@@ -733,7 +747,7 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
           : false,
       upsert: async (row, actor) =>
         storable(row.moduleId)
-          ? audited(orgId, { kind: 'data' }, async (c, log) => {
+          ? audited(orgId, { kind: 'data', module: moduleChange(row.moduleId, 'changed') }, async (c, log) => {
               // The module must exist in this org; its row is locked (KEY SHARE, as the foreign key's own check) so it cannot go in between.
               const { rowCount } = await c.query({
                 name: 'tg_credential_module',
@@ -758,7 +772,7 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
           : false,
       delete: async (moduleId, actor) =>
         storable(moduleId)
-          ? audited(orgId, { kind: 'data' }, async (c, log) => {
+          ? audited(orgId, { kind: 'data', module: moduleChange(moduleId, 'changed') }, async (c, log) => {
               const { rowCount } = await c.query({
                 name: 'tg_credential_delete',
                 text: 'DELETE FROM "credentials" WHERE "org_id" = $1 AND "module_id" = $2',
@@ -812,9 +826,9 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
   };
 
   /** A platform report about one org's module: an org-bound write, the narrower path. */
-  const moduleReport = (orgId: string, moduleId: string, text: string, values: unknown[], name: string) =>
+  const moduleReport = (orgId: string, moduleId: string, event: ModuleChange['event'], text: string, values: unknown[], name: string) =>
     storable(moduleId)
-      ? inOrg(orgId, { kind: 'data' }, async (c) => {
+      ? inOrg(orgId, { kind: 'data', module: moduleChange(moduleId, event) }, async (c) => {
           await c.query({ name, text, values: [orgId, moduleId, ...values] });
           return getModule(c, orgId, moduleId);
         })
@@ -864,6 +878,7 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
         moduleReport(
           orgId,
           moduleId,
+          'health',
           'UPDATE "modules" SET "health_status" = $3, "health_message" = $4, "last_health_check" = $5 WHERE "org_id" = $1 AND "module_id" = $2',
           [status, message, at],
           'tg_module_health',
@@ -872,6 +887,7 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
         moduleReport(
           orgId,
           moduleId,
+          'changed',
           'UPDATE "modules" SET "usage_count" = "usage_count" + $3, "last_used_at" = $4 WHERE "org_id" = $1 AND "module_id" = $2',
           [n, at],
           'tg_module_usage',

@@ -35,8 +35,11 @@ import type pg from 'pg';
 export interface OrgTransactionOptions {
   client: pg.PoolClient;
   orgId: string;
-  /** For a write: the statement sent with COMMIT in its round trip (the change feed's pg_notify). */
-  notify?: string;
+  /**
+   * For a write: the statement sent with COMMIT in its round trip (the change feed's pg_notify);
+   * a function is asked once the work has succeeded (its notification may name what the work did).
+   */
+  notify?: string | (() => string);
   /** For a write: called once its COMMIT has been answered, acknowledged or not. */
   wrote?: () => void;
   /**
@@ -151,7 +154,8 @@ export async function orgTransaction<T>(options: OrgTransactionOptions, work: (c
   }
   open = false;
   try {
-    await client.query(options.notify === undefined ? 'COMMIT' : `${options.notify}; COMMIT`);
+    const notify = typeof options.notify === 'function' ? options.notify() : options.notify;
+    await client.query(notify === undefined ? 'COMMIT' : `${notify}; COMMIT`);
   } catch (error) {
     options.wrote?.();
     // The notification failing leaves the transaction open (the rest of a simple query is skipped).

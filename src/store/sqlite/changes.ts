@@ -1,4 +1,4 @@
-import type { Change, ChangeFeed } from '../types.ts';
+import type { Change, ChangeFeed, ModuleChange } from '../types.ts';
 import type { SqliteDatabase } from './connection.ts';
 
 /** Orgs whose writes on this connection are counted before the counts start over. */
@@ -7,8 +7,8 @@ const MAX_COUNTED_ORGS = 100_000;
 export const POLL_MS = 250;
 
 export interface SqliteChangeFeed extends ChangeFeed {
-  /** A write of the org's modules or credentials through this connection: counted in its version, and announced. */
-  wrote(orgId: string): void;
+  /** A write of the org's modules or credentials through this connection: counted in its version, and announced (with the module it changed, if one did). */
+  wrote(orgId: string, module?: ModuleChange): void;
   /** A write of the org's keys or org row: announced only (no cached answer reads them). */
   touched(orgId: string): void;
   close(): void;
@@ -75,9 +75,9 @@ export function createSqliteChangeFeed(sqlite: SqliteDatabase, pollMs = POLL_MS)
         if (listeners.size === 0) stop();
       };
     },
-    wrote(orgId) {
+    wrote(orgId, module) {
       count(orgId);
-      announce({ orgId, kind: 'data' });
+      announce(module === undefined ? { orgId, kind: 'data' } : { orgId, kind: 'data', module });
     },
     // Anything of the org may have changed, its data included (a deleted org's cached answers must
     // not reach a new org of the same id): the version moves too.

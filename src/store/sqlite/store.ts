@@ -11,6 +11,7 @@ import type {
   KeyTree,
   ModuleField,
   ModulePatch,
+  ModuleChange,
   ModuleRecord,
   NewOrg,
   OrgStore,
@@ -256,14 +257,22 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string, opti
   const audit = createSqliteAudit(sqlite, durable);
   const usage = createSqliteUsage(sqlite, { durable, touched: changes.touched, audit });
   const orgKeys = createSqliteOrgKeys(sqlite, { durable });
-  /** Runs a write of the org's modules or credentials and counts it, whether or not it succeeds. */
-  const writing = <T>(orgId: string, write: () => T): T => {
+  /**
+   * Runs a write of the org's modules or credentials and counts it, whether or not it succeeds;
+   * `changed` names the module it changed, from its result (a write that changed nothing names none).
+   */
+  const writing = <T>(orgId: string, write: () => T, changed?: (result: T) => ModuleChange | undefined): T => {
+    let module: ModuleChange | undefined;
     try {
-      return write();
+      const result = write();
+      module = changed?.(result);
+      return result;
     } finally {
-      changes.wrote(orgId);
+      changes.wrote(orgId, module);
     }
   };
+  const moduleChange = (id: string, event: ModuleChange['event']) => (happened: unknown): ModuleChange | undefined =>
+    happened ? { id, event } : undefined;
 
   // A key's descendants: the walk follows created_by_key_id and every step stays in the org (its
   // join names org_id), so another org's keys are never reached even if ids collide. UNION, not
@@ -400,6 +409,7 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string, opti
               audit.append(orgId, actor, { action: 'MODULE_INSTALL', targetId: row.moduleId, ...(inserted ? {} : { outcome: 'conflict' as const }) });
               return inserted;
             }),
+            moduleChange(row.moduleId, 'installed'),
           ),
         ),
       update: (moduleId, patch: ModulePatch, at, actor) =>
@@ -418,6 +428,7 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string, opti
               audit.append(orgId, actor, { action, targetId: moduleId, ...(changed === 1 ? {} : { outcome: 'not_found' as const }) });
               return getModule(orgId, moduleId);
             }),
+            moduleChange(moduleId, 'changed'),
           ),
         ),
       delete: (moduleId, actor) =>
@@ -428,6 +439,7 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string, opti
               audit.append(orgId, actor, { action: 'MODULE_UNINSTALL', targetId: moduleId, ...(deleted ? {} : { outcome: 'not_found' as const }) });
               return deleted;
             }),
+            moduleChange(moduleId, 'uninstalled'),
           ),
         ),
     },
@@ -436,7 +448,7 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string, opti
       get: (moduleId) => settle(() => q.credentialGet.get({ orgId, moduleId })),
       list: () => settle(() => q.credentialList.all({ orgId })),
       has: (moduleId) => settle(() => q.credentialGet.get({ orgId, moduleId }) !== undefined),
-      upsert: (row, actor) => durable(() => writing(orgId, () => upsertCredential({ ...row, orgId }, actor))),
+      upsert: (row, actor) => durable(() => writing(orgId, () => upsertCredential({ ...row, orgId }, actor), moduleChange(row.moduleId, 'changed'))),
       delete: (moduleId, actor) =>
         durable(() =>
           writing(orgId, () =>
@@ -445,6 +457,7 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string, opti
               audit.append(orgId, actor, { action: 'CREDENTIAL_DELETE', targetId: moduleId, ...(deleted ? {} : { outcome: 'not_found' as const }) });
               return deleted;
             }),
+            moduleChange(moduleId, 'changed'),
           ),
         ),
       reveal: (moduleId, actor) =>
@@ -523,12 +536,12 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string, opti
     modules: {
       reportHealth: (orgId, moduleId, status, message, at) =>
         durable(() => {
-          writing(orgId, () => q.health.run({ orgId, moduleId, status, message, at }));
+          writing(orgId, () => q.health.run({ orgId, moduleId, status, message, at }).changes === 1, moduleChange(moduleId, 'health'));
           return getModule(orgId, moduleId);
         }),
       recordUsage: (orgId, moduleId, n, at) =>
         durable(() => {
-          writing(orgId, () => q.usage.run({ orgId, moduleId, count: n, at }));
+          writing(orgId, () => q.usage.run({ orgId, moduleId, count: n, at }).changes === 1, moduleChange(moduleId, 'changed'));
           return getModule(orgId, moduleId);
         }),
       unhealthy: (limit) => settle(() => (unhealthy.all(limit) as unknown[][]).map(WHOLE_MODULE.decode)),
