@@ -29,6 +29,7 @@ import { Quotas } from './usage/quotas.ts';
 import { createResponseCache, type ResponseCache } from './pipeline/response-cache.ts';
 import { usePipeline, yogaPathOnly, type GatewayServerContext } from './pipeline/use-pipeline.ts';
 import { forOrg, systemRepos, type OrgRepos, type Services } from './repos/index.ts';
+import { ModuleEventHub } from './repos/module-events.ts';
 import type { Store } from './store/types.ts';
 import { onAuditRecord, onAuditVerifyFailure } from './store/audit-chain.ts';
 
@@ -80,7 +81,9 @@ export interface App {
   responseCache: ResponseCache;
   /** Writes what is buffered now (key last-used times, served-request counts); the next flush would otherwise come within a second. */
   flush(): Promise<void>;
-  /** Flush buffered writes and stop the timers. The store is the caller's to close. */
+  /** Ends every open subscription stream: the first step of a shutdown (an open stream would hold its connection until the drain times out). */
+  endStreams(): void;
+  /** End the streams, flush buffered writes and stop the timers. The store is the caller's to close. */
   close(): Promise<void>;
 }
 
@@ -104,8 +107,16 @@ export function createApp({ store, secretBox, config, logger, stages }: AppOptio
   const stopCountingVerifyFailures = onAuditVerifyFailure(() => metrics.auditVerifyFailure());
   const quotas = new Quotas(store, config.quotas, logger);
   const metering = { quotas, metrics, logger };
-  const services: Services = { store, secretBox, authenticator, metering };
-  const system = systemRepos(store, authenticator, metering);
+  const events = new ModuleEventHub({
+    store,
+    logger,
+    maxPerOrg: config.fairness.maxSubscriptions,
+    maxTotal: config.fairness.maxSubscriptionsTotal,
+    onRefused: () => metrics.rateLimitRefusal('subscriptions'),
+  });
+  metrics.watchSubscriptions(() => events.open);
+  const services: Services = { store, secretBox, authenticator, metering, events };
+  const system = systemRepos(store, authenticator, metering, events);
 
   // Org-bound repositories hold no state but their org id, so one set per org serves every
   // request of that org (building them per request was about 5% of a small query's CPU).
@@ -245,7 +256,9 @@ export function createApp({ store, secretBox, config, logger, stages }: AppOptio
       await authenticator.flush();
       await requestCounter.flush();
     },
+    endStreams: () => events.close(),
     close: async () => {
+      events.close();
       stopCountingAudit();
       stopCountingVerifyFailures();
       quotas.close();

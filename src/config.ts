@@ -84,6 +84,10 @@ export interface Fairness {
   queue: number;
   /** The longest a request waits in its org's queue before it answers 429. */
   queueTimeoutMs: number;
+  /** Subscription streams one org may hold open in this process; past it, RATE_LIMITED (limit: subscriptions). */
+  maxSubscriptions: number;
+  /** Subscription streams open in this process, every org together. */
+  maxSubscriptionsTotal: number;
 }
 
 export interface DatabasePool {
@@ -306,6 +310,12 @@ export const environment = z.object({
   TENANTGATE_ORG_QUEUE_TIMEOUT_MS: withDefault('1000', wholeNumber(1, 600_000), {
     meaning: 'how long a request waits in its org\'s queue before it answers 429 RATE_LIMITED (limit: concurrency)',
   }),
+  TENANTGATE_ORG_MAX_SUBSCRIPTIONS: withDefault('16', wholeNumber(1, 100_000), {
+    meaning: 'subscription streams (moduleEvents) one org may hold open per process; more answer RATE_LIMITED (limit: subscriptions)',
+  }),
+  TENANTGATE_MAX_SUBSCRIPTIONS: withDefault('1000', wholeNumber(1, 1_000_000), {
+    meaning: 'subscription streams open per process, every org together; more answer RATE_LIMITED (limit: subscriptions)',
+  }),
   TENANTGATE_HEADERS_TIMEOUT_MS: withDefault('20000', wholeNumber(1000, 600_000), {
     meaning: "a request's headers must arrive within this time, else 408; at most TENANTGATE_REQUEST_TIMEOUT_MS",
   }),
@@ -391,6 +401,8 @@ const config = environment.transform((env, ctx): Config => {
       maxInFlight: env.TENANTGATE_ORG_MAX_IN_FLIGHT,
       queue: env.TENANTGATE_ORG_QUEUE,
       queueTimeoutMs: env.TENANTGATE_ORG_QUEUE_TIMEOUT_MS,
+      maxSubscriptions: env.TENANTGATE_ORG_MAX_SUBSCRIPTIONS,
+      maxSubscriptionsTotal: env.TENANTGATE_MAX_SUBSCRIPTIONS,
     },
   };
 });

@@ -105,15 +105,17 @@ export function badInput(message: string, field?: string): GraphQLError {
 
 /**
  * The limits a request can be refused for with RATE_LIMITED, named in `extensions.limit`:
- * failed authentications of a client address, an org's request rate, an org's requests in flight.
+ * failed authentications of a client address, an org's request rate, an org's requests in flight,
+ * an org's (or the process's) open subscription streams.
  */
-export const RATE_LIMITS = ['authFailures', 'requestsPerMinute', 'concurrency'] as const;
+export const RATE_LIMITS = ['authFailures', 'requestsPerMinute', 'concurrency', 'subscriptions'] as const;
 export type RateLimit = (typeof RATE_LIMITS)[number];
 
 const RATE_LIMIT_MESSAGES: Record<RateLimit, string> = {
   authFailures: 'Too many failed authentications',
   requestsPerMinute: "Too many requests for this org's rate limit",
   concurrency: 'Too many requests of this org at once',
+  subscriptions: 'Too many open subscriptions for this org',
 };
 
 export function rateLimited(retryAfterSeconds: number, limit: RateLimit = 'authFailures'): GraphQLError {

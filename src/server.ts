@@ -101,6 +101,8 @@ export async function startServer(config: Config, logger: Logger, out: NodeJS.Wr
     (stopping ??= (async () => {
       logger.info('shutting down');
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // Subscription streams end first (each gets its complete event), so their connections drain too.
+      app.endStreams();
       server.closeIdleConnections();
       const timer = setTimeout(() => server.closeAllConnections(), DRAIN_TIMEOUT_MS);
       timer.unref();

@@ -7,6 +7,7 @@ import { schema } from '../src/graphql/schema.ts';
 import { captureLogger } from '../src/logger.ts';
 import { createTestGateway, DEFAULT_DIALECT, ORG_A, ORG_B, TENANT_SCOPES, TRANSPORTS, type TestGateway } from './helpers/gateway.ts';
 import { SYSTEM_ACTOR } from '../src/store/types.ts';
+import { subscribe } from './helpers/sse.ts';
 
 const VIEWER = '{ viewer { org { id name } apiKey { id prefix scopes } scopes } }';
 
@@ -323,6 +324,9 @@ async function matrixOrg(gw: TestGateway): Promise<string> {
 
 const OPERATIONS: Record<string, { query: string; variables?: Vars }> = {
   'Query.viewer': { query: '{ viewer { org { id } } }' },
+  // Streams (server-sent events): the first event is a health report made for the test.
+  'Subscription.moduleEvents': { query: 'subscription { moduleEvents { kind moduleId } }' },
+  'Subscription.moduleHealthEvents': { query: 'subscription { moduleHealthEvents { kind moduleId } }' },
   'Query.orgs': { query: '{ orgs { id } }' },
   'Query.apiKeys': { query: '{ apiKeys { id } }' },
   'Query.orgApiKeys': { query: '{ orgApiKeys(orgId: "org-a") { id } }' },
@@ -386,7 +390,7 @@ const OPERATIONS: Record<string, { query: string; variables?: Vars }> = {
 
 function rootFields(): Array<[string, GraphQLField<unknown, unknown>]> {
   const out: Array<[string, GraphQLField<unknown, unknown>]> = [];
-  for (const root of [schema.getQueryType(), schema.getMutationType()]) {
+  for (const root of [schema.getQueryType(), schema.getMutationType(), schema.getSubscriptionType()]) {
     if (!isObjectType(root)) continue;
     for (const field of Object.values(root.getFields())) out.push([`${root.name}.${field.name}`, field]);
   }
@@ -424,6 +428,27 @@ describe.each(TRANSPORTS)('scope matrix, over %s', (transport) => {
       const vars = typeof op.variables === 'function' ? await op.variables(gw) : op.variables;
       // Every other scope the org's keys may hold (admin only exists in the operator org).
       const without = await gw.key(org, (org === 'default' ? SCOPES : TENANT_SCOPES).filter((s) => s !== scope));
+      if (name.startsWith('Subscription.')) {
+        // Refused when it is opened, before any event; with the scope it stays open and streams.
+        const denied = await subscribe(gw, without, op.query);
+        await denied.ended();
+        expect(denied.results).toHaveLength(1);
+        expect(denied.results[0].errors[0].extensions.code).toBe('FORBIDDEN');
+        expect(denied.results[0].errors[0].message).toContain(scope);
+        const withIt = await gw.key(org, scope === 'admin' ? SCOPES : [scope]);
+        const allowed = await subscribe(gw, withIt, op.query);
+        try {
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          const report = await gw.gql(gw.keys.admin, 'mutation { reportModuleHealth(orgId: "org-a", moduleId: "github", status: HEALTHY) { id } }');
+          expect(report.body.errors).toBeUndefined();
+          const first = await allowed.nth(0);
+          expect(first.errors, JSON.stringify(first.errors)).toBeUndefined();
+          expect(first.data[field!.name]).toMatchObject({ kind: 'HEALTH_REPORTED', moduleId: 'github' });
+        } finally {
+          allowed.close();
+        }
+        return;
+      }
       const denied = await gw.gql(without, op.query, vars);
       expect(denied.status).toBe(200);
       expect(denied.body.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');

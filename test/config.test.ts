@@ -92,6 +92,10 @@ const CASES = {
     valid: ['0', (c) => c.graphiql, false],
     invalid: ['disabled', 'TENANTGATE_GRAPHIQL must be true or false (got "disabled")'],
   },
+  TENANTGATE_DASHBOARD: {
+    valid: ['false', (c) => c.dashboard, false],
+    invalid: ['maybe', 'TENANTGATE_DASHBOARD must be true or false (got "maybe")'],
+  },
   TENANTGATE_LOG_LEVEL: {
     valid: ['Warn', (c) => c.logLevel, 'warn'],
     invalid: ['loud', 'TENANTGATE_LOG_LEVEL must be one of debug, info, warn, error (got "loud")'],
@@ -195,6 +199,14 @@ const CASES = {
     valid: ['250', (c) => c.fairness.queueTimeoutMs, 250],
     invalid: ['0', whole('TENANTGATE_ORG_QUEUE_TIMEOUT_MS', 1, 600_000, '0')],
   },
+  TENANTGATE_ORG_MAX_SUBSCRIPTIONS: {
+    valid: ['2', (c) => c.fairness.maxSubscriptions, 2],
+    invalid: ['0', whole('TENANTGATE_ORG_MAX_SUBSCRIPTIONS', 1, 100_000, '0')],
+  },
+  TENANTGATE_MAX_SUBSCRIPTIONS: {
+    valid: ['5000', (c) => c.fairness.maxSubscriptionsTotal, 5000],
+    invalid: ['lots', whole('TENANTGATE_MAX_SUBSCRIPTIONS', 1, 1_000_000, 'lots')],
+  },
 } satisfies Record<SettingName, Case>;
 
 const SECRETS: readonly SettingName[] = ['TENANTGATE_MASTER_KEY', 'TENANTGATE_MASTER_KEY_PREVIOUS', 'TENANTGATE_METRICS_TOKEN', 'TENANTGATE_MIGRATION_DATABASE'];
@@ -219,6 +231,7 @@ describe('configuration', () => {
       logLevel: 'info',
       introspection: true,
       graphiql: true,
+      dashboard: true,
       authFailuresPerMinute: 30,
       keyCacheTtlMs: 10_000,
       trustProxy: false,
@@ -242,7 +255,7 @@ describe('configuration', () => {
       requestTimeoutMs: 60_000,
       quotas: { runUnitsPerMonth: null, requestsPerMinute: null, burst: null, warnPercent: 80 },
       auditRetentionDays: null,
-      fairness: { maxInFlight: 4, queue: 32, queueTimeoutMs: 1000 },
+      fairness: { maxInFlight: 4, queue: 32, queueTimeoutMs: 1000, maxSubscriptions: 16, maxSubscriptionsTotal: 1000 },
     } satisfies Config);
   });
 

@@ -19,7 +19,8 @@ import fc from 'fast-check';
 import { isObjectType } from 'graphql';
 import { afterEach, describe, expect, it } from 'vitest';
 import { schema } from '../src/graphql/schema.ts';
-import { failure, ok, SET_CREDENTIAL } from './helpers/api.ts';
+import { failure, ok, SET_CREDENTIAL, sleep } from './helpers/api.ts';
+import { subscribe } from './helpers/sse.ts';
 import { rawColumns, rawRows, rawTables } from './helpers/raw.ts';
 import { createTestGateway, DEFAULT_DIALECT, lastCache, ORG_A, ORG_B, TENANT_SCOPES, TRANSPORTS, type GqlResponse, type TestGateway, type Transport } from './helpers/gateway.ts';
 import { SYSTEM_ACTOR } from '../src/store/types.ts';
@@ -166,7 +167,21 @@ interface AdminCase {
   missingOrg?: { message: (orgId: string) => string; sameAs?: (f: Fixture) => { vars: Record<string, unknown>; id: string } };
 }
 
-type Case = IdCase | IsolationCase | AdminCase;
+/**
+ * A subscription: A's stream (or the admin's) is open while B changes everything it can, and must
+ * say nothing of it; then the control's change must be the first thing it says. An admin-only
+ * stream refuses A's key with FORBIDDEN.
+ */
+interface StreamCase {
+  kind: 'stream';
+  title: string;
+  query: string;
+  admin?: boolean;
+  /** A change the stream must tell of (made after B's), and what its first event must be. */
+  control: { change: (f: Fixture) => Promise<void>; expect: (event: Record<string, unknown>) => void };
+}
+
+type Case = IdCase | IsolationCase | AdminCase | StreamCase;
 
 const MODULE_SELECTION = 'id orgId name version description config enabled usageCount lastUsedAt installedAt updatedAt hasCredential health { status message checkedAt }';
 const moduleIds = (f: Fixture) => ({ b: 'only-org-b', missing: missingId(), own: 'only-org-a' });
@@ -843,6 +858,29 @@ const CASES: Record<string, Case[]> = {
       },
     },
   ],
+  'Subscription.moduleEvents': [
+    {
+      kind: 'stream',
+      title: "A's module events while B changes everything",
+      query: `subscription { moduleEvents { kind moduleId orgId module { ${MODULE_SELECTION} } } }`,
+      control: {
+        change: async ({ gw }) => void ok(await gw.gql(gw.keys.a, 'mutation { disableModule(id: "github") { id } }')),
+        expect: (event) => expect(event).toMatchObject({ kind: 'CHANGED', moduleId: 'github', orgId: ORG_A, module: { orgId: ORG_A, name: expect.not.stringContaining('B ') } }),
+      },
+    },
+  ],
+  'Subscription.moduleHealthEvents': [
+    {
+      kind: 'stream',
+      title: "every org's health reports, admin only",
+      query: 'subscription { moduleHealthEvents { kind moduleId orgId module { id orgId health { status } } } }',
+      admin: true,
+      control: {
+        change: async ({ gw }) => void ok(await gw.gql(gw.keys.admin, 'mutation { reportModuleHealth(orgId: "org-b", moduleId: "slack", status: UNHEALTHY) { id } }')),
+        expect: (event) => expect(event).toMatchObject({ kind: 'HEALTH_REPORTED', orgId: ORG_B, moduleId: 'slack', module: { orgId: ORG_B, health: { status: 'UNHEALTHY' } } }),
+      },
+    },
+  ],
   'Mutation.recordModuleUsage': [
     {
       kind: 'admin',
@@ -877,7 +915,6 @@ describe.each(TRANSPORTS)('the tenancy table, over %s', (transport) => {
     const missing = fields.filter((f) => !(f in CASES) || CASES[f]?.length === 0);
     expect(missing, `root fields without a tenancy case: add them to CASES in test/tenancy.test.ts`).toEqual([]);
     expect(Object.keys(CASES).filter((c) => !fields.includes(c))).toEqual([]);
-    expect(schema.getSubscriptionType()).toBeUndefined();
   });
 
   const rows = Object.entries(CASES).flatMap(([field, cases]) => cases.map((c) => [field, c.kind, c.title, c] as const));
@@ -907,6 +944,31 @@ describe.each(TRANSPORTS)('the tenancy table, over %s', (transport) => {
       if (c.lookAlike) {
         c.lookAlike(await call('a', c.vars('github', f)));
         expect(await rowsOf(gw, ORG_B)).toEqual(bBefore);
+      }
+      return;
+    }
+
+    if (c.kind === 'stream') {
+      if (c.admin) {
+        const refused = await subscribe(gw, gw.keys.a, c.query);
+        await refused.ended();
+        expect(refused.results).toHaveLength(1);
+        expect(refused.results[0].errors[0]).toMatchObject({ message: `${field} needs the admin scope, which this API key lacks`, extensions: { code: 'FORBIDDEN' } });
+      }
+      const stream = await subscribe(gw, c.admin ? gw.keys.admin : gw.keys.a, c.query);
+      try {
+        await sleep(50);
+        if (!c.admin) {
+          // B (and the admin, on B) changes every kind of row B has: A's stream hears none of it.
+          await disturb(f);
+          await sleep(400);
+          expect(stream.events).toEqual([]);
+        }
+        await c.control.change(f);
+        const first = await stream.nth(0);
+        c.control.expect(Object.values(first.data as Record<string, Record<string, unknown>>)[0]!);
+      } finally {
+        stream.close();
       }
       return;
     }

@@ -31,6 +31,9 @@ export const builder = new SchemaBuilder<{
   plugins: [ScopeAuthPlugin, RelayPlugin],
   defaultFieldNullability: false,
   scopeAuth: {
+    // A subscription's scopes are checked when it is opened (without this, only each event's
+    // resolve is: the stream would be opened and held for a key that may not read it).
+    authorizeOnSubscribe: true,
     authScopes: (context) => {
       const granted = {} as Record<Scope, boolean>;
       for (const scope of SCOPES) granted[scope] = context.scopes.has(scope);

@@ -7,6 +7,7 @@ import './credentials.ts';
 import './system.ts';
 import './usage.ts';
 import './audit.ts';
+import './events.ts';
 
 export const schema: GraphQLSchema = builder.toSchema();
 

@@ -121,7 +121,7 @@ export class Metrics {
       labelNames: ['limit'],
       registers: [this.registry],
     });
-    for (const limit of ['requestsPerMinute', 'concurrency'] as const) this.#rateLimitRefusals.inc({ limit }, 0);
+    for (const limit of ['requestsPerMinute', 'concurrency', 'subscriptions'] as const) this.#rateLimitRefusals.inc({ limit }, 0);
     // The audit log (issue 15): by action, a closed list; never an org.
     this.#auditRecords = new Counter({
       name: 'tenantgate_audit_records_total',
@@ -185,7 +185,7 @@ export class Metrics {
     this.#auditVerifyFailures.inc();
   }
 
-  rateLimitRefusal(limit: 'requestsPerMinute' | 'concurrency'): void {
+  rateLimitRefusal(limit: 'requestsPerMinute' | 'concurrency' | 'subscriptions'): void {
     this.#rateLimitRefusals.inc({ limit });
   }
 
@@ -194,6 +194,18 @@ export class Metrics {
   }
 
   /** Reports the response cache's size on every scrape. */
+  /** tenantgate_subscriptions_open: subscription streams open in this process (no label per org). */
+  watchSubscriptions(open: () => number): void {
+    new Gauge({
+      name: 'tenantgate_subscriptions_open',
+      help: 'Subscription streams (moduleEvents, moduleHealthEvents) open in this process',
+      registers: [this.registry],
+      collect() {
+        this.set(open());
+      },
+    });
+  }
+
   watchResponseCache(size: () => { bytes: number; entries: number }): void {
     const gauges = [
       ['bytes', 'Memory held by the response cache (estimated: answers, their keys and a fixed cost per entry)'],

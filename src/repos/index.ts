@@ -5,6 +5,7 @@ import type { Store } from '../store/types.ts';
 import { apiKeysForOrg } from './api-keys.ts';
 import { auditForOrg } from './audit.ts';
 import { credentialsForOrg } from './credentials.ts';
+import type { ModuleEventHub } from './module-events.ts';
 import { modulesForOrg } from './modules.ts';
 import { systemRepos } from './system.ts';
 import { usageForOrg, type Metering } from './usage.ts';
@@ -18,10 +19,12 @@ export interface Services {
   secretBox: SecretBox;
   authenticator: Authenticator;
   metering: Metering;
+  /** Module events for subscriptions, off the store's change feed. */
+  events: ModuleEventHub;
 }
 
 export function forOrg(services: Services, orgId: string) {
-  const { store, secretBox, authenticator, metering } = services;
+  const { store, secretBox, authenticator, metering, events } = services;
   const org = store.forOrg(orgId);
   return {
     orgId,
@@ -31,6 +34,8 @@ export function forOrg(services: Services, orgId: string) {
     apiKeys: apiKeysForOrg(store, org, authenticator),
     usage: usageForOrg(org, metering),
     audit: auditForOrg(org),
+    /** The org's module events as they happen, for a key of the org (its id and expiry: the stream ends with the key). */
+    moduleEvents: (key: { keyId: string; expiresAt: number | null }) => events.subscribe({ orgId, ...key }, 'org'),
   };
 }
 

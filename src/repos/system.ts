@@ -4,6 +4,7 @@ import { DEFAULT_ORG, type AuditActor, type HealthStatus, type ModuleRecord, typ
 import type { Authenticator } from '../auth/authenticator.ts';
 import { apiKeysForOrg, issueApiKey, type Grantor, type NewKeyInput, type RevokeOptions } from './api-keys.ts';
 import { auditForOrg } from './audit.ts';
+import type { ModuleEventHub, StreamOwner } from './module-events.ts';
 import { monthOf, setQuota, usageForOrg, type Metering, type OrgQuotaInput } from './usage.ts';
 import { displayName, lookupable, newId, parseInput, text } from './validate.ts';
 
@@ -20,7 +21,7 @@ export const MAX_TOP_ORGS = 1000;
  * the operator) reach these; tenant fields use `forOrg`. An operation on one given org goes
  * through that org's store (`store.forOrg`); only what spans orgs uses `store.system`.
  */
-export function systemRepos(store: Store, authenticator: Authenticator, metering?: Metering) {
+export function systemRepos(store: Store, authenticator: Authenticator, metering?: Metering, events?: ModuleEventHub) {
   const module = (row: ModuleRecord | undefined, orgId: string, moduleId: string): ModuleRecord => {
     if (!row) throw notFound('Module', `${orgId}/${moduleId}`);
     return row;
@@ -152,6 +153,11 @@ export function systemRepos(store: Store, authenticator: Authenticator, metering
           throw badInput(`first must be from 0 to ${MAX_UNHEALTHY}`, 'first');
         }
         return store.system.modules.unhealthy(first);
+      },
+      /** Every org's module health reports as they happen, for the admin's key (`owner`). */
+      healthEvents(owner: StreamOwner) {
+        if (events === undefined) throw new Error('no module event hub: systemRepos was built without one');
+        return events.subscribe(owner, 'health');
       },
     },
   };
