@@ -89,6 +89,14 @@ function selectedModuleFields(info: GraphQLResolveInfo): Set<ModuleField> | unde
   return wanted;
 }
 
+/** Whether the connection's selection asks for totalCount (then it is read with the page). */
+function selectsTotalCount(info: GraphQLResolveInfo): boolean {
+  for (const connectionField of info.fieldNodes) {
+    for (const field of fieldsOf(connectionField.selectionSet, info)) if (field.name.value === 'totalCount') return true;
+  }
+  return false;
+}
+
 export const MAX_PAGE = 100;
 
 function decodeCursor(cursor: string): string {
@@ -114,6 +122,7 @@ builder.queryField('modules', (t) =>
           after: args.after ? decodeCursor(args.after) : '',
           first,
           fields: selectedModuleFields(info),
+          withCount: selectsTotalCount(info),
         });
         const edges = page.rows.map((node) => ({ node, cursor: Buffer.from(`m:${node.moduleId}`).toString('base64url') }));
         return {
@@ -125,6 +134,7 @@ builder.queryField('modules', (t) =>
             endCursor: edges.at(-1)?.cursor ?? null,
           },
           enabled,
+          total: page.total,
         };
       },
     },
@@ -134,7 +144,11 @@ builder.queryField('modules', (t) =>
       fields: (c) => ({
         totalCount: c.int({
           description: 'How many modules match, on every page.',
-          resolve: (conn, _args, ctx) => ctx.repos.modules.count((conn as unknown as { enabled?: boolean }).enabled),
+          resolve: (conn, _args, ctx) => {
+            const { enabled, total } = conn as unknown as { enabled?: boolean; total?: number };
+            // Read with the page when the query selected it; counted on its own otherwise (an aliased or conditional selection).
+            return total ?? ctx.repos.modules.count(enabled);
+          },
         }),
       }),
     },

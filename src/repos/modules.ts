@@ -56,6 +56,8 @@ export const MODULE_PAGE_FIELDS: readonly ModuleField[] = MODULE_FIELDS.map((f) 
 export interface ModulePage {
   rows: ModuleRecord[];
   hasNextPage: boolean;
+  /** How many modules the page is a page of, when asked for (`withCount`). */
+  total?: number;
 }
 
 /** The module registry of one org. Another org's module answers exactly like a missing one. */
@@ -84,13 +86,20 @@ export function modulesForOrg(org: OrgStore) {
       after: string;
       first: number;
       fields?: ReadonlySet<ModuleField> | undefined;
+      /** Read the total count with the page (one round trip on PostgreSQL), for a query that selects totalCount. */
+      withCount?: boolean;
     }): Promise<ModulePage> {
-      const rows = await modules.list({
+      const list = {
         enabled: opts.enabled,
         after: opts.after,
         limit: opts.first + 1,
         ...(opts.fields ? { fields: opts.fields } : {}),
-      });
+      };
+      if (opts.withCount) {
+        const { rows, total } = await modules.listCounted(list);
+        return { rows: rows.slice(0, opts.first), hasNextPage: rows.length > opts.first, total };
+      }
+      const rows = await modules.list(list);
       return { rows: rows.slice(0, opts.first), hasNextPage: rows.length > opts.first };
     },
 

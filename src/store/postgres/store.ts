@@ -432,6 +432,19 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
     return entry;
   };
 
+  const countModules = async (c: pg.PoolClient, orgId: string, enabled: boolean | undefined): Promise<number> => {
+    const { rows } =
+      enabled === undefined
+        ? await c.query<unknown[]>({ name: 'tg_modules_count', text: 'SELECT count(*)::integer FROM "modules" WHERE "org_id" = $1', values: [orgId], rowMode: 'array' })
+        : await c.query<unknown[]>({
+            name: 'tg_modules_count_enabled',
+            text: 'SELECT count(*)::integer FROM "modules" WHERE "org_id" = $1 AND "enabled" = $2',
+            values: [orgId, enabled],
+            rowMode: 'array',
+          });
+    return rows[0]![0] as number;
+  };
+
   const MODULE_GET = `SELECT ${WHOLE_MODULE.select} FROM "modules" WHERE "org_id" = $1 AND "module_id" = $2`;
   const getModule = async (c: pg.PoolClient, orgId: string, moduleId: string): Promise<ModuleRecord | undefined> => {
     const { rows } = await c.query<unknown[]>({ name: 'tg_module_get', text: MODULE_GET, values: [orgId, moduleId], rowMode: 'array' });
@@ -659,18 +672,20 @@ export async function createPostgresStore(options: PostgresStoreOptions): Promis
           const { rows } = await c.query<unknown[]>({ ...(name ? { name } : {}), text, values, rowMode: 'array' });
           return rows.map(decode);
         }, ONE_SHOT),
-      count: (enabled) =>
+      count: (enabled) => inOrg(orgId, undefined, (c) => countModules(c, orgId, enabled), ONE_SHOT),
+      // Both statements are written before the first await (ONE_SHOT): BEGIN, the org, the page,
+      // the count and COMMIT go out together, one round trip and one transaction.
+      listCounted: ({ enabled, after, limit, fields }) =>
         inOrg(orgId, undefined, async (c) => {
-          const { rows } =
-            enabled === undefined
-              ? await c.query<unknown[]>({ name: 'tg_modules_count', text: 'SELECT count(*)::integer FROM "modules" WHERE "org_id" = $1', values: [orgId], rowMode: 'array' })
-              : await c.query<unknown[]>({
-                  name: 'tg_modules_count_enabled',
-                  text: 'SELECT count(*)::integer FROM "modules" WHERE "org_id" = $1 AND "enabled" = $2',
-                  values: [orgId, enabled],
-                  rowMode: 'array',
-                });
-          return rows[0]![0] as number;
+          const { name, text, decode } = projection(fields ?? ALL_MODULE_FIELDS, enabled !== undefined);
+          const values = enabled === undefined ? [orgId, after, limit] : [orgId, after, limit, enabled];
+          const page = c.query<unknown[]>({ ...(name ? { name } : {}), text, values, rowMode: 'array' });
+          const total = countModules(c, orgId, enabled);
+          // Neither rejects unseen: the page's failure is the one reported, the count's is awaited too.
+          const [rows, count] = await Promise.allSettled([page, total]);
+          if (rows.status === 'rejected') throw rows.reason;
+          if (count.status === 'rejected') throw count.reason;
+          return { rows: rows.value.rows.map(decode), total: count.value };
         }, ONE_SHOT),
       get: async (moduleId) => (storable(moduleId) ? inOrg(orgId, undefined, (c) => getModule(c, orgId, moduleId), ONE_SHOT) : undefined),
       insert: (row, actor) =>

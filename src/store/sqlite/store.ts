@@ -400,6 +400,12 @@ export function createSqliteStore(sqlite: SqliteDatabase, location: string, opti
         settle(
           () => (enabled === undefined ? countModules.get(orgId) : countModulesEnabled.get(orgId, enabled ? 1 : 0)) as number,
         ),
+      // Both statements read one snapshot: nothing else runs on this connection between them.
+      listCounted: ({ enabled, after, limit, fields }) =>
+        settle(() => ({
+          rows: listProjected(orgId, enabled, after, limit, fields ?? ALL_MODULE_FIELDS),
+          total: (enabled === undefined ? countModules.get(orgId) : countModulesEnabled.get(orgId, enabled ? 1 : 0)) as number,
+        })),
       get: (moduleId) => settle(() => getModule(orgId, moduleId)),
       insert: (row, actor) =>
         durable(() =>
