@@ -115,7 +115,7 @@ const RATE_LIMIT_MESSAGES: Record<RateLimit, string> = {
   authFailures: 'Too many failed authentications',
   requestsPerMinute: "Too many requests for this org's rate limit",
   concurrency: 'Too many requests of this org at once',
-  subscriptions: 'Too many open subscriptions for this org',
+  subscriptions: 'Too many open subscriptions',
 };
 
 export function rateLimited(retryAfterSeconds: number, limit: RateLimit = 'authFailures'): GraphQLError {

@@ -1,6 +1,6 @@
 import type { GraphQLError } from 'graphql';
 import { Repeater } from 'graphql-yoga';
-import { orgSuspended, rateLimited, unauthenticated } from '../errors.ts';
+import { orgSuspended, rateLimited, unauthenticated, unavailable } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Change, ModuleEventKind, ModuleRecord, Store } from '../store/types.ts';
 
@@ -38,6 +38,8 @@ export interface ModuleEventHubOptions {
 
 /** Events waiting for one slow client before the rest are replaced by one `resync`. */
 const MAX_PENDING_PER_STREAM = 64;
+/** The longest a Node timer waits (2^31-1 ms, about 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Module reads waiting in one org's line before the rest are replaced by one `resync` for the org. */
 const MAX_PENDING_PER_ORG = 256;
 
@@ -88,29 +90,21 @@ export class ModuleEventHub {
 
   /**
    * A stream of events for `owner`'s org ('org') or of every org's health reports ('health', for
-   * admin fields only). Throws RATE_LIMITED when the org or the process holds as many streams as
-   * allowed. Ends when the client leaves, the key stops being valid, or the hub closes.
+   * admin fields only). Refused with RATE_LIMITED when the org or the process holds as many streams
+   * as allowed: here, and again when the stream starts (a stream is counted from its start, when
+   * the client reads it: one that never starts, such as a subscription asked for without
+   * `Accept: text/event-stream`, which Yoga answers 406, holds nothing). Ends when the client
+   * leaves, the key stops being valid, or the hub closes.
    */
   subscribe(owner: StreamOwner, scope: 'org' | 'health'): AsyncIterable<ModuleEvent> {
-    if (this.#closed) throw unauthenticated('invalid');
-    const held = this.#perOrg.get(owner.orgId) ?? 0;
-    if (held >= this.#options.maxPerOrg || this.#streams.size >= this.#options.maxTotal) {
-      this.#logger.info('subscription refused: too many open', { orgId: owner.orgId, limit: 'subscriptions' });
-      this.#options.onRefused?.();
-      throw rateLimited(5, 'subscriptions');
-    }
-    // Counted at once, not when the client starts reading: a burst of opens cannot pass the cap.
-    this.#perOrg.set(owner.orgId, held + 1);
-    let counted = true;
-    const uncount = () => {
-      if (!counted) return;
-      counted = false;
-      const left = (this.#perOrg.get(owner.orgId) ?? 1) - 1;
-      if (left > 0) this.#perOrg.set(owner.orgId, left);
-      else this.#perOrg.delete(owner.orgId);
-    };
-
+    this.#admit(owner.orgId);
     return new Repeater<ModuleEvent>(async (push, stop) => {
+      try {
+        this.#admit(owner.orgId);
+      } catch (error) {
+        stop(error as GraphQLError);
+        return;
+      }
       let pending = 0;
       let missed = false;
       const stream: Stream = {
@@ -136,21 +130,35 @@ export class ModuleEventHub {
         end: (error) => stop(error),
       };
       this.#add(stream);
+      // The key was valid when the request was authenticated; a revocation or suspension since then
+      // was announced before this stream listened, so it is checked once now.
+      this.#check(owner.orgId);
       let expiry: NodeJS.Timeout | undefined;
-      if (owner.expiresAt !== null) {
-        // setTimeout holds at most 2^31-1 ms; a later expiry is re-checked by the feed's touches anyway.
-        const ms = Math.max(0, Math.min(owner.expiresAt - this.#now(), 2 ** 31 - 1));
-        expiry = setTimeout(() => stop(unauthenticated('invalid')), ms);
+      const arm = () => {
+        if (owner.expiresAt === null) return;
+        const left = owner.expiresAt - this.#now();
+        // setTimeout holds at most 2^31-1 ms: a later expiry is waited for in steps.
+        expiry = setTimeout(() => (left <= MAX_TIMER_MS ? stop(unauthenticated('invalid')) : arm()), Math.max(0, Math.min(left, MAX_TIMER_MS)));
         expiry.unref();
-      }
+      };
+      arm();
       try {
         await stop;
       } finally {
         if (expiry) clearTimeout(expiry);
         this.#remove(stream);
-        uncount();
       }
     });
+  }
+
+  /** Throws what a new stream of the org gets when the hub is closing or a cap is reached. */
+  #admit(orgId: string): void {
+    if (this.#closed) throw unavailable('The gateway is shutting down; subscribe again in a moment');
+    if ((this.#perOrg.get(orgId) ?? 0) >= this.#options.maxPerOrg || this.#streams.size >= this.#options.maxTotal) {
+      this.#logger.info('subscription refused: too many open', { orgId, limit: 'subscriptions' });
+      this.#options.onRefused?.();
+      throw rateLimited(5, 'subscriptions');
+    }
   }
 
   /** Ends every stream (shutdown: an open stream would keep its connection, and the drain, waiting). */
@@ -161,11 +169,15 @@ export class ModuleEventHub {
 
   #add(stream: Stream): void {
     this.#streams.add(stream);
+    this.#perOrg.set(stream.owner.orgId, (this.#perOrg.get(stream.owner.orgId) ?? 0) + 1);
     this.#unsubscribe ??= this.#store.changes.subscribe((change) => this.#heard(change));
   }
 
   #remove(stream: Stream): void {
     if (!this.#streams.delete(stream)) return;
+    const left = (this.#perOrg.get(stream.owner.orgId) ?? 1) - 1;
+    if (left > 0) this.#perOrg.set(stream.owner.orgId, left);
+    else this.#perOrg.delete(stream.owner.orgId);
     if (this.#streams.size === 0) {
       this.#unsubscribe?.();
       this.#unsubscribe = undefined;
@@ -202,7 +214,7 @@ export class ModuleEventHub {
     this.#lines.set(orgId, line);
     if (line.waiting >= MAX_PENDING_PER_ORG) {
       // The org's events outrun its reads: its streams are told to refetch instead.
-      for (const stream of this.#listeners(orgId, event)) if (stream.scope === 'org') stream.deliver(this.#resync(orgId));
+      for (const stream of this.#listeners(orgId, event)) stream.deliver(this.#resync(stream.owner.orgId));
       return;
     }
     line.waiting += 1;
@@ -223,11 +235,14 @@ export class ModuleEventHub {
       // Read again after the wait: a stream that ended meanwhile is gone from the set.
       for (const stream of this.#listeners(orgId, event)) {
         if (failed) {
-          if (stream.scope === 'org') stream.deliver(this.#resync(orgId));
+          stream.deliver(this.#resync(stream.owner.orgId));
         } else {
           stream.deliver({ kind: event, orgId, moduleId, module, at });
         }
       }
+    }).catch((error: unknown) => {
+      // Nothing above throws by design; were it to, the line goes on (an unhandled rejection would end the process).
+      this.#logger.error('a module event could not be delivered', { orgId, error: { name: (error as Error).name, message: (error as Error).message } });
     });
   }
 
