@@ -5,6 +5,7 @@ import { createTestGateway, ORG_A, type TestGateway } from './helpers/gateway.ts
 import { pgServer } from './helpers/pg-server.ts';
 import { asSuperuser, postgresMultiProcess } from './helpers/postgres.ts';
 import { startReplica, summary, type Replica } from './helpers/replica.ts';
+import { subscribe } from './helpers/sse.ts';
 
 // Several gateway processes (src/main.ts, as `npm start` runs it) on one scratch PostgreSQL
 // database (issue 13 item 4). Needs a PostgreSQL server: PGlite lives inside this test process.
@@ -136,6 +137,37 @@ describe.skipIf(!multiProcess)('three replicas on one PostgreSQL database', () =
     console.log(`replicas: B listening and ready again ${Math.round(performance.now() - down)} ms after connections were allowed`);
     // Listening again: the first read fills the cache, the next is answered from it, both fresh.
     expect(await warm(B)).toBe(before);
+  });
+
+  it("a module's events reach every replica's subscribers through the one notification channel, once each and only the org's (measured)", async () => {
+    const query = 'subscription { moduleEvents { kind moduleId orgId module { name health { status } } } }';
+    const [onB, onC, otherOrg] = await Promise.all([subscribe(B, key, query), subscribe(C, key, query), subscribe(B, seed.keys.b, query)]);
+    try {
+      await sleep(100);
+      const delays: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        const name = `live-${i}-${randomBytes(3).toString('hex')}`;
+        const sent = performance.now();
+        const renamed = await A.gql(key, RENAME, { n: name });
+        expect(renamed.body.data.updateModule.name).toBe(name);
+        for (const stream of [onB, onC]) {
+          const event = (await stream.nth(i, PROPAGATION_BOUND_MS)).data.moduleEvents;
+          expect(event).toMatchObject({ kind: 'CHANGED', moduleId: 'github', orgId: ORG_A, module: { name } });
+          delays.push(performance.now() - sent);
+        }
+      }
+      const report = await A.gql(seed.keys.admin, `mutation { reportModuleHealth(orgId: "${ORG_A}", moduleId: "github", status: DEGRADED) { id } }`);
+      expect(report.status).toBe(200);
+      expect((await onB.nth(5, PROPAGATION_BOUND_MS)).data.moduleEvents).toMatchObject({ kind: 'HEALTH_REPORTED', module: { health: { status: 'DEGRADED' } } });
+      await sleep(300);
+      // Once each (a replica hears each write once), and nothing of org A's on org B's stream.
+      expect(onB.results).toHaveLength(6);
+      expect(onC.results).toHaveLength(6);
+      expect(otherOrg.events).toEqual([]);
+      console.log(`replicas: module events from A reached B and C in ms ${JSON.stringify(summary(delays))}`);
+    } finally {
+      for (const stream of [onB, onC, otherOrg]) stream.close();
+    }
   });
 
   it('a key revoked through A is refused by B and C within 1 s (measured), with a key-cache TTL of 10 minutes', async () => {

@@ -27,9 +27,14 @@ export interface Stream {
 /**
  * A subscription over server-sent events, as a browser's fetch-based client sends it: POST
  * /graphql with `Accept: text/event-stream` and the bearer key. Over the served listener for an
- * `http` gateway (a streaming fetch to its origin), through `yoga.fetch` otherwise.
+ * `http` gateway or a replica process (a streaming fetch to its origin), through `yoga.fetch` otherwise.
  */
-export async function subscribe(gw: TestGateway, key: string | null, query: string, variables?: Record<string, unknown>): Promise<Stream> {
+export async function subscribe(
+  gw: Pick<TestGateway, 'origin'> & { app?: TestGateway['app'] },
+  key: string | null,
+  query: string,
+  variables?: Record<string, unknown>,
+): Promise<Stream> {
   const controller = new AbortController();
   const init: RequestInit = {
     method: 'POST',
@@ -41,7 +46,8 @@ export async function subscribe(gw: TestGateway, key: string | null, query: stri
     body: JSON.stringify({ query, ...(variables ? { variables } : {}) }),
     signal: controller.signal,
   };
-  const response = gw.origin !== undefined ? await fetch(new URL('/graphql', gw.origin), init) : await gw.app.yoga.fetch('http://localhost/graphql', init);
+  if (gw.origin === undefined && gw.app === undefined) throw new Error('subscribe: neither an origin nor an app to send to');
+  const response = gw.origin !== undefined ? await fetch(new URL('/graphql', gw.origin), init) : await gw.app!.yoga.fetch('http://localhost/graphql', init);
 
   const events: SseEvent[] = [];
   const waiters = new Set<() => void>();
