@@ -196,6 +196,7 @@ describe('moduleEvents', () => {
     expect(stream.events.at(-1)?.event).toBe('complete');
   });
 
+  // SQLite only (skipped in the postgres project): on PostgreSQL another process's commit notifies with the module, which 'across replicas' covers.
   it.runIf(DEFAULT_DIALECT === 'sqlite')('tells RESYNC when another process commits (the feed cannot say what changed)', async () => {
     const gw = await gateway();
     const stream = await open(gw, gw.keys.a);
@@ -242,6 +243,7 @@ describe('moduleHealthEvents (admin)', () => {
   });
 });
 
+// PostgreSQL only (skipped in the sqlite project): two gateways on one SQLite file are not a deployment this gateway supports.
 describe.runIf(DEFAULT_DIALECT === 'postgres')('across replicas (PostgreSQL)', () => {
   it("delivers a write on one gateway to another's streams, through the database's notifications, org-scoped", async () => {
     const masterKey = randomBytes(32).toString('base64');
