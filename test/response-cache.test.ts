@@ -340,6 +340,9 @@ describe('data version', () => {
       } finally {
         other.close();
       }
+      // data_version is read once per synchronous run of this process's code (src/store/sqlite/changes.ts):
+      // the commit is heard from the next run on, as any request arriving after it is.
+      await Promise.resolve();
       expect(version(ORG_B)).not.toBe(b0);
     } finally {
       await gw.close();
