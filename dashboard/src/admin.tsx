@@ -3,7 +3,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { gql } from './api.ts';
 import { useSession } from './session-context.ts';
 import type { Module, ModuleHealthEvent, Org } from './types.ts';
-import { ErrorNote, focusSoon, formatNumber, HealthBadge, Panel, Time, useAction, useLoad } from './ui.tsx';
+import { ErrorNote, focusSoon, formatNumber, HealthBadge, ListPanel, Pager, Time, useAction, useLoad } from './ui.tsx';
 
 const ORG_FIELDS = 'id name status suspendReason suspendedAt createdAt';
 const ORGS = `query DashboardOrgs { orgs { ${ORG_FIELDS} } }`;
@@ -66,18 +66,8 @@ function OrgsPanel() {
     });
 
   return (
-    <Panel
-      id="orgs"
-      title="Orgs"
-      actions={
-        <button type="button" onClick={() => void Promise.all([orgs.reload(), usage.reload()])} disabled={orgs.loading}>
-          Refresh
-        </button>
-      }
-    >
-      {orgs.error ? <ErrorNote error={orgs.error} /> : null}
+    <ListPanel id="orgs" title="Orgs" list={orgs} reload={() => Promise.all([orgs.reload(), usage.reload()])} loading="Loading orgs…">
       {usage.error ? <ErrorNote error={usage.error} /> : null}
-      {!orgs.data && !orgs.error ? <p class="muted">Loading orgs…</p> : null}
       {orgs.data ? (
         <>
           <div class="table-wrap">
@@ -166,19 +156,13 @@ function OrgsPanel() {
               </tbody>
             </table>
           </div>
-          <p class="pager">
-            <span>
-              Showing {visible.length} of {orgs.data.length}
-            </span>
-            {orgs.data.length > shown ? (
-              <button type="button" onClick={() => setShown((n) => n + ORG_PAGE)}>
-                More orgs
-              </button>
-            ) : null}
-          </p>
+          <Pager
+            showing={`Showing ${visible.length} of ${orgs.data.length}`}
+            {...(orgs.data.length > shown ? { more: { label: 'More orgs', onClick: () => setShown((n) => n + ORG_PAGE) } } : {})}
+          />
         </>
       ) : null}
-    </Panel>
+    </ListPanel>
   );
 }
 
@@ -245,18 +229,13 @@ function UnhealthyPanel() {
   }, [live, list.reload]);
 
   return (
-    <Panel
+    <ListPanel
       id="unhealthy"
       title="Unhealthy modules, every org"
-      actions={
-        <button type="button" onClick={() => void list.reload()} disabled={list.loading}>
-          Refresh
-        </button>
-      }
+      list={list}
+      loading="Loading…"
+      empty={{ when: (modules) => modules.length === 0, text: 'Every reported module is healthy.' }}
     >
-      {list.error ? <ErrorNote error={list.error} /> : null}
-      {!list.data && !list.error ? <p class="muted">Loading…</p> : null}
-      {list.data && list.data.length === 0 ? <p class="muted">Every reported module is healthy.</p> : null}
       {list.data && list.data.length > 0 ? (
         <div class="table-wrap">
           <table class="unhealthy">
@@ -290,6 +269,6 @@ function UnhealthyPanel() {
           </table>
         </div>
       ) : null}
-    </Panel>
+    </ListPanel>
   );
 }

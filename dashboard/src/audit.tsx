@@ -1,7 +1,7 @@
 import { gql } from './api.ts';
 import { useSession } from './session-context.ts';
 import type { AuditRecord, Connection } from './types.ts';
-import { ErrorNote, Panel, Time, useAction, useLoad } from './ui.tsx';
+import { ListPanel, Pager, Time, useAction, useLoad } from './ui.tsx';
 
 const PAGE = 15;
 const AUDIT = `query DashboardAudit($first: Int!, $after: String) {
@@ -46,18 +46,13 @@ export function AuditPanel() {
     });
 
   return (
-    <Panel
+    <ListPanel
       id="audit"
       title="Audit trail"
-      actions={
-        <button type="button" onClick={() => void audit.reload()} disabled={audit.loading}>
-          Refresh
-        </button>
-      }
+      list={audit}
+      loading="Loading the audit trail…"
+      empty={{ when: (trail) => trail.records.length === 0, text: 'Nothing recorded yet.' }}
     >
-      {audit.error ? <ErrorNote error={audit.error} /> : null}
-      {!audit.data && !audit.error ? <p class="muted">Loading the audit trail…</p> : null}
-      {audit.data && audit.data.records.length === 0 ? <p class="muted">Nothing recorded yet.</p> : null}
       {audit.data && audit.data.records.length > 0 ? (
         <>
           <div class="table-wrap">
@@ -91,16 +86,12 @@ export function AuditPanel() {
               </tbody>
             </table>
           </div>
-          <p class="pager">
-            <span>Showing {audit.data.records.length} records</span>
-            {audit.data.hasNextPage ? (
-              <button type="button" onClick={() => void more()} disabled={busy}>
-                Older records
-              </button>
-            ) : null}
-          </p>
+          <Pager
+            showing={`Showing ${audit.data.records.length} records`}
+            {...(audit.data.hasNextPage ? { more: { label: 'Older records', onClick: more, disabled: busy } } : {})}
+          />
         </>
       ) : null}
-    </Panel>
+    </ListPanel>
   );
 }

@@ -2,7 +2,7 @@ import { useState } from 'preact/hooks';
 import { gql } from './api.ts';
 import { useSession } from './session-context.ts';
 import type { ApiKey } from './types.ts';
-import { ConfirmButton, CopyButton, ErrorNote, focusSoon, Panel, Time, useAction, useLoad } from './ui.tsx';
+import { ConfirmButton, CopyButton, ErrorNote, focusSoon, Panel, Problem, Time, useAction, useLoad } from './ui.tsx';
 
 const KEY_FIELDS = 'id name prefix scopes createdAt lastUsedAt expiresAt revokedAt';
 const KEYS = `query DashboardKeys { apiKeys { ${KEY_FIELDS} } }`;
@@ -163,11 +163,7 @@ function CreateKeyForm(props: { onCreated: (key: ApiKey, secret: string) => void
         <label for="key-expires">Expires on (optional, UTC)</label>
         <input id="key-expires" type="date" value={expires} onInput={(e) => setExpires(e.currentTarget.value)} />
       </div>
-      {problem ? (
-        <p class="note note-error" role="alert">
-          {problem}
-        </p>
-      ) : null}
+      <Problem text={problem} />
       <div class="form-actions">
         <button type="submit" class="primary" disabled={busy}>
           Create key

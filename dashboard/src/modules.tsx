@@ -2,7 +2,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { gql } from './api.ts';
 import { useSession } from './session-context.ts';
 import type { Connection, Module, ModuleEvent } from './types.ts';
-import { ConfirmButton, ErrorNote, focusSoon, formatNumber, HealthBadge, Panel, Time, useAction, useLoad } from './ui.tsx';
+import { ConfirmButton, focusSoon, formatNumber, HealthBadge, ListPanel, Pager, Problem, Time, useAction, useLoad } from './ui.tsx';
 
 const PAGE = 20;
 const MODULE_FIELDS = 'id orgId name version enabled hasCredential usageCount lastUsedAt health { status message checkedAt }';
@@ -133,18 +133,13 @@ export function ModulesPanel() {
 
   const data = list.data;
   return (
-    <Panel
+    <ListPanel
       id="modules"
       title="Modules"
-      actions={
-        <button type="button" onClick={() => void list.reload()} disabled={list.loading}>
-          Refresh
-        </button>
-      }
+      list={list}
+      loading="Loading modules…"
+      empty={{ when: (page) => page.modules.length === 0, text: 'No modules are installed in this org.' }}
     >
-      {list.error ? <ErrorNote error={list.error} /> : null}
-      {!data && !list.error ? <p class="muted">Loading modules…</p> : null}
-      {data && data.modules.length === 0 ? <p class="muted">No modules are installed in this org.</p> : null}
       {data && data.modules.length > 0 ? (
         <>
           <div class="table-wrap">
@@ -186,19 +181,13 @@ export function ModulesPanel() {
               </tbody>
             </table>
           </div>
-          <p class="pager">
-            <span>
-              Showing {data.modules.length} of {data.totalCount}
-            </span>
-            {data.hasNextPage ? (
-              <button type="button" onClick={() => void more()} disabled={busy}>
-                More modules
-              </button>
-            ) : null}
-          </p>
+          <Pager
+            showing={`Showing ${data.modules.length} of ${data.totalCount}`}
+            {...(data.hasNextPage ? { more: { label: 'More modules', onClick: more, disabled: busy } } : {})}
+          />
         </>
       ) : null}
-    </Panel>
+    </ListPanel>
   );
 }
 
@@ -332,11 +321,7 @@ function CredentialForm(props: { module: Module; onCancel: () => void; onStored:
           ) : null}
         </div>
       ))}
-      {problem ? (
-        <p class="note note-error" role="alert">
-          {problem}
-        </p>
-      ) : null}
+      <Problem text={problem} />
       <div class="form-actions">
         <button type="button" onClick={() => setDrafts((all) => [...all, { name: '', value: '' }])}>
           Add a field

@@ -19,6 +19,62 @@ export function Panel(props: { id: string; title: string; actions?: ComponentChi
   );
 }
 
+/**
+ * A panel over one loaded list: its Refresh button, then the list's error, a loading line or an
+ * empty line; the rows are the children.
+ */
+export function ListPanel<T>(props: {
+  id: string;
+  title: string;
+  list: Loaded<T>;
+  /** What Refresh reloads (default: the list). */
+  reload?: () => Promise<unknown>;
+  loading: string;
+  empty?: { when: (data: T) => boolean; text: string };
+  children: ComponentChildren;
+}) {
+  const { list } = props;
+  return (
+    <Panel
+      id={props.id}
+      title={props.title}
+      actions={
+        <button type="button" onClick={() => void (props.reload ?? list.reload)()} disabled={list.loading}>
+          Refresh
+        </button>
+      }
+    >
+      {list.error ? <ErrorNote error={list.error} /> : null}
+      {!list.data && !list.error ? <p class="muted">{props.loading}</p> : null}
+      {list.data !== undefined && props.empty?.when(list.data) ? <p class="muted">{props.empty.text}</p> : null}
+      {props.children}
+    </Panel>
+  );
+}
+
+/** Under a list: how much of it is shown, and the button for the next page when there is one. */
+export function Pager(props: { showing: string; more?: { label: string; onClick: () => unknown; disabled?: boolean } }) {
+  return (
+    <p class="pager">
+      <span>{props.showing}</span>
+      {props.more ? (
+        <button type="button" onClick={() => void props.more!.onClick()} disabled={props.more.disabled}>
+          {props.more.label}
+        </button>
+      ) : null}
+    </p>
+  );
+}
+
+/** A form's refusal, read out as it appears. */
+export function Problem(props: { text: string | undefined | null }) {
+  return props.text ? (
+    <p class="note note-error" role="alert">
+      {props.text}
+    </p>
+  ) : null;
+}
+
 /** A panel's failure: a missing scope reads as such, not as a broken page. */
 export function ErrorNote(props: { error: unknown }) {
   const forbidden = props.error instanceof ApiError && props.error.code === 'FORBIDDEN';
