@@ -66,9 +66,14 @@ export async function buildDashboard(root) {
   const out = path.join(root, DASHBOARD_OUT);
   const staging = `${out}.building-${process.pid}`;
   const old = `${out}.old-${process.pid}`;
+  // What ships is the production build whoever asks for it: under vitest (NODE_ENV=test, the
+  // tests' globalSetup) Vite would otherwise keep the libraries' development code (74 KB, not 56).
+  const nodeEnv = process.env.NODE_ENV;
+  process.env.NODE_ENV = 'production';
   try {
     await build({
       configFile: path.join(root, 'dashboard', 'vite.config.ts'),
+      mode: 'production',
       logLevel: 'warn',
       build: { outDir: staging, emptyOutDir: true },
     });
@@ -84,6 +89,8 @@ export async function buildDashboard(root) {
     }
     fs.renameSync(staging, out);
   } finally {
+    if (nodeEnv === undefined) delete process.env.NODE_ENV;
+    else process.env.NODE_ENV = nodeEnv;
     fs.rmSync(staging, { recursive: true, force: true });
     fs.rmSync(old, { recursive: true, force: true });
   }
