@@ -10,7 +10,7 @@ const POSTGRES_ONLY = ['test/postgres-*.test.ts', 'test/copy.test.ts', 'test/usa
  * Files whose stores hold the data a tenant sees: run again on PostgreSQL, their gateways on a
  * scratch database each (TG_TEST_DIALECT=postgres is createTestGateway's default dialect there).
  */
-const ON_BOTH = ['tenancy', 'subscriptions', 'modules', 'credentials', 'auth', 'key-policy', 'leaks', 'usage', 'org-lifecycle', 'data-keys', 'audit', 'audit-tamper'].map((name) => `test/${name}.test.ts`);
+const ON_BOTH = ['tenancy', 'subscriptions', 'dashboard-browser', 'modules', 'credentials', 'auth', 'key-policy', 'leaks', 'usage', 'org-lifecycle', 'data-keys', 'audit', 'audit-tamper'].map((name) => `test/${name}.test.ts`);
 
 /** Builds dist/dashboard if dashboard/ changed, so that the gateways tests start serve it. */
 const DASHBOARD = 'test/setup/dashboard.ts';

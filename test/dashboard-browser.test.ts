@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { chromium, type Browser, type BrowserContext, type ConsoleMessage, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createScratchDatabase, type ScratchDatabase } from './helpers/postgres.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 
 /**
@@ -57,6 +58,7 @@ async function pageHolds(page: Page, text: string): Promise<boolean> {
 
 describe.skipIf(skip)('the dashboard in a browser', () => {
   let gateway: TestServer;
+  let scratch: ScratchDatabase | undefined;
   let browser: Browser;
   let tenantKey = '';
   let narrowKey = '';
@@ -90,7 +92,9 @@ describe.skipIf(skip)('the dashboard in a browser', () => {
   beforeAll(async () => {
     // The browser start overlaps the server start: together they are most of this file's time.
     const launched = chromium.launch({ executablePath: CHROMIUM, args: LAUNCH_ARGS });
-    gateway = await startTestServer();
+    // In the postgres project the same server runs on a scratch PostgreSQL database, as the request role.
+    if (process.env.TG_TEST_DIALECT === 'postgres') scratch = await createScratchDatabase({ migrate: false });
+    gateway = await startTestServer(scratch ? { TENANTGATE_DATABASE: scratch.requestUrl, TENANTGATE_MIGRATION_DATABASE: scratch.ownerUrl } : {});
     const admin = gateway.adminKey;
     await ok(admin, 'mutation($i: CreateOrgInput!) { createOrg(input: $i) { id } }', { i: { id: ORG, name: 'Acme Robotics' } });
     await ok(admin, 'mutation($i: CreateOrgInput!) { createOrg(input: $i) { id } }', { i: { id: 'globex', name: 'Globex' } });
@@ -102,6 +106,8 @@ describe.skipIf(skip)('the dashboard in a browser', () => {
       await ok(tenantKey, 'mutation($i: InstallModuleInput!) { installModule(input: $i) { id } }', { i: { id: m.id, name: m.name, version: m.version } });
       await ok(admin, 'mutation($org: ID!, $m: ID!, $n: Int) { recordModuleUsage(orgId: $org, moduleId: $m, count: $n) { id } }', { org: ORG, m: m.id, n: m.uses });
     }
+    // On PostgreSQL, the rows are there: the page below reads that store, not a SQLite file.
+    if (scratch) expect((await scratch.query<{ n: number }>(`SELECT count(*)::int AS n FROM modules WHERE org_id = '${ORG}'`))[0]?.n).toBe(MODULES.length);
     const health = [
       ['github', 'HEALTHY', null],
       ['jira', 'HEALTHY', null],
@@ -139,6 +145,7 @@ describe.skipIf(skip)('the dashboard in a browser', () => {
   afterAll(async () => {
     await browser?.close();
     await gateway?.close();
+    await scratch?.drop();
   });
 
   /** A fresh browser context whose requests off the gateway are recorded and refused, and whose console errors are kept. */
