@@ -113,6 +113,7 @@ export function createApp({ store, secretBox, config, logger, stages }: AppOptio
     maxPerOrg: config.fairness.maxSubscriptions,
     maxTotal: config.fairness.maxSubscriptionsTotal,
     onRefused: () => metrics.rateLimitRefusal('subscriptions'),
+    onDelivered: (kind) => metrics.subscriptionEvent(kind),
   });
   metrics.watchSubscriptions(() => events.open);
   const services: Services = { store, secretBox, authenticator, metering, events };

@@ -82,6 +82,13 @@ describe('moduleEvents', () => {
     expect(gw.logger.lines.join('\n')).not.toContain(gw.keys.a);
     await sleep(QUIET_MS);
     expect(stream.results).toHaveLength(7);
+    // Counted by kind, never by org.
+    const metrics = await (await gw.fetch('/metrics')).text();
+    expect(metrics).toContain('tenantgate_subscription_events_total{kind="changed"} 4');
+    expect(metrics).toContain('tenantgate_subscription_events_total{kind="installed"} 1');
+    expect(metrics).toContain('tenantgate_subscription_events_total{kind="health"} 1');
+    expect(metrics).toContain('tenantgate_subscription_events_total{kind="uninstalled"} 1');
+    expect(metrics).not.toMatch(/tenantgate_subscription_events_total\{[^}]*org/);
   });
 
   it("never delivers another org's events, look-alike ids included; the org's own arrive (control)", async () => {

@@ -42,6 +42,7 @@ export class Metrics {
   readonly #rateLimitRefusals: Counter<'limit'>;
   readonly #auditRecords: Counter<'action'>;
   readonly #auditVerifyFailures: Counter;
+  readonly #subscriptionEvents: Counter<'kind'>;
   /** Plain numbers on the request path, handed to prom-client on scrape (see above). */
   readonly #cacheResults = { hit: 0, miss: 0 };
 
@@ -134,6 +135,12 @@ export class Metrics {
       help: "Orgs whose audit chain a verification in this process found broken (edited, removed or reordered records)",
       registers: [this.registry],
     });
+    this.#subscriptionEvents = new Counter({
+      name: 'tenantgate_subscription_events_total',
+      help: 'Events handed to subscription streams, by kind (installed, changed, health, uninstalled, resync)',
+      labelNames: ['kind'],
+      registers: [this.registry],
+    });
     const cacheResults = this.#cacheResults;
     new Counter({
       name: 'tenantgate_response_cache_total',
@@ -194,6 +201,11 @@ export class Metrics {
   }
 
   /** Reports the response cache's size on every scrape. */
+  /** tenantgate_subscription_events_total: events handed to subscription streams, by kind (no label per org). */
+  subscriptionEvent(kind: 'installed' | 'changed' | 'health' | 'uninstalled' | 'resync'): void {
+    this.#subscriptionEvents.inc({ kind });
+  }
+
   /** tenantgate_subscriptions_open: subscription streams open in this process (no label per org). */
   watchSubscriptions(open: () => number): void {
     new Gauge({

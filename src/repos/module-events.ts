@@ -33,6 +33,8 @@ export interface ModuleEventHubOptions {
   maxTotal: number;
   /** Told of every stream refused for the caps (a metric). */
   onRefused?: () => void;
+  /** Told of every event handed to a stream, by its kind (a metric). */
+  onDelivered?: (kind: ModuleEvent['kind']) => void;
   now?: () => number;
 }
 
@@ -116,6 +118,7 @@ export class ModuleEventHub {
             return;
           }
           pending += 1;
+          this.#options.onDelivered?.(event.kind);
           void push(event).then(
             () => {
               pending -= 1;
