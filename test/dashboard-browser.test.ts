@@ -2,10 +2,11 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { chromium, type Browser, type BrowserContext, type ConsoleMessage, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, ConsoleMessage, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createScratchDatabase, type ScratchDatabase } from './helpers/postgres.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
+import { confineTo, launchChromium, skipWithoutChromium } from './helpers/browser.ts';
 
 /**
  * The operator dashboard as people use it, in Debian's Chromium against the listener `npm start`
@@ -15,12 +16,7 @@ import { startTestServer, type TestServer } from './helpers/server.ts';
  * DevTools protocol (page.evaluate, which CSP does not govern), so no step needs bypassCSP.
  */
 
-const CHROMIUM = '/usr/bin/chromium';
-const LAUNCH_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update'];
-const haveChromium = fs.existsSync(CHROMIUM);
-// CI installs Chromium (.ci/run), so there a missing browser is a failure, not a skip.
-const skip = !haveChromium && process.env.CI !== 'true';
-if (skip) console.warn(`dashboard-browser.test.ts skipped: ${CHROMIUM} is missing (apt-get install -y chromium); with CI=true it fails instead`);
+const skip = skipWithoutChromium('dashboard-browser.test.ts');
 
 const AXE = fs.readFileSync(path.join(process.cwd(), 'node_modules', 'axe-core', 'axe.min.js'), 'utf8');
 const VIEWPORT = { width: 1280, height: 800 };
@@ -91,7 +87,7 @@ describe.skipIf(skip)('the dashboard in a browser', () => {
 
   beforeAll(async () => {
     // The browser start overlaps the server start: together they are most of this file's time.
-    const launched = chromium.launch({ executablePath: CHROMIUM, args: LAUNCH_ARGS });
+    const launched = launchChromium();
     // In the postgres project the same server runs on a scratch PostgreSQL database, as the request role.
     if (process.env.TG_TEST_DIALECT === 'postgres') scratch = await createScratchDatabase({ migrate: false });
     gateway = await startTestServer(scratch ? { TENANTGATE_DATABASE: scratch.requestUrl, TENANTGATE_MIGRATION_DATABASE: scratch.ownerUrl } : {});
@@ -154,17 +150,9 @@ describe.skipIf(skip)('the dashboard in a browser', () => {
     origin = gateway.origin,
   ): Promise<{ context: BrowserContext; page: Page; offGateway: string[]; consoleErrors: string[]; allowedErrors: string[] }> {
     const context = await browser.newContext({ viewport: VIEWPORT });
-    const offGateway: string[] = [];
+    const offGateway = await confineTo(context, origin);
     const consoleErrors: string[] = [];
     const allowedErrors: string[] = [];
-    await context.route('**/*', (route) => {
-      const url = route.request().url();
-      if (new URL(url).origin !== origin) {
-        offGateway.push(url);
-        return route.abort('blockedbyclient');
-      }
-      return route.continue();
-    });
     const page = await context.newPage();
     page.on('console', (message: ConsoleMessage) => {
       if (message.type() !== 'error') return;

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
-import { chromium, type Browser, type ConsoleMessage, type Page } from 'playwright-core';
+import type { Browser, ConsoleMessage, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from './helpers/server.ts';
+import { confineTo, launchChromium, skipWithoutChromium } from './helpers/browser.ts';
 
 /**
  * GraphiQL as a person uses it, in Debian's Chromium against the listener `npm start` serves, with
@@ -10,12 +10,7 @@ import { startTestServer, type TestServer } from './helpers/server.ts';
  * Monaco's workers all come from the gateway, so GraphiQL works on a machine without internet.
  */
 
-const CHROMIUM = '/usr/bin/chromium';
-const LAUNCH_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update'];
-const haveChromium = fs.existsSync(CHROMIUM);
-// CI installs Chromium (.ci/run), so there a missing browser is a failure, not a skip.
-const skip = !haveChromium && process.env.CI !== 'true';
-if (skip) console.warn(`graphiql-browser.test.ts skipped: ${CHROMIUM} is missing (apt-get install -y chromium); with CI=true it fails instead`);
+const skip = skipWithoutChromium('graphiql-browser.test.ts');
 
 describe.skipIf(skip)('GraphiQL in a browser, offline', () => {
   let gateway: TestServer;
@@ -24,7 +19,7 @@ describe.skipIf(skip)('GraphiQL in a browser, offline', () => {
 
   beforeAll(async () => {
     // The browser start overlaps the server start: together they are most of this file's time.
-    const launched = chromium.launch({ executablePath: CHROMIUM, args: LAUNCH_ARGS });
+    const launched = launchChromium();
     gateway = await startTestServer();
     // Data only the store can answer with: a module installed over the API.
     const installed = await fetch(gateway.server.url, {
@@ -57,17 +52,8 @@ describe.skipIf(skip)('GraphiQL in a browser, offline', () => {
     const { origin, adminKey } = gateway;
     const pageUrl = gateway.server.url;
     const context = await browser.newContext();
-    const offGateway: string[] = [];
     const fromGateway: string[] = [];
-    await context.route('**/*', (route) => {
-      const url = route.request().url();
-      if (new URL(url).origin !== origin) {
-        offGateway.push(url);
-        return route.abort('blockedbyclient');
-      }
-      fromGateway.push(new URL(url).pathname);
-      return route.continue();
-    });
+    const offGateway = await confineTo(context, origin, (url) => fromGateway.push(new URL(url).pathname));
     const page = await context.newPage();
     let keyEntered = false;
     const consoleErrors: string[] = [];
