@@ -5,6 +5,7 @@ import type { Config } from './config.ts';
 import type { SecretBox } from './crypto/secret-box.ts';
 import type { Context } from './graphql/context.ts';
 import { schema } from './graphql/schema.ts';
+import { useCompiledExecution, useCountedExecution } from './graphql/compiled-execution.ts';
 import { useDocumentLimits } from './hardening/document-limits.ts';
 import { createMaskError } from './hardening/mask-error.ts';
 import { stripSuggestions, useNoSuggestions, useOperationLimits } from './hardening/operation-limits.ts';
@@ -55,6 +56,7 @@ export type AppConfig = Pick<
   | 'metrics'
   | 'metricsToken'
   | 'responseCacheBytes'
+  | 'execution'
   | 'corsOrigins'
   | 'quotas'
   | 'fairness'
@@ -228,6 +230,9 @@ export function createApp({ store, secretBox, config, logger, stages }: AppOptio
       useVariableCost(config.limits.maxCost),
       ...useNoSuggestions(),
       ...(config.introspection ? [] : [useNoIntrospection()]),
+      ...(config.execution.compiled
+        ? [useCompiledExecution({ logger, compileAfter: config.execution.compileAfter, onExecuted: (engine) => metrics.execution(engine) })]
+        : [useCountedExecution(() => metrics.execution('interpreted'))]),
     ],
   });
 

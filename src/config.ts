@@ -54,6 +54,8 @@ export interface Config {
   metricsToken: string | undefined;
   /** Bytes (estimated) of query answers the response cache keeps, all orgs together; 0 turns it off. */
   responseCacheBytes: number;
+  /** How operations execute: compiled (graphql-jit) once they come back, or always interpreted. */
+  execution: Execution;
   /** Origins (scheme://host[:port]) whose browser pages may call the API; none by default. */
   corsOrigins: string[];
   /** A request's headers must arrive within this many ms, the whole request within requestTimeoutMs. */
@@ -88,6 +90,13 @@ export interface Fairness {
   maxSubscriptions: number;
   /** Subscription streams open in this process, every org together. */
   maxSubscriptionsTotal: number;
+}
+
+export interface Execution {
+  /** Compile queries and mutations that keep coming back (graphql-jit); false: graphql-js interprets every one. */
+  compiled: boolean;
+  /** Interpreted executions of an operation before it is compiled; 0 compiles on first use. */
+  compileAfter: number;
 }
 
 export interface DatabasePool {
@@ -283,6 +292,12 @@ export const environment = z.object({
   TENANTGATE_RESPONSE_CACHE_BYTES: withDefault(String(8 * MiB), wholeNumber(0, 1024 * MiB), {
     meaning: 'estimated bytes of modules/module answers kept in process, all orgs together; 0 turns the cache off',
   }),
+  TENANTGATE_COMPILED_EXECUTION: withDefault('true', trueOrFalse, {
+    meaning: 'run queries and mutations that come back as compiled code (graphql-jit); false interprets every one (graphql-js)',
+  }),
+  TENANTGATE_COMPILE_AFTER: withDefault('10', wholeNumber(0, 1_000_000), {
+    meaning: 'interpreted executions of an operation before it is compiled; 0 compiles it on first use',
+  }),
   TENANTGATE_CORS_ORIGINS: optional(commaSeparated.pipe(z.array(origin)), {
     meaning: 'origins whose browser pages may call the API; none when unset',
   }),
@@ -387,6 +402,7 @@ const config = environment.transform((env, ctx): Config => {
     metrics: env.TENANTGATE_METRICS,
     metricsToken: env.TENANTGATE_METRICS_TOKEN,
     responseCacheBytes: env.TENANTGATE_RESPONSE_CACHE_BYTES,
+    execution: { compiled: env.TENANTGATE_COMPILED_EXECUTION, compileAfter: env.TENANTGATE_COMPILE_AFTER },
     corsOrigins: env.TENANTGATE_CORS_ORIGINS ?? [],
     headersTimeoutMs: env.TENANTGATE_HEADERS_TIMEOUT_MS,
     requestTimeoutMs: env.TENANTGATE_REQUEST_TIMEOUT_MS,

@@ -152,6 +152,14 @@ const CASES = {
     valid: ['0', (c) => c.responseCacheBytes, 0],
     invalid: ['-1', whole('TENANTGATE_RESPONSE_CACHE_BYTES', 0, 1_073_741_824, '-1')],
   },
+  TENANTGATE_COMPILED_EXECUTION: {
+    valid: ['false', (c) => c.execution.compiled, false],
+    invalid: ['jit', 'TENANTGATE_COMPILED_EXECUTION must be true or false (got "jit")'],
+  },
+  TENANTGATE_COMPILE_AFTER: {
+    valid: ['0', (c) => c.execution.compileAfter, 0],
+    invalid: ['-1', whole('TENANTGATE_COMPILE_AFTER', 0, 1_000_000, '-1')],
+  },
   TENANTGATE_CORS_ORIGINS: {
     valid: [' https://dash.example.com ,http://localhost:5173', (c) => c.corsOrigins, ['https://dash.example.com', 'http://localhost:5173']],
     invalid: [
@@ -250,6 +258,7 @@ describe('configuration', () => {
       metrics: true,
       metricsToken: undefined,
       responseCacheBytes: 8 * 1_048_576,
+      execution: { compiled: true, compileAfter: 10 },
       corsOrigins: [],
       headersTimeoutMs: 20_000,
       requestTimeoutMs: 60_000,

@@ -45,6 +45,7 @@ export class Metrics {
   readonly #subscriptionEvents: Counter<'kind'>;
   /** Plain numbers on the request path, handed to prom-client on scrape (see above). */
   readonly #cacheResults = { hit: 0, miss: 0 };
+  readonly #executions = { compiled: 0, interpreted: 0 };
 
   #processMetrics = false;
 
@@ -152,6 +153,17 @@ export class Metrics {
         for (const result of ['hit', 'miss'] as const) this.inc({ result }, cacheResults[result]);
       },
     });
+    const executions = this.#executions;
+    new Counter({
+      name: 'tenantgate_graphql_executions_total',
+      help: 'Queries and mutations executed, by engine: compiled (graphql-jit) or interpreted (graphql-js)',
+      labelNames: ['engine'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const engine of ['compiled', 'interpreted'] as const) this.inc({ engine }, executions[engine]);
+      },
+    });
   }
 
   /** `operation` and `outcome` must come from bounded sets (see observability.ts). */
@@ -198,6 +210,11 @@ export class Metrics {
 
   responseCache(hit: boolean): void {
     this.#cacheResults[hit ? 'hit' : 'miss'] += 1;
+  }
+
+  /** One query or mutation executed, by the engine that ran it (subscriptions are not counted). */
+  execution(engine: 'compiled' | 'interpreted'): void {
+    this.#executions[engine] += 1;
   }
 
   /** Reports the response cache's size on every scrape. */

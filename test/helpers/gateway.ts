@@ -272,6 +272,9 @@ export async function createTestGateway(options: GatewayOptions = {}): Promise<T
       TENANTGATE_DATA_DIR: dir,
       TENANTGATE_MASTER_KEY: randomBytes(32).toString('base64'),
       ...(scratch ? { TENANTGATE_DATABASE: scratch.requestUrl, TENANTGATE_MIGRATION_DATABASE: scratch.ownerUrl } : {}),
+      // Every query and mutation of the suite runs compiled, from its first execution (the default
+      // compiles on the eleventh); test/compiled-execution.test.ts compares the two engines' answers.
+      TENANTGATE_COMPILE_AFTER: '0',
       ...options.env,
     });
     opened = await openStore(config, logger);
