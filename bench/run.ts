@@ -342,6 +342,8 @@ function gatewayEnv(dir: string, fixture: Fixture, file: string): Record<string,
 }
 
 const CACHE_OFF = { TENANTGATE_RESPONSE_CACHE_BYTES: '0' };
+/** The baseline of compiled execution: every operation interpreted by graphql-js, as before it. */
+const INTERPRETED = { TENANTGATE_COMPILED_EXECUTION: 'false' };
 /**
  * The scale pair sends all 50 connections as one org, to measure the store as it grows; the
  * fair-sharing queue (TENANTGATE_ORG_QUEUE, 32 by default) would answer the connections past it
@@ -412,6 +414,27 @@ async function main(): Promise<void> {
       },
       profile,
     );
+
+    // The executing rows again with every operation interpreted (graphql-js), the engine before
+    // compiled execution: its gain, measured in the same run. The page runs with the response
+    // cache off (cached, it would measure the cache, not the engine).
+    for (const [ids, env] of [[['viewer', 'mix'], {}], [['modules'], CACHE_OFF]] as const) {
+      const picked = scenarios.filter((s) => (ids as readonly string[]).includes(s.id));
+      if (picked.length === 0) continue;
+      const cache = env !== CACHE_OFF;
+      await withChild(
+        'gateway.ts',
+        { ...gatewayEnv(dir, fixture, fixture.stores.main.file), ...INTERPRETED, ...env },
+        async (gateway) => {
+          for (const scenario of picked) {
+            const label = `gateway, compiled execution off${cache ? '' : ', response cache off'}: ${scenario.name}`;
+            const result = await measure(gateway, { ...scenario, name: label.slice('gateway, '.length) });
+            rows.push({ kind: 'gateway', label, scenario: `${scenario.id}-interpreted`, cache, result, peakRss: await gateway.peakRss() });
+          }
+        },
+        profile,
+      );
+    }
 
     // The scale pair runs interleaved: both gateways up at once, then SCALE_ROUNDS short rounds of
     // 10k then 1M. On a shared machine, background load drifts over a run; alternating puts the
