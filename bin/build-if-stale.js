@@ -9,7 +9,7 @@
 //
 // Each part's inputs have a fingerprint (path, size and mtime of every file), written to its
 // stamp after a successful build. The server: every file under src/, the tsconfig files,
-// package.json, package-lock.json (the bundle holds the dependencies) and bin/bundle.js, stamped
+// package.json, package-lock.json (the bundle holds the dependencies), bin/bundle.js and its stand-in bin/unused-fast-json-stringify.js, stamped
 // in dist/.build-stamp. The dashboard: every file under dashboard/, package-lock.json and
 // bin/build-dashboard.js, stamped in dist/.dashboard-stamp. Any difference rebuilds: an edited,
 // added or deleted file, or one whose mtime went backwards (a checkout of an older commit, a
@@ -25,7 +25,7 @@ import { DASHBOARD_OUT, buildDashboard } from './build-dashboard.js';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const STAMP = path.join(ROOT, 'dist', '.build-stamp');
 const OUTPUTS = [path.join(ROOT, 'dist', 'src', 'main.js'), path.join(ROOT, BUNDLE)];
-const FILES = ['tsconfig.json', 'tsconfig.build.json', 'package.json', 'package-lock.json', 'bin/bundle.js'];
+const FILES = ['tsconfig.json', 'tsconfig.build.json', 'package.json', 'package-lock.json', 'bin/bundle.js', 'bin/unused-fast-json-stringify.js'];
 
 const DASHBOARD_STAMP = path.join(ROOT, 'dist', '.dashboard-stamp');
 const DASHBOARD_OUTPUTS = [path.join(ROOT, DASHBOARD_OUT, 'index.html')];

@@ -10,6 +10,8 @@
 // - @graphql-yoga/render-graphiql: never imported; src/http/graphiql.ts resolves it with
 //   createRequire(import.meta.url) and reads it in a worker thread (9 MB that must not be parsed
 //   at start). From dist/ that resolves through the same node_modules/.
+// Left out altogether: fast-json-stringify (and the ajv it loads), which graphql-jit imports but
+// never calls as the gateway uses it; bin/unused-fast-json-stringify.js stands in for it.
 // The drizzle migrations are found by walking up from import.meta.url, i.e. from dist/ to the
 // package root, where drizzle/sqlite lives.
 import path from 'node:path';
@@ -37,6 +39,7 @@ export async function bundle(root) {
       js: "import { createRequire as __tenantgateCreateRequire } from 'node:module';\nconst require = __tenantgateCreateRequire(import.meta.url);",
     },
     external: ['better-sqlite3', '@graphql-yoga/render-graphiql', 'pg-native'],
+    alias: { 'fast-json-stringify': './bin/unused-fast-json-stringify.js' },
     // NODE_ENV is read at run time: main.ts settles it before graphql-js is first evaluated.
     logLevel: 'warning',
   });

@@ -115,6 +115,30 @@ describe('npm start runs the bundle', () => {
     await anonymous.arrayBuffer();
   });
 
+  it('runs a query that keeps coming back compiled, with the same answer (graphql-jit in the bundle, fast-json-stringify left out)', async () => {
+    const ask = async () => {
+      const res = await fetch(`${base}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${adminKey}` },
+        body: JSON.stringify({ query: '{ viewer { scopes org { id name } } }' }),
+      });
+      expect(res.status).toBe(200);
+      return res.text();
+    };
+    const compiled = async () => {
+      const text = await (await fetch(`${base}/metrics`)).text();
+      return Number(/^tenantgate_graphql_executions_total\{engine="compiled"\} (\d+)$/m.exec(text)?.[1]);
+    };
+    const first = await ask();
+    // TENANTGATE_COMPILE_AFTER is 10 by default: the eleventh and later run compiled.
+    for (let i = 0; i < 10; i++) await ask();
+    const before = await compiled();
+    const last = await ask();
+    expect(await compiled()).toBe(before + 1);
+    expect(before).toBeGreaterThan(0);
+    expect(JSON.parse(last)).toEqual(JSON.parse(first));
+  });
+
   it('serves GraphiQL and its assets from the installed @graphql-yoga/render-graphiql', async () => {
     const page = await fetch(`${base}/graphql`, { headers: { accept: 'text/html' } });
     expect(page.status).toBe(200);

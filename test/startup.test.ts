@@ -42,6 +42,7 @@ beforeAll(() => {
   fs.mkdirSync(file('bin'));
   fs.copyFileSync(path.join(ROOT, 'bin', 'build-if-stale.js'), file('bin/build-if-stale.js'));
   fs.copyFileSync(path.join(ROOT, 'bin', 'bundle.js'), file('bin/bundle.js'));
+  fs.copyFileSync(path.join(ROOT, 'bin', 'unused-fast-json-stringify.js'), file('bin/unused-fast-json-stringify.js'));
   fs.copyFileSync(path.join(ROOT, 'bin', 'build-dashboard.js'), file('bin/build-dashboard.js'));
   fs.symlinkSync(path.join(ROOT, 'node_modules'), file('node_modules'), 'dir');
   write('package.json', '{ "name": "p", "type": "module", "private": true }\n');
