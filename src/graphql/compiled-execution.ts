@@ -107,8 +107,8 @@ export function useCompiledExecution({ logger, compileAfter, onExecuted }: Compi
       return compiled;
     }
     entry.interpretedOnly = true;
-    // Only messages: the document's text (literal arguments and all) never reaches the log.
-    logger.warn('operation not compiled; it runs interpreted', { errors: compiled.errors?.map((e) => e.message) });
+    // Not even the messages: they may quote the document, literal arguments (a secret) and all.
+    logger.warn('operation not compiled; it runs interpreted', { errors: compiled.errors?.length ?? 0 });
     return undefined;
   };
 
