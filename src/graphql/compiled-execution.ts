@@ -112,7 +112,7 @@ export function useCompiledExecution({ logger, compileAfter, onExecuted }: Compi
     return undefined;
   };
 
-  /** The compiled operation with its variables, or undefined when this execution stays interpreted. */
+  /** The compiled operation, bound to this execution's variables; undefined when it stays interpreted. */
   const compiledFor = (args: ExecutionArgs, operation: OperationDefinitionNode) => {
     const entry = entryFor(args.document, args.operationName ?? undefined, operation);
     if (entry.interpretedOnly || ++entry.runs <= compileAfter) return undefined;
@@ -130,20 +130,20 @@ export function useCompiledExecution({ logger, compileAfter, onExecuted }: Compi
       if (!compiled) return undefined;
     }
     const query = compiled.query;
-    return { run: (root: unknown, context: unknown) => query(root, context, variables) };
+    return (root: unknown, context: unknown) => query(root, context, variables);
   };
 
   return {
     onExecute({ args, setExecuteFn }) {
       const operation = getOperationAST(args.document, args.operationName);
       if (!operation || operation.operation === 'subscription') return;
-      const compiled = compiledFor(args, operation);
-      if (!compiled) {
+      const run = compiledFor(args, operation);
+      if (!run) {
         onExecuted?.('interpreted');
         return;
       }
       onExecuted?.('compiled');
-      setExecuteFn((execArgs) => withLocatedErrors(compiled.run(execArgs.rootValue, execArgs.contextValue), execArgs.document));
+      setExecuteFn((execArgs) => withLocatedErrors(run(execArgs.rootValue, execArgs.contextValue), execArgs.document));
     },
   };
 }
